@@ -28,12 +28,12 @@ log() { printf '\n=== test: %s ===\n' "$*"; }
 configure_build() {
 	local dir=$1
 	shift
-	if cmake -S "$root" -B "$dir" -DPS_WERROR=ON "$@" >"$dir.configure.log" 2>&1 &&
-		cmake --build "$dir" -j "$jobs" >"$dir.build.log" 2>&1; then
+	if cmake -S "$root" -B "$dir" -DPS_WERROR=ON "$@" >"$dir/configure.log" 2>&1 &&
+		cmake --build "$dir" -j "$jobs" >"$dir/build.log" 2>&1; then
 		return 0
 	fi
 	echo "test: build in $dir failed:" >&2
-	tail -n 40 "$dir.configure.log" "$dir.build.log" >&2 2>/dev/null
+	tail -n 40 "$dir/configure.log" "$dir/build.log" >&2 2>/dev/null
 	total_fail=$((total_fail + 1))
 	return 1
 }
