@@ -1,0 +1,71 @@
+/*
+ * Server internals shared by:
+ *   server.c      ps_server_main(): signals, the data-plane listener, the start-up log, and the
+ *                 register / heartbeat / reconnect cycle
+ *   server_ctl.c  the control session with the scheduler: find it through the kv entry,
+ *                 connect, register, heartbeat with stats, react to its replies
+ *
+ * Single-threaded for now: the data-path threads arrive with the data plane. The struct is
+ * owned by the thread that called ps_server_main().
+ */
+#ifndef PS_SERVER_INTERNAL_H
+#define PS_SERVER_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/ctl.h"
+#include "common/kv.h"
+#include "server/server.h"
+
+#define SRV_LOG "server"
+/* Upper bound for one connect attempt, so a black-holed address is retried, not waited on. */
+#define SRV_CONNECT_TIMEOUT_MS 2000
+/* Upper bound for the register round trip. */
+#define SRV_REGISTER_TIMEOUT_MS 5000
+/* Longest back-off between attempts to reach the scheduler. */
+#define SRV_RETRY_MAX_MS 500
+
+struct ps_srv {
+	const struct ps_server_opts *opts;   /* borrowed from the caller */
+	int sig_fd;			     /* signalfd: SIGINT, SIGTERM */
+	int data_fd;			     /* data-plane listener (placeholder: never accepted) */
+	uint16_t data_port;		     /* its bound port */
+	int ctl_fd;			     /* control connection, -1 when not connected */
+	struct ps_ctl_reader rd;	     /* frames from the scheduler */
+	char sched_addr[PS_CTL_ADDR_STRLEN]; /* "host:port" of the scheduler, for logs */
+	char data_addr[PS_CTL_ADDR_STRLEN];  /* advertised data-plane "host:port" */
+	uint64_t cluster_version;	     /* from the last RegisterResp/HeartbeatResp */
+	uint32_t heartbeat_ms;		     /* period the scheduler asked for */
+	uint32_t liveness_ms;		     /* silence after which we give the scheduler up */
+	uint64_t next_request_id;
+	bool auth; /* send a token */
+	size_t token_len;
+	uint8_t token[PS_CTL_TOKEN_MAX];
+};
+
+/**
+ * ps_srv_connect_register() - find the scheduler through the kv entry, connect and register,
+ * retrying for up to opts->kv_wait_ms.
+ * @first: the first registration of this process. Later ones (after a lost connection) treat
+ *         PS_EDUP_SERVER_ID as transient: the scheduler may not have seen the old connection
+ *         close yet.
+ *
+ * Returns 0 (s->ctl_fd connected and registered), PS_ESHUTDOWN (signal, or the scheduler is
+ * shutting down), a refusal (PS_EDUP_SERVER_ID, PS_EOUT_OF_RANGE, -EACCES, ...), PS_ETIMEOUT,
+ * or a kv URL error.
+ */
+int ps_srv_connect_register(struct ps_srv *s, bool first);
+
+/**
+ * ps_srv_heartbeat_loop() - heartbeat until told to stop or the connection fails.
+ *
+ * Returns PS_ESHUTDOWN (signal or the scheduler's Shutdown: exit cleanly), PS_EPEER_LOST
+ * (connection broken, refused or silent: reconnect), or another error.
+ */
+int ps_srv_heartbeat_loop(struct ps_srv *s);
+
+/** ps_srv_disconnect() - close the control connection (if any) and reset its reader. */
+void ps_srv_disconnect(struct ps_srv *s);
+
+#endif
