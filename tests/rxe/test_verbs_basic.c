@@ -23,10 +23,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
-#include <netdb.h>
 #include <pthread.h>
-#include <sched.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,20 +34,17 @@
 #include <psplus/error.h>
 
 #include "common/clock.h"
+#include "tests/rxe/rxe_test.h"
 #include "transport/rdma/verbs_shim.h"
 
-#define EXIT_SKIP 77
-
-/* Generous: under QEMU TCG, connection set-up and a 128 KiB transfer take whole seconds. */
-#define CM_TIMEOUT_MS	   30000
-#define CQ_TIMEOUT_MS	   30000
+/* Local addresses resolve at once; this bounds a broken set-up (cm waits: rxe_test.h). */
 #define RESOLVE_TIMEOUT_MS 5000
 /* Flushes follow a disconnect at once on a healthy device; this only bounds a broken one. */
 #define DRAIN_TIMEOUT_MS 10000
 
 #define MSG_LEN	    4096u
 #define WRITE_LEN   (64u * 1024u)
-#define IMM_VALUE   0x50530001u /* "PS" + 1: arbitrary, but not a value memory would hold by chance */
+#define IMM_VALUE   0x50530001u /* "PS" + 1: not a value memory holds by chance */
 #define PROTO_MAGIC 0x50535642u /* "PSVB" */
 
 /*
@@ -94,19 +88,16 @@ _Static_assert(sizeof(struct wire_target) == 24, "wire_target is 24 bytes on the
 
 /* One side of the connection and everything it owns; torn down by ep_teardown(). */
 struct endpoint {
-	const char *role;		  /* "server" or "client", prefixes every line */
 	struct rdma_event_channel *cm_ch; /* cm events of this side's ids */
 	struct rdma_cm_id *listen_id;	  /* server: the listener; its children report on cm_ch */
 	struct rdma_cm_id *id;		  /* the connection's id; its QP is id->qp */
 	struct ibv_pd *pd;		  /* on id->verbs */
-	struct ibv_comp_channel *comp_ch; /* server: waits on CQ events; client: NULL, busy-polls */
-	struct ibv_cq *cq;		  /* send and receive completions of id->qp */
-	bool cq_armed;			  /* req_notify done since the last CQ event */
-	uint8_t *buf;			  /* BUF_LEN, page-aligned, registered as mr */
+	struct rxe_cq cq; /* completions of id->qp; server: with a channel; client: busy-polled */
+	uint8_t *buf;	  /* BUF_LEN, page-aligned, registered as mr */
 	struct ibv_mr *mr;
-	bool connected; /* ESTABLISHED seen, so teardown must disconnect */
-	bool peer_gone; /* DISCONNECTED seen */
-	int failures;	/* failed checks */
+	bool connected;	      /* ESTABLISHED seen, so teardown must disconnect */
+	bool peer_gone;	      /* DISCONNECTED seen */
+	struct rxe_check chk; /* role and failed checks */
 	/* server only */
 	unsigned int mtu; /* active MTU of the port, bytes */
 	/* client only */
@@ -114,227 +105,8 @@ struct endpoint {
 	char dev_name[64];	     /* the device rdma_cm chose for the client */
 };
 
-/* ---- reporting -------------------------------------------------------------------------------- */
-
-static bool check(struct endpoint *ep, bool ok, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static bool check(struct endpoint *ep, bool ok, const char *fmt, ...)
-{
-	char line[512];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(line, sizeof(line), fmt, ap);
-	va_end(ap);
-	printf("[%s] %s %s\n", ep->role, ok ? "ok  " : "FAIL", line);
-	if (!ok)
-		ep->failures++;
-	return ok;
-}
-
-/* A failed call: report it with the psplus text of @rc and count it. Returns @rc. */
-static int failed(struct endpoint *ep, const char *what, int rc)
-{
-	check(ep, false, "%s: %s (%s)", what, ps_strerror(rc), ps_err_name(rc));
-	return rc;
-}
-
-static void info(struct endpoint *ep, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void info(struct endpoint *ep, const char *fmt, ...)
-{
-	char line[512];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(line, sizeof(line), fmt, ap);
-	va_end(ap);
-	printf("[%s]      %s\n", ep->role, line);
-}
-
-/* ---- data patterns ---------------------------------------------------------------------------- */
-
-/* A byte pattern that differs per @seed and has no short period (a shifted copy would show). */
-static uint8_t pattern_byte(uint32_t seed, size_t i)
-{
-	uint32_t x = (uint32_t)i * 2654435761u + seed * 40503u;
-
-	return (uint8_t)(x >> 24 ^ x >> 11 ^ (uint32_t)(i >> 12));
-}
-
-static void pattern_fill(uint8_t *p, size_t len, uint32_t seed)
-{
-	for (size_t i = 0; i < len; i++)
-		p[i] = pattern_byte(seed, i);
-}
-
-/* Returns the offset of the first byte that differs from the pattern, or @len if none does. */
-static size_t pattern_mismatch(const uint8_t *p, size_t len, uint32_t seed)
-{
-	for (size_t i = 0; i < len; i++)
-		if (p[i] != pattern_byte(seed, i))
-			return i;
-	return len;
-}
-
+/* Pattern seeds: each block has its own, so a block landing in the wrong place shows. */
 enum { SEED_MSG = 1, SEED_WRITE = 2, SEED_WRITE_IMM = 3 };
-
-/* ---- hw_counters ------------------------------------------------------------------------------ */
-
-static int counter_read(const char *dev, int port, const char *name, uint64_t *out)
-{
-	char path[256];
-	unsigned long long v;
-	FILE *f;
-	int n;
-
-	snprintf(path, sizeof(path), "/sys/class/infiniband/%s/ports/%d/hw_counters/%s", dev, port,
-		 name);
-	f = fopen(path, "r");
-	if (!f)
-		return -errno;
-	n = fscanf(f, "%llu", &v);
-	fclose(f);
-	if (n != 1)
-		return -EIO;
-	*out = v;
-	return 0;
-}
-
-struct pkt_counters {
-	uint64_t sent, rcvd;
-};
-
-static int counters_read(const char *dev, int port, struct pkt_counters *c)
-{
-	int rc = counter_read(dev, port, "sent_pkts", &c->sent);
-
-	return rc ? rc : counter_read(dev, port, "rcvd_pkts", &c->rcvd);
-}
-
-/* ---- cm events and completions --------------------------------------------------------------- */
-
-/*
- * Wait for the next cm event on @ep's channel and require it to be @type. On success the event is
- * returned unacknowledged (its private data is valid until the ack); on any failure it has been
- * acknowledged already.
- */
-static int cm_expect(struct endpoint *ep, enum rdma_cm_event_type type, struct rdma_cm_event **out)
-{
-	struct rdma_cm_event *ev;
-	char what[128];
-	int rc;
-
-	rc = ps_vshim_cm_event_get(ep->cm_ch, CM_TIMEOUT_MS, &ev);
-	if (rc) {
-		snprintf(what, sizeof(what), "waiting for %s", ps_vshim_cm_event_str(type));
-		return failed(ep, what, rc);
-	}
-	if (ev->event != type) {
-		check(ep, false, "expected %s, got %s (status %d)", ps_vshim_cm_event_str(type),
-		      ps_vshim_cm_event_str(ev->event), ev->status);
-		if (ev->event == RDMA_CM_EVENT_DISCONNECTED)
-			ep->peer_gone = true;
-		ps_vshim_cm_event_ack(ev);
-		return -EPROTO;
-	}
-	*out = ev;
-	return 0;
-}
-
-/* cm_expect() for events that carry nothing the caller needs. */
-static int cm_expect_ack(struct endpoint *ep, enum rdma_cm_event_type type)
-{
-	struct rdma_cm_event *ev;
-	int rc = cm_expect(ep, type, &ev);
-
-	return rc ? rc : ps_vshim_cm_event_ack(ev);
-}
-
-/*
- * The next completion of @ep's CQ before @deadline. The server sleeps on its completion channel
- * (arm, poll again, then wait: a completion that lands between the empty poll and the arming
- * would otherwise wait for the next one); the client busy-polls, as the data path will.
- */
-static int cq_next(struct endpoint *ep, struct ibv_wc *wc, uint64_t deadline)
-{
-	struct ibv_cq *ev_cq;
-	void *ev_ctx;
-	int n, rc;
-
-	for (;;) {
-		n = ps_vshim_cq_poll(ep->cq, 1, wc);
-		if (n != 0)
-			return n < 0 ? n : 0;
-		if (!ep->comp_ch) {
-			if (ps_clock_remaining_ms(deadline) == 0)
-				return PS_ETIMEOUT;
-			sched_yield();
-			continue;
-		}
-		if (!ep->cq_armed) {
-			rc = ps_vshim_cq_req_notify(ep->cq, 0);
-			if (rc)
-				return rc;
-			ep->cq_armed = true;
-			continue;
-		}
-		rc = ps_vshim_cq_event_get(ep->comp_ch, ps_clock_remaining_ms(deadline), &ev_cq,
-					   &ev_ctx);
-		if (rc)
-			return rc;
-		/* One at a time keeps teardown simple; a data path would ack in batches. */
-		ps_vshim_cq_event_ack(ev_cq, 1);
-		ep->cq_armed = false;
-	}
-}
-
-struct wc_expect {
-	enum wr_tag tag;
-	enum ibv_wc_opcode opcode;
-	uint32_t byte_len; /* UINT32_MAX: not defined for this opcode, not checked */
-	struct ibv_wc wc;  /* the completion, once seen */
-	bool seen;
-};
-
-/*
- * Collect one successful completion per entry of @exp, in any order (a QP's send and receive
- * queues complete independently), and check each against its entry.
- */
-static int cq_expect(struct endpoint *ep, struct wc_expect *exp, size_t n)
-{
-	uint64_t deadline = ps_clock_deadline_ms(CQ_TIMEOUT_MS);
-	struct ibv_wc wc;
-	size_t got = 0, i;
-	int rc;
-
-	while (got < n) {
-		rc = cq_next(ep, &wc, deadline);
-		if (rc)
-			return failed(ep, "waiting for completions", rc);
-		for (i = 0; i < n && (exp[i].seen || exp[i].tag != wc.wr_id); i++)
-			;
-		if (i == n) {
-			check(ep, false, "unexpected completion wr_id %" PRIu64 " status %s",
-			      wc.wr_id, ps_vshim_wc_status_str(wc.status));
-			return -EPROTO;
-		}
-		exp[i].seen = true;
-		exp[i].wc = wc;
-		got++;
-		if (!check(ep,
-			   wc.status == IBV_WC_SUCCESS && wc.opcode == exp[i].opcode &&
-				   wc.qp_num == ep->id->qp->qp_num &&
-				   (exp[i].byte_len == UINT32_MAX ||
-				    wc.byte_len == exp[i].byte_len),
-			   "completion wr_id %d: status %s, opcode %d (want %d), byte_len %u",
-			   exp[i].tag, ps_vshim_wc_status_str(wc.status), wc.opcode, exp[i].opcode,
-			   wc.byte_len))
-			return -EPROTO;
-	}
-	return 0;
-}
 
 /* ---- set-up and teardown of one endpoint ----------------------------------------------------- */
 
@@ -350,15 +122,15 @@ static int ep_resources_create(struct endpoint *ep, bool use_comp_ch, int access
 
 	rc = ps_vshim_pd_alloc(ctx, &ep->pd);
 	if (rc)
-		return failed(ep, "alloc PD", rc);
+		return rxe_failed(&ep->chk, "alloc PD", rc);
 	if (use_comp_ch) {
-		rc = ps_vshim_comp_channel_create(ctx, &ep->comp_ch);
+		rc = ps_vshim_comp_channel_create(ctx, &ep->cq.ch);
 		if (rc)
-			return failed(ep, "create completion channel", rc);
+			return rxe_failed(&ep->chk, "create completion channel", rc);
 	}
-	rc = ps_vshim_cq_create(ctx, 32, ep, ep->comp_ch, 0, &ep->cq);
+	rc = ps_vshim_cq_create(ctx, 32, ep, ep->cq.ch, 0, &ep->cq.cq);
 	if (rc)
-		return failed(ep, "create CQ", rc);
+		return rxe_failed(&ep->chk, "create CQ", rc);
 
 	/*
 	 * Page-aligned: registration pins whole pages, so an unaligned buffer would pin (and expose
@@ -367,31 +139,31 @@ static int ep_resources_create(struct endpoint *ep, bool use_comp_ch, int access
 	rc = posix_memalign((void **)&ep->buf, 4096, BUF_LEN);
 	if (rc) {
 		ep->buf = NULL;
-		return failed(ep, "allocate the buffer", -rc);
+		return rxe_failed(&ep->chk, "allocate the buffer", -rc);
 	}
 	memset(ep->buf, 0, BUF_LEN);
 	rc = ps_vshim_mr_reg(ep->pd, ep->buf, BUF_LEN, access, &ep->mr);
 	if (rc) {
 		if (rc == -ENOMEM || rc == -EPERM)
-			info(ep, "hint: the memlock limit (ulimit -l) may be too low");
-		return failed(ep, "register memory", rc);
+			rxe_info(&ep->chk, "hint: the memlock limit (ulimit -l) may be too low");
+		return rxe_failed(&ep->chk, "register memory", rc);
 	}
 
 	memset(&qpa, 0, sizeof(qpa));
 	qpa.qp_type = IBV_QPT_RC;
-	qpa.send_cq = ep->cq;
-	qpa.recv_cq = ep->cq;
+	qpa.send_cq = ep->cq.cq;
+	qpa.recv_cq = ep->cq.cq;
 	qpa.cap.max_send_wr = 8;
 	qpa.cap.max_recv_wr = 8;
 	qpa.cap.max_send_sge = 1;
 	qpa.cap.max_recv_sge = 1;
 	rc = ps_vshim_qp_create(ep->id, ep->pd, &qpa);
 	if (rc)
-		return failed(ep, "create QP", rc);
-	check(ep, qpa.cap.max_send_wr >= 8 && qpa.cap.max_recv_wr >= 8,
-	      "QP %u created: max_send_wr %u, max_recv_wr %u, max_inline_data %u",
-	      ep->id->qp->qp_num, qpa.cap.max_send_wr, qpa.cap.max_recv_wr,
-	      qpa.cap.max_inline_data);
+		return rxe_failed(&ep->chk, "create QP", rc);
+	rxe_check(&ep->chk, qpa.cap.max_send_wr >= 8 && qpa.cap.max_recv_wr >= 8,
+		  "QP %u created: max_send_wr %u, max_recv_wr %u, max_inline_data %u",
+		  ep->id->qp->qp_num, qpa.cap.max_send_wr, qpa.cap.max_recv_wr,
+		  qpa.cap.max_inline_data);
 	return 0;
 }
 
@@ -414,26 +186,27 @@ static void ep_disconnect_drain(struct endpoint *ep)
 
 	rc = ps_vshim_cm_disconnect(ep->id);
 	if (rc)
-		failed(ep, "disconnect", rc);
+		rxe_failed(&ep->chk, "disconnect", rc);
 	if (!ep->peer_gone) {
-		if (cm_expect_ack(ep, RDMA_CM_EVENT_DISCONNECTED) == 0)
+		if (rxe_cm_expect_ack(&ep->chk, ep->cm_ch, RDMA_CM_EVENT_DISCONNECTED) == 0)
 			ep->peer_gone = true;
 	}
 	while (flushed < 1) {
-		rc = cq_next(ep, &wc, deadline);
+		rc = rxe_cq_next(&ep->cq, &wc, deadline);
 		if (rc) {
-			failed(ep, "draining the CQ", rc);
+			rxe_failed(&ep->chk, "draining the CQ", rc);
 			break;
 		}
 		if (wc.status == IBV_WC_WR_FLUSH_ERR) {
 			flushed += wc.wr_id == WR_SPARE;
 			continue;
 		}
-		check(ep, false, "drain: wr_id %" PRIu64 " completed with %s", wc.wr_id,
-		      ps_vshim_wc_status_str(wc.status));
+		rxe_check(&ep->chk, false, "drain: wr_id %" PRIu64 " completed with %s", wc.wr_id,
+			  ps_vshim_wc_status_str(wc.status));
 	}
 	if (flushed)
-		check(ep, true, "drain: the spare receive completed with IBV_WC_WR_FLUSH_ERR");
+		rxe_check(&ep->chk, true,
+			  "drain: the spare receive completed with IBV_WC_WR_FLUSH_ERR");
 }
 
 /* Destroy whatever @ep holds, in the reverse order of creation; fine on a partial endpoint. */
@@ -447,27 +220,27 @@ static void ep_teardown(struct endpoint *ep)
 		ps_vshim_qp_destroy(ep->id);
 	rc = ps_vshim_mr_dereg(ep->mr);
 	if (rc)
-		failed(ep, "deregister memory", rc);
+		rxe_failed(&ep->chk, "deregister memory", rc);
 	free(ep->buf);
-	rc = ps_vshim_cq_destroy(ep->cq);
+	rc = ps_vshim_cq_destroy(ep->cq.cq);
 	if (rc)
-		failed(ep, "destroy CQ", rc);
-	rc = ps_vshim_comp_channel_destroy(ep->comp_ch);
+		rxe_failed(&ep->chk, "destroy CQ", rc);
+	rc = ps_vshim_comp_channel_destroy(ep->cq.ch);
 	if (rc)
-		failed(ep, "destroy completion channel", rc);
+		rxe_failed(&ep->chk, "destroy completion channel", rc);
 	rc = ps_vshim_pd_dealloc(ep->pd);
 	if (rc)
-		failed(ep, "dealloc PD", rc);
+		rxe_failed(&ep->chk, "dealloc PD", rc);
 	rc = ps_vshim_cm_id_destroy(ep->id);
 	if (rc)
-		failed(ep, "destroy cm id", rc);
+		rxe_failed(&ep->chk, "destroy cm id", rc);
 	rc = ps_vshim_cm_id_destroy(ep->listen_id);
 	if (rc)
-		failed(ep, "destroy listen id", rc);
+		rxe_failed(&ep->chk, "destroy listen id", rc);
 	ps_vshim_cm_channel_destroy(ep->cm_ch);
 }
 
-/* ---- client ----------------------------------------------------------------------------------- */
+/* ---- client ---------------------------------------------------------------------------------- */
 
 static int client_connect(struct endpoint *ep, struct wire_target *target)
 {
@@ -479,26 +252,27 @@ static int client_connect(struct endpoint *ep, struct wire_target *target)
 
 	rc = ps_vshim_cm_channel_create(&ep->cm_ch);
 	if (rc)
-		return failed(ep, "create cm channel", rc);
+		return rxe_failed(&ep->chk, "create cm channel", rc);
 	rc = ps_vshim_cm_id_create(ep->cm_ch, ep, RDMA_PS_TCP, &ep->id);
 	if (rc)
-		return failed(ep, "create cm id", rc);
+		return rxe_failed(&ep->chk, "create cm id", rc);
 	rc = ps_vshim_cm_resolve_addr(ep->id, NULL, (struct sockaddr *)&ep->dst,
 				      RESOLVE_TIMEOUT_MS);
 	if (rc)
-		return failed(ep, "resolve address", rc);
-	rc = cm_expect_ack(ep, RDMA_CM_EVENT_ADDR_RESOLVED);
+		return rxe_failed(&ep->chk, "resolve address", rc);
+	rc = rxe_cm_expect_ack(&ep->chk, ep->cm_ch, RDMA_CM_EVENT_ADDR_RESOLVED);
 	if (rc)
 		return rc;
 	rc = ps_vshim_cm_resolve_route(ep->id, RESOLVE_TIMEOUT_MS);
 	if (rc)
-		return failed(ep, "resolve route", rc);
-	rc = cm_expect_ack(ep, RDMA_CM_EVENT_ROUTE_RESOLVED);
+		return rxe_failed(&ep->chk, "resolve route", rc);
+	rc = rxe_cm_expect_ack(&ep->chk, ep->cm_ch, RDMA_CM_EVENT_ROUTE_RESOLVED);
 	if (rc)
 		return rc;
 	snprintf(ep->dev_name, sizeof(ep->dev_name), "%s",
 		 ps_vshim_device_name(ep->id->verbs->device));
-	info(ep, "address and route resolved: device %s port %u", ep->dev_name, ep->id->port_num);
+	rxe_info(&ep->chk, "address and route resolved: device %s port %u", ep->dev_name,
+		 ep->id->port_num);
 
 	rc = ep_resources_create(ep, false, IBV_ACCESS_LOCAL_WRITE);
 	if (rc)
@@ -511,7 +285,7 @@ static int client_connect(struct endpoint *ep, struct wire_target *target)
 		.wr_id = WR_ACK, .next = &spare, .sg_list = &ack_sge, .num_sge = 1};
 	rc = ps_vshim_post_recv(ep->id->qp, &ack, NULL);
 	if (rc)
-		return failed(ep, "post receives", rc);
+		return rxe_failed(&ep->chk, "post receives", rc);
 
 	memset(&param, 0, sizeof(param));
 	param.private_data = &hello;
@@ -520,27 +294,27 @@ static int client_connect(struct endpoint *ep, struct wire_target *target)
 	param.rnr_retry_count = 7; /* "infinite": a receiver that is late to post never fails us */
 	rc = ps_vshim_cm_connect(ep->id, &param);
 	if (rc)
-		return failed(ep, "connect", rc);
-	rc = cm_expect(ep, RDMA_CM_EVENT_ESTABLISHED, &ev);
+		return rxe_failed(&ep->chk, "connect", rc);
+	rc = rxe_cm_expect(&ep->chk, ep->cm_ch, RDMA_CM_EVENT_ESTABLISHED, &ev);
 	if (rc)
 		return rc;
 	ep->connected = true;
 	tgt = ev->param.conn.private_data;
-	if (check(ep,
-		  tgt && ev->param.conn.private_data_len >= sizeof(*tgt) &&
-			  be32toh(tgt->magic) == PROTO_MAGIC,
-		  "ESTABLISHED with the server's target in its private data (%u bytes)",
-		  ev->param.conn.private_data_len)) {
+	if (rxe_check(&ep->chk,
+		      tgt && ev->param.conn.private_data_len >= sizeof(*tgt) &&
+			      be32toh(tgt->magic) == PROTO_MAGIC,
+		      "ESTABLISHED with the server's target in its private data (%u bytes)",
+		      ev->param.conn.private_data_len)) {
 		target->addr = be64toh(tgt->addr);
 		target->rkey = be32toh(tgt->rkey);
 		target->len = be32toh(tgt->len);
 	}
 	ps_vshim_cm_event_ack(ev);
-	if (ep->failures)
+	if (ep->chk.failures)
 		return -EPROTO;
-	return check(ep, target->len >= 2 * WRITE_LEN,
-		     "target: %u bytes at 0x%" PRIx64 " rkey 0x%x", target->len, target->addr,
-		     target->rkey)
+	return rxe_check(&ep->chk, target->len >= 2 * WRITE_LEN,
+			 "target: %u bytes at 0x%" PRIx64 " rkey 0x%x", target->len, target->addr,
+			 target->rkey)
 		       ? 0
 		       : -EPROTO;
 }
@@ -572,34 +346,35 @@ static int client_transfer(struct endpoint *ep, const struct wire_target *target
 				  .opcode = IBV_WR_SEND,
 				  .send_flags = IBV_SEND_SIGNALED};
 	/* A requester's WRITE_WITH_IMM completes as IBV_WC_RDMA_WRITE. */
-	struct wc_expect exp[] = {
-		{.tag = WR_MSG, .opcode = IBV_WC_SEND, .byte_len = UINT32_MAX},
-		{.tag = WR_WRITE, .opcode = IBV_WC_RDMA_WRITE, .byte_len = UINT32_MAX},
-		{.tag = WR_WRITE_IMM, .opcode = IBV_WC_RDMA_WRITE, .byte_len = UINT32_MAX},
-		{.tag = WR_ACK, .opcode = IBV_WC_RECV, .byte_len = 4},
+	struct rxe_wc_expect exp[] = {
+		{.wr_id = WR_MSG, .opcode = IBV_WC_SEND, .byte_len = UINT32_MAX},
+		{.wr_id = WR_WRITE, .opcode = IBV_WC_RDMA_WRITE, .byte_len = UINT32_MAX},
+		{.wr_id = WR_WRITE_IMM, .opcode = IBV_WC_RDMA_WRITE, .byte_len = UINT32_MAX},
+		{.wr_id = WR_ACK, .opcode = IBV_WC_RECV, .byte_len = 4},
 	};
 	struct ibv_send_wr *bad = NULL;
 	uint64_t t0;
 	uint32_t verdict;
 	int rc;
 
-	pattern_fill(ep->buf + OFF_MSG, MSG_LEN, SEED_MSG);
-	pattern_fill(ep->buf + OFF_DATA, WRITE_LEN, SEED_WRITE);
-	pattern_fill(ep->buf + OFF_DATA + WRITE_LEN, WRITE_LEN, SEED_WRITE_IMM);
+	rxe_pattern_fill(ep->buf + OFF_MSG, MSG_LEN, SEED_MSG);
+	rxe_pattern_fill(ep->buf + OFF_DATA, WRITE_LEN, SEED_WRITE);
+	rxe_pattern_fill(ep->buf + OFF_DATA + WRITE_LEN, WRITE_LEN, SEED_WRITE_IMM);
 
-	/* One chain, one doorbell: SEND, WRITE, WRITE_WITH_IMM execute in this order on an RC QP. */
+	/* One chain, one doorbell; an RC QP executes SEND, WRITE, WRITE_WITH_IMM in this order. */
 	t0 = ps_clock_now_ns();
 	rc = ps_vshim_post_send(ep->id->qp, &msg, &bad);
 	if (rc)
-		return failed(ep, "post SEND + WRITE + WRITE_WITH_IMM", rc);
-	rc = cq_expect(ep, exp, sizeof(exp) / sizeof(exp[0]));
+		return rxe_failed(&ep->chk, "post SEND + WRITE + WRITE_WITH_IMM", rc);
+	rc = rxe_cq_expect(&ep->chk, &ep->cq, ep->id->qp->qp_num, exp,
+			   sizeof(exp) / sizeof(exp[0]));
 	if (rc)
 		return rc;
-	info(ep, "SEND 4 KiB + 2 x 64 KiB WRITE + verdict: %.1f ms",
-	     (double)(ps_clock_now_ns() - t0) / 1e6);
+	rxe_info(&ep->chk, "SEND 4 KiB + 2 x 64 KiB WRITE + verdict: %.1f ms",
+		 (double)(ps_clock_now_ns() - t0) / 1e6);
 	memcpy(&verdict, ep->buf + OFF_ACK, sizeof(verdict));
-	return check(ep, be32toh(verdict) == 0, "server's verdict: %u failed check(s)",
-		     be32toh(verdict))
+	return rxe_check(&ep->chk, be32toh(verdict) == 0, "server's verdict: %u failed check(s)",
+			 be32toh(verdict))
 		       ? 0
 		       : -EPROTO;
 }
@@ -615,7 +390,7 @@ static void *client_main(void *arg)
 	return NULL;
 }
 
-/* ---- server ----------------------------------------------------------------------------------- */
+/* ---- server ---------------------------------------------------------------------------------- */
 
 /* Print the device, port and GID the listen address maps to, and check the port is usable. */
 static int server_describe_device(struct endpoint *ep, const struct sockaddr *addr)
@@ -630,18 +405,18 @@ static int server_describe_device(struct endpoint *ep, const struct sockaddr *ad
 
 	rc = ps_vshim_device_query(ctx, &dattr);
 	if (rc)
-		return failed(ep, "query device", rc);
+		return rxe_failed(&ep->chk, "query device", rc);
 	rc = ps_vshim_port_query(ctx, port, &pattr);
 	if (rc)
-		return failed(ep, "query port", rc);
+		return rxe_failed(&ep->chk, "query port", rc);
 	ep->mtu = ps_vshim_mtu_bytes(pattr.active_mtu);
-	check(ep, pattr.state == IBV_PORT_ACTIVE && ep->mtu > 0,
-	      "%s port %u: state %d (ACTIVE=%d), active MTU %u, link layer %s",
-	      ps_vshim_device_name(ctx->device), port, pattr.state, IBV_PORT_ACTIVE, ep->mtu,
-	      pattr.link_layer == IBV_LINK_LAYER_ETHERNET ? "Ethernet (RoCE)" : "InfiniBand");
-	check(ep, dattr.max_sge >= 1 && dattr.max_qp_wr >= 8 && dattr.max_cqe >= 32,
-	      "device limits: max_sge %d, max_qp_wr %d, max_cqe %d, max_mr_size %" PRIu64,
-	      dattr.max_sge, dattr.max_qp_wr, dattr.max_cqe, (uint64_t)dattr.max_mr_size);
+	rxe_check(&ep->chk, pattr.state == IBV_PORT_ACTIVE && ep->mtu > 0,
+		  "%s port %u: state %d (ACTIVE=%d), active MTU %u, link layer %s",
+		  ps_vshim_device_name(ctx->device), port, pattr.state, IBV_PORT_ACTIVE, ep->mtu,
+		  pattr.link_layer == IBV_LINK_LAYER_ETHERNET ? "Ethernet (RoCE)" : "InfiniBand");
+	rxe_check(&ep->chk, dattr.max_sge >= 1 && dattr.max_qp_wr >= 8 && dattr.max_cqe >= 32,
+		  "device limits: max_sge %d, max_qp_wr %d, max_cqe %d, max_mr_size %" PRIu64,
+		  dattr.max_sge, dattr.max_qp_wr, dattr.max_cqe, (uint64_t)dattr.max_mr_size);
 
 	/* RoCE derives GIDs from the netdev's addresses: IPv4 a.b.c.d is ::ffff:a.b.c.d. */
 	memset(&want, 0, sizeof(want));
@@ -658,9 +433,9 @@ static int server_describe_device(struct endpoint *ep, const struct sockaddr *ad
 	}
 	inet_ntop(AF_INET6, want.raw, gid_str, sizeof(gid_str));
 	if (pattr.link_layer == IBV_LINK_LAYER_ETHERNET)
-		check(ep, found >= 0, "GID %s of the listen address at index %d (of %d)", gid_str,
-		      found, pattr.gid_tbl_len);
-	return ep->failures ? -EPROTO : 0;
+		rxe_check(&ep->chk, found >= 0, "GID %s of the listen address at index %d (of %d)",
+			  gid_str, found, pattr.gid_tbl_len);
+	return ep->chk.failures ? -EPROTO : 0;
 }
 
 static int server_listen(struct endpoint *ep, const struct sockaddr *addr, char *dev, size_t devsz)
@@ -669,14 +444,15 @@ static int server_listen(struct endpoint *ep, const struct sockaddr *addr, char 
 
 	rc = ps_vshim_cm_channel_create(&ep->cm_ch);
 	if (rc)
-		return failed(ep, "create cm channel", rc);
+		return rxe_failed(&ep->chk, "create cm channel", rc);
 	rc = ps_vshim_cm_id_create(ep->cm_ch, ep, RDMA_PS_TCP, &ep->listen_id);
 	if (rc)
-		return failed(ep, "create listen id", rc);
+		return rxe_failed(&ep->chk, "create listen id", rc);
 	rc = ps_vshim_cm_bind(ep->listen_id, addr);
 	if (rc)
-		return failed(ep, "bind the listen address", rc);
-	if (!check(ep, ep->listen_id->verbs != NULL, "listen address is on an RDMA device"))
+		return rxe_failed(&ep->chk, "bind the listen address", rc);
+	if (!rxe_check(&ep->chk, ep->listen_id->verbs != NULL,
+		       "listen address is on an RDMA device"))
 		return PS_ENO_DEVICE;
 	snprintf(dev, devsz, "%s", ps_vshim_device_name(ep->listen_id->verbs->device));
 	rc = server_describe_device(ep, addr);
@@ -684,8 +460,8 @@ static int server_listen(struct endpoint *ep, const struct sockaddr *addr, char 
 		return rc;
 	rc = ps_vshim_cm_listen(ep->listen_id, 4);
 	if (rc)
-		return failed(ep, "listen", rc);
-	info(ep, "listening on %s port %u", dev, ps_vshim_cm_src_port(ep->listen_id));
+		return rxe_failed(&ep->chk, "listen", rc);
+	rxe_info(&ep->chk, "listening on %s port %u", dev, ps_vshim_cm_src_port(ep->listen_id));
 	return 0;
 }
 
@@ -699,7 +475,7 @@ static int server_accept(struct endpoint *ep)
 	bool hello_ok;
 	int rc;
 
-	rc = cm_expect(ep, RDMA_CM_EVENT_CONNECT_REQUEST, &ev);
+	rc = rxe_cm_expect(&ep->chk, ep->cm_ch, RDMA_CM_EVENT_CONNECT_REQUEST, &ev);
 	if (rc)
 		return rc;
 	ep->id = ev->id;
@@ -707,7 +483,8 @@ static int server_accept(struct endpoint *ep)
 	hello_ok = hello && ev->param.conn.private_data_len >= sizeof(*hello) &&
 		   be32toh(hello->magic) == PROTO_MAGIC && be32toh(hello->version) == 1;
 	ps_vshim_cm_event_ack(ev);
-	if (!check(ep, hello_ok, "CONNECT_REQUEST with the client's hello in its private data"))
+	if (!rxe_check(&ep->chk, hello_ok,
+		       "CONNECT_REQUEST with the client's hello in its private data"))
 		goto reject;
 	if (ep_resources_create(ep, true, IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE))
 		goto reject;
@@ -725,7 +502,7 @@ static int server_accept(struct endpoint *ep)
 	struct ibv_recv_wr msg = {.wr_id = WR_MSG, .next = &imm, .sg_list = &msg_sge, .num_sge = 1};
 	rc = ps_vshim_post_recv(ep->id->qp, &msg, NULL);
 	if (rc) {
-		failed(ep, "post receives", rc);
+		rxe_failed(&ep->chk, "post receives", rc);
 		goto reject;
 	}
 
@@ -739,12 +516,13 @@ static int server_accept(struct endpoint *ep)
 	param.rnr_retry_count = 7;
 	rc = ps_vshim_cm_accept(ep->id, &param);
 	if (rc)
-		return failed(ep, "accept", rc);
-	rc = cm_expect_ack(ep, RDMA_CM_EVENT_ESTABLISHED);
+		return rxe_failed(&ep->chk, "accept", rc);
+	rc = rxe_cm_expect_ack(&ep->chk, ep->cm_ch, RDMA_CM_EVENT_ESTABLISHED);
 	if (rc)
 		return rc;
 	ep->connected = true;
-	return check(ep, true, "ESTABLISHED on %s", ps_vshim_device_name(ep->id->verbs->device))
+	return rxe_check(&ep->chk, true, "ESTABLISHED on %s",
+			 ps_vshim_device_name(ep->id->verbs->device))
 		       ? 0
 		       : -EPROTO;
 
@@ -756,41 +534,43 @@ reject:
 
 static int server_verify(struct endpoint *ep)
 {
-	struct wc_expect exp[] = {
-		{.tag = WR_MSG, .opcode = IBV_WC_RECV, .byte_len = MSG_LEN},
-		{.tag = WR_IMM_RECV, .opcode = IBV_WC_RECV_RDMA_WITH_IMM, .byte_len = WRITE_LEN},
+	struct rxe_wc_expect exp[] = {
+		{.wr_id = WR_MSG, .opcode = IBV_WC_RECV, .byte_len = MSG_LEN},
+		{.wr_id = WR_IMM_RECV, .opcode = IBV_WC_RECV_RDMA_WITH_IMM, .byte_len = WRITE_LEN},
 	};
-	struct wc_expect ack_exp[] = {
-		{.tag = WR_ACK, .opcode = IBV_WC_SEND, .byte_len = UINT32_MAX},
+	struct rxe_wc_expect ack_exp[] = {
+		{.wr_id = WR_ACK, .opcode = IBV_WC_SEND, .byte_len = UINT32_MAX},
 	};
 	const struct ibv_wc *wc = &exp[1].wc;
 	size_t off, guard_bad = 0;
 	uint32_t verdict;
 	int rc;
 
-	rc = cq_expect(ep, exp, 2);
+	rc = rxe_cq_expect(&ep->chk, &ep->cq, ep->id->qp->qp_num, exp, 2);
 	if (rc == 0) {
-		check(ep, (wc->wc_flags & IBV_WC_WITH_IMM) && ntohl(wc->imm_data) == IMM_VALUE,
-		      "WRITE_WITH_IMM completion carries imm 0x%x (want 0x%x)", ntohl(wc->imm_data),
-		      IMM_VALUE);
-		off = pattern_mismatch(ep->buf + OFF_MSG, MSG_LEN, SEED_MSG);
-		check(ep, off == MSG_LEN, "SEND payload: %zu of %u bytes match the pattern", off,
-		      MSG_LEN);
-		/* The imm completion comes after the earlier WRITE's data is placed (RC ordering). */
-		off = pattern_mismatch(ep->buf + OFF_DATA, WRITE_LEN, SEED_WRITE);
-		check(ep, off == WRITE_LEN, "RDMA WRITE block: %zu of %u bytes match", off,
-		      WRITE_LEN);
-		off = pattern_mismatch(ep->buf + OFF_DATA + WRITE_LEN, WRITE_LEN, SEED_WRITE_IMM);
-		check(ep, off == WRITE_LEN, "RDMA WRITE_WITH_IMM block: %zu of %u bytes match", off,
-		      WRITE_LEN);
+		rxe_check(&ep->chk,
+			  (wc->wc_flags & IBV_WC_WITH_IMM) && ntohl(wc->imm_data) == IMM_VALUE,
+			  "WRITE_WITH_IMM completion carries imm 0x%x (want 0x%x)",
+			  ntohl(wc->imm_data), IMM_VALUE);
+		off = rxe_pattern_mismatch(ep->buf + OFF_MSG, MSG_LEN, SEED_MSG);
+		rxe_check(&ep->chk, off == MSG_LEN,
+			  "SEND payload: %zu of %u bytes match the pattern", off, MSG_LEN);
+		/* The imm completion follows the placement of the earlier WRITE (RC ordering). */
+		off = rxe_pattern_mismatch(ep->buf + OFF_DATA, WRITE_LEN, SEED_WRITE);
+		rxe_check(&ep->chk, off == WRITE_LEN, "RDMA WRITE block: %zu of %u bytes match",
+			  off, WRITE_LEN);
+		off = rxe_pattern_mismatch(ep->buf + OFF_DATA + WRITE_LEN, WRITE_LEN,
+					   SEED_WRITE_IMM);
+		rxe_check(&ep->chk, off == WRITE_LEN,
+			  "RDMA WRITE_WITH_IMM block: %zu of %u bytes match", off, WRITE_LEN);
 		for (off = 0; off < 4096; off++)
 			guard_bad += ep->buf[OFF_GUARD + off] != GUARD_BYTE;
-		check(ep, guard_bad == 0, "guard after the target untouched (%zu bytes changed)",
-		      guard_bad);
+		rxe_check(&ep->chk, guard_bad == 0,
+			  "guard after the target untouched (%zu bytes changed)", guard_bad);
 	}
 
 	/* Send the verdict whatever it is, so the client knows without waiting for a timeout. */
-	verdict = htobe32((uint32_t)ep->failures);
+	verdict = htobe32((uint32_t)ep->chk.failures);
 	memcpy(ep->buf + OFF_ACK, &verdict, sizeof(verdict));
 	struct ibv_sge sge = sge_of(ep, OFF_ACK, sizeof(verdict));
 	struct ibv_send_wr ack = {.wr_id = WR_ACK,
@@ -800,115 +580,61 @@ static int server_verify(struct endpoint *ep)
 				  .send_flags = IBV_SEND_SIGNALED};
 	rc = ps_vshim_post_send(ep->id->qp, &ack, NULL);
 	if (rc)
-		return failed(ep, "post the verdict SEND", rc);
-	rc = cq_expect(ep, ack_exp, 1);
+		return rxe_failed(&ep->chk, "post the verdict SEND", rc);
+	rc = rxe_cq_expect(&ep->chk, &ep->cq, ep->id->qp->qp_num, ack_exp, 1);
 	if (rc)
 		return rc;
 	/* The client disconnects once it has the verdict; wait for that before tearing down. */
-	rc = cm_expect_ack(ep, RDMA_CM_EVENT_DISCONNECTED);
+	rc = rxe_cm_expect_ack(&ep->chk, ep->cm_ch, RDMA_CM_EVENT_DISCONNECTED);
 	if (rc == 0)
 		ep->peer_gone = true;
 	return rc;
 }
 
-/* ---- main ------------------------------------------------------------------------------------- */
-
-static int parse_addr(const char *s, struct sockaddr_storage *out)
-{
-	struct addrinfo hints = {.ai_flags = AI_NUMERICHOST}, *res;
-	int rc = getaddrinfo(s, NULL, &hints, &res);
-
-	if (rc)
-		return -EINVAL;
-	memcpy(out, res->ai_addr, res->ai_addrlen);
-	freeaddrinfo(res);
-	return 0;
-}
-
-static void set_port(struct sockaddr_storage *ss, uint16_t port)
-{
-	if (ss->ss_family == AF_INET)
-		((struct sockaddr_in *)ss)->sin_port = htons(port);
-	else
-		((struct sockaddr_in6 *)ss)->sin6_port = htons(port);
-}
-
-static const char *default_addr(void)
-{
-	const char *s = getenv("PS_RXE1_ADDR");
-
-	if (!s || !*s)
-		s = getenv("PS_RXE0_ADDR");
-	return s && *s ? s : "192.0.2.2";
-}
-
-/* Is there any RDMA device? 0 yes, EXIT_SKIP no, 1 on an unexpected error. */
-static int any_device(struct endpoint *ep, bool in_guest)
-{
-	struct ibv_device **list;
-	int n = 0, rc;
-
-	rc = ps_vshim_device_list_get(&list, &n);
-	if (rc == 0) {
-		ps_vshim_device_list_free(list);
-	} else if (rc != -ENOSYS) {
-		failed(ep, "list RDMA devices", rc);
-		return 1;
-	}
-	if (n > 0)
-		return 0;
-	if (in_guest) {
-		check(ep, false, "no RDMA device inside the rxe guest");
-		return 1;
-	}
-	printf("test_verbs_basic: SKIP: no RDMA device (%s)\n",
-	       rc ? ps_strerror(rc) : "empty device list");
-	return EXIT_SKIP;
-}
+/* ---- main ------------------------------------------------------------------------------------ */
 
 int main(int argc, char **argv)
 {
-	struct endpoint srv = {.role = "server"}, cli = {.role = "client"};
-	const char *in_guest_env = getenv("PS_IN_RXE_GUEST");
-	bool in_guest = in_guest_env && strcmp(in_guest_env, "1") == 0;
-	const char *addr_str = argc > 1 ? argv[1] : default_addr();
+	struct endpoint srv = {.chk.role = "server"}, cli = {.chk.role = "client"};
+	const char *addr_str = argc > 1 ? argv[1] : rxe_default_addr();
 	struct sockaddr_storage addr = {0};
-	struct pkt_counters before = {0}, after = {0};
+	struct rxe_pkt_counters before = {0}, after = {0};
 	char dev[64] = "";
 	bool have_counters = false, client_started = false;
 	pthread_t client;
 	uint64_t t0 = ps_clock_now_ns(), min_pkts;
 	int rc, port_num = 1;
 
-	setvbuf(stdout, NULL, _IOLBF, 0); /* two threads print; keep each line whole */
-	rc = any_device(&srv, in_guest);
+	rxe_test_init();
+	rc = rxe_device_present(&srv.chk, "test_verbs_basic");
 	if (rc)
 		return rc;
-	if (parse_addr(addr_str, &addr)) {
+	/* Port 0: the kernel picks a free one, so parallel runs never collide. */
+	if (rxe_addr_parse(addr_str, 0, &addr)) {
 		fprintf(stderr, "test_verbs_basic: bad address '%s'\n", addr_str);
 		return 1;
 	}
-	info(&srv, "listen address %s", addr_str);
+	rxe_info(&srv.chk, "listen address %s", addr_str);
 
-	/* Port 0: the kernel picks a free one, so parallel runs never collide. */
 	if (server_listen(&srv, (struct sockaddr *)&addr, dev, sizeof(dev)))
 		goto out;
 	port_num = srv.listen_id->port_num;
-	rc = counters_read(dev, port_num, &before);
+	rc = rxe_counters_read(dev, port_num, &before);
 	have_counters = rc == 0;
 	if (!have_counters)
-		check(&srv, !in_guest, "read hw_counters of %s: %s", dev, ps_strerror(rc));
+		rxe_check(&srv.chk, !rxe_in_guest(), "read hw_counters of %s: %s", dev,
+			  ps_strerror(rc));
 
 	cli.dst = addr;
-	set_port(&cli.dst, ps_vshim_cm_src_port(srv.listen_id));
+	rxe_addr_set_port(&cli.dst, ps_vshim_cm_src_port(srv.listen_id));
 	if (pthread_create(&client, NULL, client_main, &cli) != 0) {
-		check(&srv, false, "start the client thread");
+		rxe_check(&srv.chk, false, "start the client thread");
 		goto out;
 	}
 	client_started = true;
 	if (server_accept(&srv) == 0) {
-		info(&srv, "connected in %.1f ms since start",
-		     (double)(ps_clock_now_ns() - t0) / 1e6);
+		rxe_info(&srv.chk, "connected in %.1f ms since start",
+			 (double)(ps_clock_now_ns() - t0) / 1e6);
 		server_verify(&srv);
 	}
 
@@ -918,29 +644,30 @@ out:
 	 * comes once the server answers its disconnect request (rdma_disconnect in ep_teardown()).
 	 */
 	ep_teardown(&srv);
-	if (client_started)
+	if (client_started) {
 		pthread_join(client, NULL);
-	if (client_started)
-		check(&cli, strcmp(cli.dev_name, dev) == 0,
-		      "client ran on the listen address's device too (%s)", cli.dev_name);
+		rxe_check(&cli.chk, strcmp(cli.dev_name, dev) == 0,
+			  "client ran on the listen address's device too (%s)", cli.dev_name);
+	}
 
-	if (have_counters && counters_read(dev, port_num, &after) == 0) {
+	if (have_counters && rxe_counters_read(dev, port_num, &after) == 0) {
 		/*
-		 * Both ends ran on this device, so each data packet is counted once as sent and once as
-		 * received; the payload alone needs this many MTU-sized packets.
+		 * Both ends ran on this device, so each data packet is counted once as sent and
+		 * once as received; the payload alone needs this many MTU-sized packets.
 		 */
 		min_pkts = (MSG_LEN + srv.mtu - 1) / srv.mtu +
 			   2 * ((WRITE_LEN + srv.mtu - 1) / srv.mtu);
-		check(&srv,
-		      after.sent - before.sent >= min_pkts && after.rcvd - before.rcvd >= min_pkts,
-		      "%s hw_counters: sent_pkts +%" PRIu64 ", rcvd_pkts +%" PRIu64 " (>= %" PRIu64
-		      " each)",
-		      dev, after.sent - before.sent, after.rcvd - before.rcvd, min_pkts);
+		rxe_check(&srv.chk,
+			  after.sent - before.sent >= min_pkts &&
+				  after.rcvd - before.rcvd >= min_pkts,
+			  "%s hw_counters: sent_pkts +%" PRIu64 ", rcvd_pkts +%" PRIu64
+			  " (>= %" PRIu64 " each)",
+			  dev, after.sent - before.sent, after.rcvd - before.rcvd, min_pkts);
 	} else if (have_counters) {
-		check(&srv, false, "re-read hw_counters of %s", dev);
+		rxe_check(&srv.chk, false, "re-read hw_counters of %s", dev);
 	}
 
-	rc = srv.failures + cli.failures;
+	rc = srv.chk.failures + cli.chk.failures;
 	printf("test_verbs_basic: %s (%d failed check(s), %.1f s)\n", rc ? "FAIL" : "PASS", rc,
 	       (double)(ps_clock_now_ns() - t0) / 1e9);
 	return rc ? 1 : 0;

@@ -66,7 +66,7 @@ static int fd_wait_readable(int fd, uint64_t deadline)
 			return 0;
 		if (n < 0 && errno != EINTR)
 			return -errno;
-		/* n == 0: poll may wake up to a millisecond early; the loop re-checks the deadline. */
+		/* n == 0: poll may return up to 1 ms early; the loop re-checks the deadline. */
 	}
 }
 
@@ -407,7 +407,7 @@ uint16_t ps_vshim_cm_dst_port(struct rdma_cm_id *id)
 	return ntohs(rdma_get_dst_port(id));
 }
 
-/* ---- rdma_cm: events -------------------------------------------------------------------------- */
+/* ---- rdma_cm: events ------------------------------------------------------------------------- */
 
 int ps_vshim_cm_event_get(struct rdma_event_channel *ch, int timeout_ms,
 			  struct rdma_cm_event **ev_out)
@@ -441,7 +441,7 @@ const char *ps_vshim_cm_event_str(enum rdma_cm_event_type type)
 	return s ? s : "unknown cm event";
 }
 
-/* ---- queue pairs and connections -------------------------------------------------------------- */
+/* ---- queue pairs and connections ------------------------------------------------------------- */
 
 int ps_vshim_qp_create(struct rdma_cm_id *id, struct ibv_pd *pd, struct ibv_qp_init_attr *attr)
 {
@@ -492,7 +492,7 @@ int ps_vshim_cm_disconnect(struct rdma_cm_id *id)
 	return rdma_disconnect(id) ? errno_err() : 0;
 }
 
-/* ---- data path -------------------------------------------------------------------------------- */
+/* ---- data path ------------------------------------------------------------------------------- */
 
 int ps_vshim_post_send(struct ibv_qp *qp, struct ibv_send_wr *wr, struct ibv_send_wr **bad_wr_out)
 {

@@ -258,7 +258,7 @@ uint16_t ps_vshim_cm_src_port(struct rdma_cm_id *id);
 /** ps_vshim_cm_dst_port() - the peer's port of @id in host byte order. */
 uint16_t ps_vshim_cm_dst_port(struct rdma_cm_id *id);
 
-/* ---- rdma_cm: events -------------------------------------------------------------------------- */
+/* ---- rdma_cm: events ------------------------------------------------------------------------- */
 
 /**
  * ps_vshim_cm_event_get() - the next event on @ch, waiting up to @timeout_ms.
@@ -277,7 +277,7 @@ int ps_vshim_cm_event_ack(struct rdma_cm_event *ev);
 /** ps_vshim_cm_event_str() - the name of an event type ("RDMA_CM_EVENT_ESTABLISHED"). */
 const char *ps_vshim_cm_event_str(enum rdma_cm_event_type type);
 
-/* ---- queue pairs and connections -------------------------------------------------------------- */
+/* ---- queue pairs and connections ------------------------------------------------------------- */
 
 /**
  * ps_vshim_qp_create() - create the QP of @id on @pd (which must be on id->verbs).
@@ -329,7 +329,7 @@ int ps_vshim_cm_reject(struct rdma_cm_id *id, const void *private_data, uint8_t 
  */
 int ps_vshim_cm_disconnect(struct rdma_cm_id *id);
 
-/* ---- data path -------------------------------------------------------------------------------- */
+/* ---- data path ------------------------------------------------------------------------------- */
 
 /**
  * ps_vshim_post_send() - post a chain of send-queue work requests (SEND, SEND_WITH_IMM,
