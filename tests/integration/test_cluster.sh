@@ -1,0 +1,295 @@
+#!/usr/bin/env bash
+# A local cluster over the control plane: a scheduler with -sn 3 and three servers on
+# 127.0.0.1 with a file:// kv path, then every way a peer can misbehave:
+#   - a fourth server with a duplicate id (and one out of range) is refused and exits non-zero
+#     with a message naming the id, while the others keep heartbeating;
+#   - garbage bytes, an oversized length prefix, a truncated frame, another proto_version and a
+#     silent connection each cost only their own connection: the scheduler stays up, keeps
+#     taking heartbeats and registrations;
+#   - a stopped server (SIGSTOP) is declared dead by the liveness timeout and re-registers
+#     after SIGCONT; a killed one (kill -9) is declared dead within the liveness timeout and a
+#     replacement takes its id;
+#   - SIGTERM to everyone: all exit 0 within 2 seconds and the kv file is gone.
+# Every wait is polled with a deadline; every process is killed by the EXIT trap.
+# usage: test_cluster.sh PSPLUS_BINARY      (KEEP_LOGS=1 keeps the temp dir)
+set -uo pipefail
+bin=$1
+work=$(mktemp -d /tmp/psplus_cluster.XXXXXX)
+kv=$work/sched.kv
+url=file://$kv
+hb_ms=100 live_ms=1000
+pass=0 fail=0
+declare -A pid=()
+
+cleanup() {
+	local p
+	for p in "${pid[@]}"; do
+		kill -9 "$p" 2>/dev/null
+	done
+	wait 2>/dev/null
+	if [[ $fail -eq 0 && -z ${KEEP_LOGS:-} ]]; then
+		rm -rf "$work"
+	else
+		echo "logs kept in $work"
+	fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+ok() { echo "PASS: $*"; pass=$((pass + 1)); }
+ko() {
+	echo "FAIL: $*"
+	fail=$((fail + 1))
+}
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+
+# wait_for MS CMD...: run CMD every 20 ms until it succeeds (0) or MS pass (1).
+wait_for() {
+	local deadline=$(($(now_ms) + $1))
+	shift
+	until "$@"; do
+		(($(now_ms) >= deadline)) && return 1
+		sleep 0.02
+	done
+}
+log_has() { grep -qE -- "$2" "$work/$1.log"; }
+count() { grep -cE -- "$2" "$work/$1.log"; }
+# A child that has exited but not been reaped is a zombie: treat it as gone.
+gone() { [[ ! -e /proc/$1 ]] || [[ $(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null) == Z ]]; }
+all_gone() {
+	local p
+	for p in "$@"; do gone "$p" || return 1; done
+}
+alive() { ! gone "$1"; }
+hb() { count sched "heartbeat from server $1:"; }
+# hb_grows N ID...: every server ID has N more heartbeats than when hb_base was recorded.
+declare -A base=()
+hb_base() { for i in "$@"; do base[$i]=$(hb "$i"); done; }
+hb_grows() {
+	local n=$1 i
+	shift
+	for i in "$@"; do (($(hb "$i") >= ${base[$i]} + n)) || return 1; done
+}
+
+start_sched() {
+	"$bin" -r scheduler -sp "$url" -sn 3 -snet 100 -smem 1024 -sqps 100000 -bc False \
+		--host 127.0.0.1 --heartbeat_ms $hb_ms --liveness_timeout_ms $live_ms \
+		--log_level debug 2>"$work/sched.log" &
+	pid[sched]=$!
+}
+# start_server NAME ID: a server process whose log is NAME.log.
+start_server() {
+	"$bin" -r server -sp "$url" -si "$2" -bc False --host 127.0.0.1 --transport tcp \
+		--kv_wait_ms 5000 2>"$work/$1.log" &
+	pid[$1]=$!
+}
+# send_raw PRINTF_FORMAT: open a connection to the scheduler, write the bytes, close.
+send_raw() {
+	exec 3<>"/dev/tcp/127.0.0.1/$port" || return 1
+	# The scheduler may reset the connection before all bytes are written: expected.
+	printf "$1" >&3 2>/dev/null
+	exec 3>&-
+}
+show_logs() {
+	local f
+	for f in "$work"/*.log; do
+		echo "---- $(basename "$f") (last 15 lines)"
+		grep -v 'heartbeat from' "$f" | tail -n 15
+	done
+}
+
+# ---- cluster start ------------------------------------------------------------------------
+# Server 0 starts before the scheduler: it must wait for the kv entry, not fail.
+start_server s0 0
+sleep 0.2
+start_sched
+if wait_for 5000 test -s "$kv"; then ok "scheduler published $url"; else ko "no kv file at $kv"; fi
+port=$(sed -n 's/^addr=127\.0\.0\.1:\([0-9]*\)$/\1/p' "$kv")
+if [[ $port =~ ^[0-9]+$ ]] && grep -qx 'server_num=3' "$kv"; then
+	ok "kv file holds the address (port $port) and server_num=3"
+else
+	ko "kv file content: $(cat "$kv")"
+	show_logs
+	exit 1
+fi
+start_server s1 1
+start_server s2 2
+for i in 0 1 2; do
+	if wait_for 5000 log_has sched "server $i registered: data plane 127\.0\.0\.1:[0-9]+ \(transport tcp\)"; then
+		ok "scheduler logged server $i registered"
+	else
+		ko "server $i did not register"
+	fi
+done
+if wait_for 3000 log_has sched "all 3 servers registered, cluster version 0x[0-9a-f]{16}"; then
+	ok "scheduler logged all 3 servers registered with the cluster version"
+else
+	ko "no 'all 3 servers registered' line"
+fi
+if log_has s0 "server 0 starting: transport tcp requested, data-plane listener 127\.0\.0\.1:[0-9]+.*memlock limit"; then
+	ok "server start-up log names id, transport, listener and memlock limit"
+else
+	ko "server 0 start-up log line missing"
+fi
+
+# ---- refused registrations ----------------------------------------------------------------
+hb_base 0 1 2
+start_server dup 1
+if wait_for 5000 gone "${pid[dup]}"; then
+	wait "${pid[dup]}"
+	rc=$?
+	unset 'pid[dup]'
+	if [[ $rc -ne 0 ]] && log_has dup "server id 1 is already registered" &&
+		log_has dup "psplus: server 1: server id already registered and live"; then
+		ok "duplicate -si 1 exits $rc naming id 1"
+	else
+		ko "duplicate -si 1: exit $rc, log: $(cat "$work/dup.log")"
+	fi
+else
+	ko "duplicate server still running after 5 s"
+fi
+if log_has sched "refused registration from .*server id 1 is already registered.*PS_EDUP_SERVER_ID"; then
+	ok "scheduler logged the duplicate refusal"
+else
+	ko "no duplicate refusal in the scheduler log"
+fi
+start_server oor 3
+if wait_for 5000 gone "${pid[oor]}"; then
+	wait "${pid[oor]}"
+	rc=$?
+	unset 'pid[oor]'
+	if [[ $rc -ne 0 ]] && log_has oor "server id 3 is out of range"; then
+		ok "out-of-range -si 3 exits $rc naming id 3"
+	else
+		ko "out-of-range -si 3: exit $rc, log: $(cat "$work/oor.log")"
+	fi
+else
+	ko "out-of-range server still running after 5 s"
+fi
+if wait_for 3000 hb_grows 5 0 1 2 && ! log_has sched "server [012] (dead|left)"; then
+	ok "servers 0, 1, 2 keep heartbeating after the refusals"
+else
+	ko "heartbeats stalled after the refusals"
+fi
+
+# ---- malformed input ----------------------------------------------------------------------
+# name | bytes | what the scheduler's warning must say
+cases=(
+	'garbage bytes|\x00\x00\x00\x08garbage!|does not decode'
+	'oversized length prefix|\xff\xff\xff\xff|exceeds the limit'
+	'oversized after a valid prefix size|\x01\x00\x00\x01|exceeds the limit'
+	'truncated frame|\x00\x00\x00\x64\x08\x01\x72|truncated frame: closed after 3 of 100 bytes'
+	'wrong proto_version|\x00\x00\x00\x04\x08\x02\x72\x00|proto_version 2, this build speaks 1'
+	'HTTP request|GET / HTTP/1.0\r\n\r\n|exceeds the limit'
+)
+for c in "${cases[@]}"; do
+	IFS='|' read -r name bytes want <<<"$c"
+	before=$(count sched "bad frame from 127\.0\.0\.1:[0-9]+: .*$want")
+	if ! send_raw "$bytes"; then
+		ko "$name: cannot connect to the scheduler"
+		continue
+	fi
+	if wait_for 3000 eval '(($(count sched "bad frame from 127\.0\.0\.1:[0-9]+: .*$want") > before))' &&
+		alive "${pid[sched]}"; then
+		ok "$name: connection closed with a warning naming the peer; scheduler alive"
+	else
+		ko "$name: no warning '$want' or the scheduler died"
+	fi
+done
+# A connection that never sends a whole frame is dropped after the handshake timeout.
+exec 4<>"/dev/tcp/127.0.0.1/$port"
+printf '\x00\x00' >&4
+if wait_for $((live_ms + 2000)) log_has sched "sent no complete message within $live_ms ms \(stuck mid-frame\)"; then
+	ok "silent half-frame connection dropped after $live_ms ms"
+else
+	ko "silent connection not dropped"
+fi
+exec 4>&-
+hb_base 0 1 2
+if wait_for 3000 hb_grows 5 0 1 2 && alive "${pid[sched]}"; then
+	ok "scheduler still takes heartbeats from all servers after the bad input"
+else
+	ko "heartbeats stalled after the bad input"
+fi
+
+# ---- liveness -----------------------------------------------------------------------------
+# SIGSTOP: the connection stays open, so only the heartbeat timeout can notice.
+t0=$(now_ms)
+kill -STOP "${pid[s2]}"
+if wait_for $((2 * live_ms + 1000)) log_has sched "server 2 dead: no heartbeat for [0-9]+ ms \(liveness timeout $live_ms ms\)"; then
+	dt=$(($(now_ms) - t0))
+	if ((dt <= 2 * live_ms)); then
+		ok "stopped server 2 declared dead by the liveness timeout after ${dt} ms"
+	else
+		ko "stopped server 2 declared dead only after ${dt} ms"
+	fi
+else
+	ko "stopped server 2 never declared dead"
+fi
+kill -CONT "${pid[s2]}"
+if wait_for 5000 log_has sched "server 2 re-registered"; then
+	ok "server 2 re-registered after SIGCONT"
+else
+	ko "server 2 did not re-register after SIGCONT"
+fi
+
+# kill -9: the kernel closes the socket; the scheduler must notice within the timeout.
+t0=$(now_ms)
+kill -9 "${pid[s1]}"
+{ wait "${pid[s1]}"; } 2>/dev/null # bash reports "Killed" on the wait's stderr
+unset 'pid[s1]'
+if wait_for $((2 * live_ms)) log_has sched "server 1 dead: "; then
+	dt=$(($(now_ms) - t0))
+	if ((dt <= live_ms)); then
+		ok "killed server 1 declared dead after ${dt} ms (liveness timeout $live_ms ms)"
+	else
+		ko "killed server 1 declared dead only after ${dt} ms"
+	fi
+else
+	ko "killed server 1 never declared dead"
+fi
+start_server s1b 1
+if wait_for 5000 log_has sched "server 1 re-registered.*3 of 3 servers live"; then
+	ok "a new server 1 registers in the freed id after the bad input; 3 of 3 live"
+else
+	ko "replacement server 1 did not register"
+fi
+hb_base 0 1 2
+if wait_for 3000 hb_grows 3 0 1 2; then
+	ok "all three servers heartbeating"
+else
+	ko "heartbeats missing after the replacement"
+fi
+
+# ---- shutdown -----------------------------------------------------------------------------
+procs=(sched s0 s1b s2)
+kill -TERM "${pid[sched]}" "${pid[s0]}" "${pid[s1b]}" "${pid[s2]}"
+t0=$(now_ms)
+if wait_for 2000 all_gone "${pid[sched]}" "${pid[s0]}" "${pid[s1b]}" "${pid[s2]}"; then
+	ok "all processes exited within $(($(now_ms) - t0)) ms of SIGTERM"
+else
+	ko "processes still running 2 s after SIGTERM"
+fi
+for n in "${procs[@]}"; do
+	if gone "${pid[$n]}"; then
+		wait "${pid[$n]}"
+		rc=$?
+		unset "pid[$n]"
+		if [[ $rc -eq 0 ]]; then ok "$n exited with status 0"; else ko "$n exited with status $rc"; fi
+	fi
+done
+if [[ ! -e $kv ]]; then ok "kv file removed"; else ko "kv file still present"; fi
+if log_has sched "shutting down on SIGTERM" && log_has sched "scheduler stopped"; then
+	ok "scheduler logged its shutdown"
+else
+	ko "scheduler shutdown not logged"
+fi
+if [[ -z $(ls -A "$work" | grep -v '\.log$') ]]; then
+	ok "no temporary files left next to the kv path"
+else
+	ko "left in $work: $(ls -A "$work")"
+fi
+
+[[ $fail -eq 0 ]] || show_logs
+echo "cluster: $pass passed, $fail failed"
+[[ $fail -eq 0 ]]
