@@ -8,6 +8,7 @@
  * What it checks, with values:
  *  - the listen address resolves to an RDMA device whose port is ACTIVE; its limits and the GID
  *    that carries the address;
+ *  - the shim's waits (cm events, CQ events) end with PS_ETIMEOUT on an idle channel, on time;
  *  - private data in both directions of the connection handshake;
  *  - SEND/RECV of 4 KiB with a known pattern (byte_len and bytes);
  *  - RDMA WRITE of 64 KiB then RDMA WRITE_WITH_IMM of another 64 KiB into the server's
@@ -41,6 +42,8 @@
 #define RESOLVE_TIMEOUT_MS 5000
 /* Flushes follow a disconnect at once on a healthy device; this only bounds a broken one. */
 #define DRAIN_TIMEOUT_MS 10000
+/* The timeout of the waits on idle channels that check the shim's own timeouts. */
+#define IDLE_WAIT_MS 100
 
 #define MSG_LEN	    4096u
 #define WRITE_LEN   (64u * 1024u)
@@ -392,6 +395,19 @@ static void *client_main(void *arg)
 
 /* ---- server ---------------------------------------------------------------------------------- */
 
+/*
+ * A wait on an idle channel started at @t0 must end with PS_ETIMEOUT, not before IDLE_WAIT_MS and
+ * not much after (TCG allows for some slack).
+ */
+static void timeout_check(struct endpoint *ep, const char *what, int rc, uint64_t t0)
+{
+	double ms = (double)(ps_clock_now_ns() - t0) / 1e6;
+
+	rxe_check(&ep->chk, rc == PS_ETIMEOUT && ms >= IDLE_WAIT_MS && ms < IDLE_WAIT_MS + 2000,
+		  "%s wait on an idle channel: %s after %.1f ms (timeout %d ms)", what,
+		  ps_err_name(rc), ms, IDLE_WAIT_MS);
+}
+
 /* Print the device, port and GID the listen address maps to, and check the port is usable. */
 static int server_describe_device(struct endpoint *ep, const struct sockaddr *addr)
 {
@@ -462,6 +478,14 @@ static int server_listen(struct endpoint *ep, const struct sockaddr *addr, char 
 	if (rc)
 		return rxe_failed(&ep->chk, "listen", rc);
 	rxe_info(&ep->chk, "listening on %s port %u", dev, ps_vshim_cm_src_port(ep->listen_id));
+
+	/* Nothing can be pending yet (the client starts later): the shim's wait must time out. */
+	uint64_t t0 = ps_clock_now_ns();
+	struct rdma_cm_event *ev;
+	rc = ps_vshim_cm_event_get(ep->cm_ch, IDLE_WAIT_MS, &ev);
+	if (rc == 0)
+		ps_vshim_cm_event_ack(ev);
+	timeout_check(ep, "cm event", rc, t0);
 	return 0;
 }
 
@@ -489,6 +513,15 @@ static int server_accept(struct endpoint *ep)
 	if (ep_resources_create(ep, true, IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE))
 		goto reject;
 	memset(ep->buf + OFF_GUARD, GUARD_BYTE, 4096);
+
+	/* No receive is posted yet, so no completion event can come: the wait must time out. */
+	uint64_t t0 = ps_clock_now_ns();
+	struct ibv_cq *ev_cq;
+	void *ev_ctx;
+	rc = ps_vshim_cq_event_get(ep->cq.ch, IDLE_WAIT_MS, &ev_cq, &ev_ctx);
+	if (rc == 0)
+		ps_vshim_cq_event_ack(ev_cq, 1);
+	timeout_check(ep, "CQ event", rc, t0);
 
 	/*
 	 * Receives before the accept: the client's SEND may arrive as soon as the connection is up.
