@@ -106,9 +106,11 @@ void ps_sched_conn_send(struct ps_sched *s, struct sched_conn *c, const ps_ctl_e
 	}
 	if (c->out_len + len > c->out_cap) {
 		/* Compact first: the queue is usually empty or nearly so. */
-		memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
-		c->out_len -= c->out_off;
-		c->out_off = 0;
+		if (c->out_off) {
+			memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
+			c->out_len -= c->out_off;
+			c->out_off = 0;
+		}
 		if (c->out_len + len > c->out_cap) {
 			size_t cap = c->out_cap ? c->out_cap : 1024;
 			uint8_t *p;

@@ -93,8 +93,14 @@ static void sched_destroy(struct ps_sched *s)
 		return;
 	if (s->kv_published && ps_kv_remove(s->opts->kv_path, &s->kv, err, sizeof(err)))
 		ps_log_warn(SCHED_LOG, "%s", err);
-	if (s->signal_fd >= 0)
+	if (s->signal_fd >= 0) {
+		struct signalfd_siginfo si;
+
+		/* Consume signals that raced the shutdown: we are stopping anyway. */
+		while (read(s->signal_fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+			;
 		close(s->signal_fd);
+	}
 	if (s->epoll_fd >= 0)
 		close(s->epoll_fd);
 	if (s->listen_fd >= 0)
@@ -230,7 +236,7 @@ int ps_scheduler_main(const struct ps_scheduler_opts *opts)
 	pthread_t main_tid, meta_tid;
 	bool main_started = false, meta_started = false;
 	struct ps_sched *s = NULL;
-	sigset_t sigs, old;
+	sigset_t sigs;
 	int rc;
 
 	rc = check_opts(opts);
@@ -239,12 +245,13 @@ int ps_scheduler_main(const struct ps_scheduler_opts *opts)
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGINT);
 	sigaddset(&sigs, SIGTERM);
-	rc = -pthread_sigmask(SIG_BLOCK, &sigs, &old);
+	/* Blocked for good: see scheduler.h on why the mask is not restored. */
+	rc = -pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	if (rc)
 		return rc;
 	rc = sched_create(opts, &sigs, &s);
 	if (rc)
-		goto out_mask;
+		return rc;
 	ps_log_info(SCHED_LOG,
 		    "scheduler listening on %s, published at %s; cluster version 0x%016" PRIx64
 		    ", waiting for %u servers (heartbeat %u ms, liveness timeout %u ms%s)",
@@ -270,7 +277,5 @@ out_threads:
 	sched_destroy(s);
 	if (!rc)
 		ps_log_info(SCHED_LOG, "scheduler stopped");
-out_mask:
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	return rc;
 }

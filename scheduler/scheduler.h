@@ -35,8 +35,11 @@ struct ps_scheduler_opts {
  * ps_scheduler_main() - run the scheduler until SIGINT/SIGTERM (SchedulerRun + Start + Main).
  *
  * Installs its own signal handling (the calling thread must be the process's main thread, and
- * no other thread may have been started). Returns 0 after a clean shutdown (kv entry removed),
- * or a negative code if it could not start.
+ * no other thread may have been started): SIGINT and SIGTERM are blocked and read from a
+ * signalfd. They stay blocked on return, with pending ones consumed, so a second signal racing
+ * a clean shutdown cannot turn exit status 0 into death by signal; a caller that goes on
+ * running restores its own mask. Returns 0 after a clean shutdown (kv entry removed), or a
+ * negative code if it could not start.
  */
 int ps_scheduler_main(const struct ps_scheduler_opts *opts);
 

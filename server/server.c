@@ -58,13 +58,19 @@ static void log_start(const struct ps_srv *s)
 
 static void srv_destroy(struct ps_srv *s)
 {
+	struct signalfd_siginfo si;
+
 	if (!s)
 		return;
 	ps_srv_disconnect(s);
 	if (s->data_fd >= 0)
 		close(s->data_fd);
-	if (s->sig_fd >= 0)
+	if (s->sig_fd >= 0) {
+		/* Consume signals that raced the shutdown: we are stopping anyway. */
+		while (read(s->sig_fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+			;
 		close(s->sig_fd);
+	}
 	free(s);
 }
 
@@ -123,7 +129,7 @@ static int check_opts(const struct ps_server_opts *o)
 int ps_server_main(const struct ps_server_opts *opts)
 {
 	struct ps_srv *s = NULL;
-	sigset_t sigs, old;
+	sigset_t sigs;
 	bool first = true;
 	int rc;
 
@@ -133,12 +139,13 @@ int ps_server_main(const struct ps_server_opts *opts)
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGINT);
 	sigaddset(&sigs, SIGTERM);
-	rc = -pthread_sigmask(SIG_BLOCK, &sigs, &old);
+	/* Blocked for good: see server.h on why the mask is not restored. */
+	rc = -pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	if (rc)
 		return rc;
 	rc = srv_create(opts, &sigs, &s);
 	if (rc)
-		goto out_mask;
+		return rc;
 	log_start(s);
 	for (;;) {
 		rc = ps_srv_connect_register(s, first);
@@ -160,7 +167,5 @@ int ps_server_main(const struct ps_server_opts *opts)
 	if (!rc)
 		ps_log_info(SRV_LOG, "server %u stopped", opts->server_id);
 	srv_destroy(s);
-out_mask:
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	return rc;
 }

@@ -28,7 +28,10 @@ struct ps_server_opts {
  * ps_server_main() - run a server until SIGINT/SIGTERM or until the scheduler shuts the
  * cluster down (ServerRun + ServerService::Init).
  *
- * Same signal rules as ps_scheduler_main(). Returns 0 after a clean shutdown or a negative code.
+ * Same signal rules as ps_scheduler_main(). Returns 0 after a clean shutdown (a signal, or the
+ * scheduler's Shutdown), or a negative code: a refused registration (PS_EDUP_SERVER_ID,
+ * PS_EOUT_OF_RANGE, -EACCES), PS_ETIMEOUT when no scheduler was reachable within kv_wait_ms
+ * (at start or after losing it), a kv URL error, or a set-up failure. Details are logged.
  */
 int ps_server_main(const struct ps_server_opts *opts);
 
