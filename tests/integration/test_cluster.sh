@@ -9,7 +9,9 @@
 #   - a stopped server (SIGSTOP) is declared dead by the liveness timeout and re-registers
 #     after SIGCONT; a killed one (kill -9) is declared dead within the liveness timeout and a
 #     replacement takes its id;
-#   - SIGTERM to everyone: all exit 0 within 2 seconds and the kv file is gone.
+#   - SIGTERM to everyone: all exit 0 within 2 seconds and the kv file is gone;
+#   - with --auth_token_file, a wrong or missing token is refused and the right one accepted;
+#   - zk:// and none:// kv paths fail with a clear message.
 # Every wait is polled with a deadline; every process is killed by the EXIT trap.
 # usage: test_cluster.sh PSPLUS_BINARY      (KEEP_LOGS=1 keeps the temp dir)
 set -uo pipefail
@@ -284,10 +286,83 @@ if log_has sched "shutting down on SIGTERM" && log_has sched "scheduler stopped"
 else
 	ko "scheduler shutdown not logged"
 fi
-if [[ -z $(ls -A "$work" | grep -v '\.log$') ]]; then
+if [[ -z $(find "$work" -name '.*.tmp.*') ]]; then
 	ok "no temporary files left next to the kv path"
 else
 	ko "left in $work: $(ls -A "$work")"
+fi
+
+# ---- auth token ---------------------------------------------------------------------------
+printf 'right-token\n' >"$work/token"
+printf 'wrong-token\n' >"$work/bad_token"
+akv=$work/auth.kv
+"$bin" -r scheduler -sp "file://$akv" -sn 1 -snet 100 -smem 1024 -sqps 100000 -bc False \
+	--host 127.0.0.1 --heartbeat_ms $hb_ms --liveness_timeout_ms $live_ms \
+	--auth_token_file "$work/token" 2>"$work/asched.log" &
+pid[asched]=$!
+wait_for 5000 test -s "$akv" || ko "auth scheduler did not publish $akv"
+# auth_server NAME [TOKEN_FILE]: a server of the auth cluster; returns its exit status.
+auth_server() {
+	local extra=()
+	[[ -n ${2:-} ]] && extra=(--auth_token_file "$2")
+	timeout 10 "$bin" -r server -sp "file://$akv" -si 0 -bc False --host 127.0.0.1 \
+		--kv_wait_ms 3000 "${extra[@]}" 2>"$work/$1.log"
+}
+for t in "wrong token:$work/bad_token" "no token:"; do
+	auth_server abad "${t#*:}"
+	rc=$?
+	if [[ $rc -eq 1 ]] && log_has abad "server 0: authentication failed"; then
+		ok "server with ${t%%:*} refused (exit $rc)"
+	else
+		ko "server with ${t%%:*}: exit $rc, log: $(cat "$work/abad.log")"
+	fi
+done
+"$bin" -r server -sp "file://$akv" -si 0 -bc False --host 127.0.0.1 --kv_wait_ms 3000 \
+	--auth_token_file "$work/token" 2>"$work/agood.log" &
+pid[agood]=$!
+if wait_for 5000 log_has asched "all 1 servers registered"; then
+	ok "server with the right token registers"
+else
+	ko "server with the right token did not register"
+fi
+kill -TERM "${pid[asched]}"
+if wait_for 2000 all_gone "${pid[asched]}" "${pid[agood]}"; then
+	wait "${pid[asched]}"
+	rc1=$?
+	wait "${pid[agood]}"
+	rc2=$?
+	unset 'pid[asched]' 'pid[agood]'
+	if [[ $rc1 -eq 0 && $rc2 -eq 0 ]] && log_has agood "scheduler shutting down \(SIGTERM\); exiting"; then
+		ok "SIGTERM to the scheduler alone: it tells the server, both exit 0"
+	else
+		ko "auth cluster exit statuses: scheduler $rc1, server $rc2"
+	fi
+else
+	ko "auth cluster still running 2 s after SIGTERM to the scheduler"
+fi
+
+# ---- kv paths that cannot work ------------------------------------------------------------
+out=$(timeout 10 "$bin" -r scheduler -sp zk://127.0.0.1:2181/psplus -sn 1 -snet 1 -smem 1 \
+	-sqps 1 -bc False 2>&1)
+rc=$?
+if [[ $rc -eq 1 ]] && grep -q "ZooKeeper support is not built into this psplus" <<<"$out"; then
+	ok "scheduler with a zk:// kv path exits 1 saying ZooKeeper is not built in"
+else
+	ko "zk:// scheduler: exit $rc, output: $out"
+fi
+out=$(timeout 10 "$bin" -r server -sp zk://127.0.0.1:2181/psplus -si 0 -bc False 2>&1)
+rc=$?
+if [[ $rc -eq 1 ]] && grep -q "ZooKeeper support is not built into this psplus" <<<"$out"; then
+	ok "server with a zk:// kv path exits 1 at once saying ZooKeeper is not built in"
+else
+	ko "zk:// server: exit $rc, output: $out"
+fi
+out=$(timeout 10 "$bin" -r scheduler -sp none:// -sn 1 -snet 1 -smem 1 -sqps 1 -bc False 2>&1)
+rc=$?
+if [[ $rc -eq 1 ]] && grep -q "none:// cannot hold the scheduler address" <<<"$out"; then
+	ok "scheduler with none:// as kv path exits 1 with a clear message"
+else
+	ko "none:// scheduler: exit $rc, output: $out"
 fi
 
 [[ $fail -eq 0 ]] || show_logs
