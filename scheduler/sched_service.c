@@ -339,7 +339,7 @@ int ps_sched_service_run(struct ps_sched *s)
 	uint64_t next_sweep;
 	struct signalfd_siginfo si;
 	char signame[32];
-	int n, signo = 0;
+	int n, signo = 0, rc = 0;
 
 	s->conns.next = s->conns.prev = &s->conns;
 	ev = (struct epoll_event){.events = EPOLLIN, .data.ptr = &tag_listen};
@@ -353,11 +353,13 @@ int ps_sched_service_run(struct ps_sched *s)
 	if (sweep_ns > 500 * PS_NSEC_PER_MSEC)
 		sweep_ns = 500 * PS_NSEC_PER_MSEC;
 	next_sweep = ps_clock_now_ns() + sweep_ns;
-	while (!signo) {
+	while (!signo && !rc) {
 		n = epoll_wait(s->epoll_fd, evs, MAX_EVENTS, ps_clock_remaining_ms(next_sweep));
 		if (n < 0 && errno != EINTR) {
+			/* Not expected; still close every connection on the way out. */
+			rc = -errno;
 			ps_log_err(SCHED_LOG, "epoll_wait: %s", strerror(errno));
-			return -errno;
+			break;
 		}
 		for (int i = 0; i < n; i++) {
 			if (evs[i].data.ptr == &tag_signal) {
@@ -380,8 +382,11 @@ int ps_sched_service_run(struct ps_sched *s)
 	s->stopping = true;
 	pthread_cond_broadcast(&s->cond);
 	pthread_mutex_unlock(&s->lock);
-	snprintf(signame, sizeof(signame), "SIG%s",
-		 sigabbrev_np(signo) ? sigabbrev_np(signo) : "?");
+	if (signo)
+		snprintf(signame, sizeof(signame), "SIG%s",
+			 sigabbrev_np(signo) ? sigabbrev_np(signo) : "?");
+	else
+		snprintf(signame, sizeof(signame), "error");
 	shutdown_conns(s, signame);
-	return 0;
+	return rc;
 }
