@@ -14,21 +14,21 @@
 #include <psplus/common.h>
 
 struct ps_scheduler_opts {
-	const char *kv_path;	     /* -sp: URL where the address is published (borrowed) */
-	uint32_t server_num;	     /* -sn: servers to wait for */
-	uint64_t net_limit_mbps;     /* -snet: per-server network budget, MB/s */
-	uint64_t mem_limit_mb;	     /* -smem: per-server memory budget, MB */
-	uint64_t query_limit;	     /* -sqps: per-server requests/s */
-	const char *checkpoint_path; /* -cp: checkpoint root URL ("none://" = off) */
-	const char *sm_dense;	     /* -smdense: streaming-model URLs ("" = off) */
-	const char *sm_sparse;	     /* -smsparse */
-	const char *sm_hash;	     /* -smhash */
-	bool bind_cores;	     /* -bc */
-	const char *host;	     /* --host: address to listen on and publish ("" = auto) */
-	uint16_t port;		     /* --port: control port (0 = ephemeral) */
-	uint32_t heartbeat_ms;	     /* --heartbeat_ms: period servers are told to use */
-	uint32_t liveness_timeout_ms; /* --liveness_timeout_ms: silence that declares a server dead */
-	const char *auth_token_file; /* --auth_token_file: shared secret, or NULL */
+	const char *kv_path;	      /* -sp: URL where the address is published (borrowed) */
+	uint32_t server_num;	      /* -sn: servers to wait for */
+	uint64_t net_limit_mbps;      /* -snet: per-server network budget, MB/s */
+	uint64_t mem_limit_mb;	      /* -smem: per-server memory budget, MB */
+	uint64_t query_limit;	      /* -sqps: per-server requests/s */
+	const char *checkpoint_path;  /* -cp: checkpoint root URL ("none://" = off) */
+	const char *sm_dense;	      /* -smdense: streaming-model URLs ("" = off) */
+	const char *sm_sparse;	      /* -smsparse */
+	const char *sm_hash;	      /* -smhash */
+	bool bind_cores;	      /* -bc */
+	const char *host;	      /* --host: address to listen on and publish ("" = auto) */
+	uint16_t port;		      /* --port: control port (0 = ephemeral) */
+	uint32_t heartbeat_ms;	      /* --heartbeat_ms: period servers are told to use */
+	uint32_t liveness_timeout_ms; /* --liveness_timeout_ms: silence before a server is dead */
+	const char *auth_token_file;  /* --auth_token_file: shared secret, or NULL */
 };
 
 /**
