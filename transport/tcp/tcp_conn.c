@@ -32,8 +32,12 @@
 #include "common/log.h"
 #include "transport/tcp/tcp_internal.h"
 
-/* Frames read from one connection per wakeup before the loop turns to the others. */
-#define RX_BUDGET 64
+/*
+ * Steps (a read, or a header taken from what was read) on one connection per wakeup before the
+ * loop turns to the others: a peer streaming a huge write must not starve them. What is left
+ * is reported again by the (level-triggered) epoll.
+ */
+#define RX_BUDGET 128
 
 /* rx_read() result for a clean end of stream between frames. */
 #define RX_EOF 1
@@ -723,12 +727,11 @@ static void rx(struct tcp_conn *c)
 	size_t got, want;
 	int rc = 0;
 
-	for (int frames = 0; frames < RX_BUDGET;) {
+	for (int step = 0; step < RX_BUDGET; step++) {
 		if (c->rx_state == TCP_RX_SEND || c->rx_state == TCP_RX_WRITE_IMM) {
 			rc = rx_payload(c, &got);
 			if (rc || !got)
 				break;
-			frames += c->rx_state == TCP_RX_HDR;
 			continue;
 		}
 		want = c->rx_state == TCP_RX_HELLO ? TCP_HELLO_LEN : TCP_HDR_LEN;
@@ -745,7 +748,6 @@ static void rx(struct tcp_conn *c)
 		c->rx_got = 0;
 		if (c->rx_state == TCP_RX_HDR) {
 			rc = rx_header(c);
-			frames += c->rx_state == TCP_RX_HDR; /* CREDIT and empty frames are done */
 		} else {
 			rc = ps_tcp_hello_take(c);
 			if (!rc) {

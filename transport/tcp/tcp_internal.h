@@ -255,6 +255,7 @@ struct tcp_listener {
 	struct tcp_ep ep;
 	int fd;
 	uint16_t port;
+	uint64_t warned_ns;   /* last accept() failure logged (they repeat on every poll) */
 	struct tcp_list link; /* loop->listeners */
 };
 

@@ -321,8 +321,12 @@ static void accept_all(struct tcp_loop *l, struct tcp_listener *lst)
 		}
 		if (errno == EINTR || errno == ECONNABORTED)
 			continue;
-		if (errno != EAGAIN && errno != EWOULDBLOCK)
+		/* EMFILE and the like repeat on every poll while they last: say so once a second. */
+		if (errno != EAGAIN && errno != EWOULDBLOCK &&
+		    ps_clock_now_ns() - lst->warned_ns > PS_NSEC_PER_SEC) {
+			lst->warned_ns = ps_clock_now_ns();
 			ps_log_warn(TCP_LOG, "accept on port %u: %s", lst->port, strerror(errno));
+		}
 		return;
 	}
 }
