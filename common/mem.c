@@ -100,7 +100,7 @@ int ps_mem_memlock_ensure(size_t need, char *err, size_t errlen)
 	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 	static size_t locked; /* what this process asked for so far */
 	struct rlimit rl, want;
-	char cur[32], hard[32];
+	char cur[32], hard[32], needs[32], totals[32];
 	size_t total;
 	int rc = 0;
 
@@ -124,12 +124,14 @@ int ps_mem_memlock_ensure(size_t need, char *err, size_t errlen)
 	}
 	fmt_limit(rl.rlim_cur, cur, sizeof(cur));
 	fmt_limit(rl.rlim_max, hard, sizeof(hard));
+	fmt_limit(need, needs, sizeof(needs));
+	fmt_limit(total, totals, sizeof(totals));
 	snprintf(err, errlen,
-		 "registering memory needs RLIMIT_MEMLOCK >= %zu MiB, but the limit is %s (hard "
-		 "%s) and cannot be raised: run 'ulimit -l unlimited' as root before starting, "
-		 "set 'memlock unlimited' in /etc/security/limits.conf, or LimitMEMLOCK=infinity "
-		 "in the systemd unit",
-		 (total + (1u << 20) - 1) >> 20, cur, hard);
+		 "registering %s more memory (%s in all) needs RLIMIT_MEMLOCK >= %s, but the "
+		 "limit is %s (hard %s) and cannot be raised: run 'ulimit -l unlimited' as root "
+		 "before starting, set 'memlock unlimited' in /etc/security/limits.conf, or "
+		 "LimitMEMLOCK=infinity in the systemd unit",
+		 needs, totals, totals, cur, hard);
 	rc = -ENOMEM;
 	goto out;
 ok:

@@ -23,9 +23,9 @@ enum ps_mem_flags {
 
 struct ps_mem {
 	void *addr;
-	size_t len;	  /* rounded up to the page size used */
-	bool huge;	  /* backed by explicit huge pages (MAP_HUGETLB) */
-	int numa_node;	  /* the node it is bound to, -1 if none */
+	size_t len;    /* rounded up to the page size used */
+	bool huge;     /* backed by explicit huge pages (MAP_HUGETLB) */
+	int numa_node; /* the node it is bound to, -1 if none */
 };
 
 /**

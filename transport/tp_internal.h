@@ -12,14 +12,14 @@
 #include "transport/transport.h"
 
 #ifndef container_of
-#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 #endif
 
 struct ps_tp_dev {
 	const struct ps_tp_ops *ops;
 	enum ps_tp_kind kind;
-	pthread_mutex_t lock;	  /* protects loops and retired */
-	struct ps_tp_loop *loops; /* live loops, linked through loop->next */
+	pthread_mutex_t lock;	    /* protects loops and retired */
+	struct ps_tp_loop *loops;   /* live loops, linked through loop->next */
 	struct ps_tp_stats retired; /* counters of loops already destroyed */
 };
 

@@ -11,13 +11,13 @@
 #include "transport/tp_pool.h"
 
 struct ps_tp_pool {
-	struct ps_mem mem;     /* the region (page-aligned, NUMA-placed) */
-	struct ps_tp_mr *mr;   /* its registration */
+	struct ps_mem mem;   /* the region (page-aligned, NUMA-placed) */
+	struct ps_tp_mr *mr; /* its registration */
 	size_t block_size;
 	uint32_t nblocks;
 	uint32_t nfree;
-	uint32_t *free_stack;  /* indices of free blocks; [0, nfree) */
-	uint8_t *in_use;       /* one byte per block, to catch double puts */
+	uint32_t *free_stack; /* indices of free blocks; [0, nfree) */
+	uint8_t *in_use;      /* one byte per block, to catch double puts */
 };
 
 int ps_tp_pool_create(struct ps_tp_dev *dev, const struct ps_tp_pool_opts *opts,

@@ -20,10 +20,10 @@
 struct ps_tp_pool;
 
 struct ps_tp_pool_opts {
-	size_t block_size;  /* bytes per block; rounded up to 64 (cache line) */
-	uint32_t nblocks;   /* number of blocks, > 0 */
-	int numa_node;	    /* node for the memory, -1: no binding */
-	bool hugepages;	    /* try huge pages (falls back silently) */
+	size_t block_size; /* bytes per block; rounded up to 64 (cache line) */
+	uint32_t nblocks;  /* number of blocks, > 0 */
+	int numa_node;	   /* node for the memory, -1: no binding */
+	bool hugepages;	   /* try huge pages (falls back silently) */
 };
 
 /**

@@ -148,8 +148,7 @@ void ps_tp_mr_query(const struct ps_tp_mr *mr, struct ps_tp_mr_info *info)
 	*info = mr->info;
 }
 
-int ps_tp_mr_rbuf(const struct ps_tp_mr *mr, const void *addr, uint32_t len,
-		  struct ps_tp_rbuf *out)
+int ps_tp_mr_rbuf(const struct ps_tp_mr *mr, const void *addr, uint32_t len, struct ps_tp_rbuf *out)
 {
 	uintptr_t a = (uintptr_t)addr, base = (uintptr_t)mr->info.addr;
 

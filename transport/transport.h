@@ -94,14 +94,14 @@ struct ps_tp_dev_opts {
 
 struct ps_tp_dev_info {
 	enum ps_tp_kind kind;
-	char name[64];	      /* "rxe0", "mlx5_0", or "tcp" */
-	uint8_t port;	      /* rdma port number, 0 for tcp */
-	uint32_t active_mtu;  /* bytes; 0 for tcp */
-	uint32_t max_sge;     /* longest gather list one work request takes (tcp: IOV_MAX) */
-	uint32_t max_inline;  /* inline data the device accepts, bytes (0: none) */
-	int numa_node;	      /* -1 when unknown */
-	char gid[40];	      /* rdma: the GID in use, text; "" for tcp */
-	char netdev[32];      /* rdma: the netdev the port sits on (RoCE/rxe), else "" */
+	char name[64];	     /* "rxe0", "mlx5_0", or "tcp" */
+	uint8_t port;	     /* rdma port number, 0 for tcp */
+	uint32_t active_mtu; /* bytes; 0 for tcp */
+	uint32_t max_sge;    /* longest gather list one work request takes (tcp: IOV_MAX) */
+	uint32_t max_inline; /* inline data the device accepts, bytes (0: none) */
+	int numa_node;	     /* -1 when unknown */
+	char gid[40];	     /* rdma: the GID in use, text; "" for tcp */
+	char netdev[32];     /* rdma: the netdev the port sits on (RoCE/rxe), else "" */
 };
 
 /**
@@ -262,8 +262,8 @@ struct ps_tp_event {
 	enum ps_tp_ev_type type;
 	int status; /* 0 or a negative code (PS_EPEER_LOST, ...) */
 	struct ps_tp_conn *conn;
-	void *ctx;  /* the operation's ctx (SEND_DONE, WRITE_DONE) */
-	void *buf;  /* RECV: the message, valid until released */
+	void *ctx; /* the operation's ctx (SEND_DONE, WRITE_DONE) */
+	void *buf; /* RECV: the message, valid until released */
 	uint32_t len;
 	uint32_t imm;
 };
