@@ -1,0 +1,196 @@
+/*
+ * psplus client library: what a training worker links.
+ *
+ * A worker creates one client (ps_client_create), which finds the scheduler through the kv path,
+ * reads the cluster (servers, data-plane addresses, placement, cluster version) and connects to
+ * every server's data-path threads over the transport (rdma when an active device exists, tcp
+ * otherwise). It then declares variables and pulls and pushes them.
+ *
+ *	struct ps_client_opts o = ps_client_opts_default();
+ *	o.kv_path = "file:///tmp/job.kv";
+ *	o.worker_id = 0; o.num_workers = 1;
+ *	struct ps_client *c;
+ *	if (ps_client_create(&o, &c)) ...;
+ *	struct ps_var_spec emb = {.kind = PS_VAR_HASH64, .width = 16,
+ *				  .init = {.kind = PS_INIT_NORMAL, .stddev = 0.01f, .seed = 1},
+ *				  .optim = ps_optimizer_defaults(PS_OPTIM_ADAGRAD)};
+ *	uint32_t v;
+ *	ps_client_declare(c, "emb", &emb, &v);
+ *	ps_client_hash_pull(c, v, keys, n, rows);       // rows: n x 16 floats
+ *	ps_client_hash_push(c, v, keys, n, grads);      // the server applies Adagrad
+ *	ps_client_destroy(c);
+ *
+ * Errors: every function returns 0 or a negative code (include/psplus/error.h); ps_strerror()
+ * gives the text and ps_client_last_error() the detailed message of the calling thread's last
+ * failure (which variable, which server, which id). Nothing aborts on bad input; a failed call
+ * changes no stored row on any server.
+ *
+ * Stale cluster versions (after a restore or a placement change) are handled inside: the
+ * client re-reads the cluster and retries the request, up to the call's timeout.
+ *
+ * Threads: one client may be used by several threads at once (calls are serialised on an
+ * internal lock per client; use one client per thread for parallel traffic). Handles
+ * (struct ps_client, struct ps_client_buf) are owned by the caller and freed by the matching
+ * destroy/unregister.
+ */
+#ifndef PSPLUS_CLIENT_H
+#define PSPLUS_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <psplus/common.h>
+#include <psplus/error.h>
+#include <psplus/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct ps_client;
+struct ps_client_buf;
+
+/** Training modes (see docs/client.md, "Consistency"). */
+enum ps_sync_mode {
+	PS_SYNC_ASYNC = 0,   /* Hogwild: pushes apply on arrival */
+	PS_SYNC_BOUNDED = 1, /* a worker more than @staleness steps ahead of the slowest waits */
+	PS_SYNC_SYNC = 2,    /* every step, gradients of all workers are summed, one update */
+};
+
+struct ps_client_opts {
+	const char *kv_path;	     /* the scheduler's kv path (borrowed during create) */
+	const char *transport;	     /* "auto" (default), "tcp" or "rdma" */
+	uint32_t worker_id;	     /* 0-based, < num_workers */
+	uint32_t num_workers;	     /* workers in the job (>= 1) */
+	enum ps_sync_mode sync_mode; /* all workers of a job must agree */
+	uint32_t staleness;	     /* PS_SYNC_BOUNDED: steps of slack */
+	uint32_t timeout_ms;	     /* bound on every call, retries included; 0: 30000 */
+	uint32_t max_inflight;	     /* requests in flight per server thread; 0: 16 */
+	const char *auth_token_file; /* the cluster's shared secret, or NULL */
+};
+
+/** ps_client_opts_default() - the defaults above, with kv_path NULL. */
+PS_EXPORT struct ps_client_opts ps_client_opts_default(void);
+
+/**
+ * ps_client_create() - connect to the cluster named by opts->kv_path.
+ *
+ * Waits (up to timeout_ms) for the kv entry and for every server to be registered. Returns 0,
+ * -EINVAL (bad opts), PS_EBAD_URL, PS_ETIMEOUT, -ECONNREFUSED, -EACCES (token refused) or
+ * the transport's error. Nothing is left behind on failure.
+ */
+PS_EXPORT int ps_client_create(const struct ps_client_opts *opts, struct ps_client **out);
+
+/** ps_client_destroy() - close every connection and free the client. Accepts NULL. */
+PS_EXPORT void ps_client_destroy(struct ps_client *c);
+
+/** ps_client_last_error() - the message of this thread's last failed call ("" if none). */
+PS_EXPORT const char *ps_client_last_error(void);
+
+/*
+ * ---- variables -----------------------------------------------------------------------------
+ */
+
+/**
+ * ps_client_declare() - declare (or look up) the variable @name and get its id.
+ *
+ * The first declaration creates the variable: the scheduler places its parts on servers under
+ * the budgets, and the servers allocate and initialise them. Later declarations of the same
+ * name (by any worker) must carry an identical spec and return the same id; a different spec
+ * is -EEXIST. A spec that cannot be placed is PS_EOVER_BUDGET (the message names the budget).
+ */
+PS_EXPORT int ps_client_declare(struct ps_client *c, const char *name,
+				const struct ps_var_spec *spec, uint32_t *var_id);
+
+/*
+ * ---- registered buffers ----------------------------------------------------------------------
+ *
+ * Pulls land, and pushes are read, straight from registered memory on the rdma transport
+ * (zero copy). Memory passed to pull/push that is not registered works too, through the
+ * library's own registered staging buffers (one copy).
+ */
+
+/**
+ * ps_client_register_buffer() - register [addr, addr+len) once for zero-copy pulls and pushes.
+ * The memory must stay valid and not move until ps_client_unregister_buffer().
+ */
+PS_EXPORT int ps_client_register_buffer(struct ps_client *c, void *addr, size_t len,
+					struct ps_client_buf **out);
+
+/** ps_client_unregister_buffer() - undo the registration; no call may still use it. NULL ok. */
+PS_EXPORT void ps_client_unregister_buffer(struct ps_client_buf *b);
+
+/*
+ * ---- data ------------------------------------------------------------------------------------
+ *
+ * Widths are checked against the declaration; ids against [0, rows). Ids and keys may repeat
+ * within a call: a pull returns the row once per occurrence, a push sums the gradients of
+ * repeated ids before the optimizer runs (TensorFlow's sparse-apply rule).
+ */
+
+/** ps_client_dense_pull() - the whole dense variable into @out (rows x width floats). */
+PS_EXPORT int ps_client_dense_pull(struct ps_client *c, uint32_t var_id, float *out,
+				   size_t nfloats);
+
+/** ps_client_dense_push() - a gradient for the whole dense variable. */
+PS_EXPORT int ps_client_dense_push(struct ps_client *c, uint32_t var_id, const float *grad,
+				   size_t nfloats);
+
+/** ps_client_sparse_pull() - rows @ids[0..n) of a sparse variable into @out (n x width). */
+PS_EXPORT int ps_client_sparse_pull(struct ps_client *c, uint32_t var_id, const uint64_t *ids,
+				    size_t n, float *out);
+
+/** ps_client_sparse_push() - gradients (n x width) for rows @ids. */
+PS_EXPORT int ps_client_sparse_push(struct ps_client *c, uint32_t var_id, const uint64_t *ids,
+				    size_t n, const float *grads);
+
+/** ps_client_hash_pull() / _push() - as sparse, for PS_VAR_HASH64 keys. */
+PS_EXPORT int ps_client_hash_pull(struct ps_client *c, uint32_t var_id, const uint64_t *keys,
+				  size_t n, float *out);
+PS_EXPORT int ps_client_hash_push(struct ps_client *c, uint32_t var_id, const uint64_t *keys,
+				  size_t n, const float *grads);
+
+/** ps_client_hash128_pull() / _push() - as sparse, for PS_VAR_HASH128 keys. */
+PS_EXPORT int ps_client_hash128_pull(struct ps_client *c, uint32_t var_id,
+				     const struct ps_key128 *keys, size_t n, float *out);
+PS_EXPORT int ps_client_hash128_push(struct ps_client *c, uint32_t var_id,
+				     const struct ps_key128 *keys, size_t n, const float *grads);
+
+/*
+ * ---- synchronisation -------------------------------------------------------------------------
+ */
+
+/**
+ * ps_client_step_end() - this worker finished step @step (0, 1, 2, ...): its pushes for the step
+ * are done.
+ *
+ * PS_SYNC_ASYNC: returns at once. PS_SYNC_BOUNDED: returns when no worker is more than
+ * staleness steps behind @step. PS_SYNC_SYNC: returns when every worker ended @step and the
+ * summed update of the step is applied, so the next pulls see it. PS_ETIMEOUT after the
+ * client's timeout (e.g. a worker died).
+ */
+PS_EXPORT int ps_client_step_end(struct ps_client *c, uint64_t step);
+
+/** ps_client_barrier() - wait until every worker reached the same barrier (numbered calls). */
+PS_EXPORT int ps_client_barrier(struct ps_client *c);
+
+/*
+ * ---- statistics ------------------------------------------------------------------------------
+ */
+struct ps_client_stats {
+	uint64_t requests;	 /* data-plane requests sent */
+	uint64_t retries;	 /* requests retried after a stale cluster version */
+	uint64_t bytes_pulled;	 /* row bytes received */
+	uint64_t bytes_pushed;	 /* gradient bytes sent */
+	uint64_t bytes_staged;	 /* bytes copied through staging (unregistered user memory) */
+	uint64_t transport_copied; /* payload bytes the transport copied (0: zero copy) */
+	char transport[8];	 /* "rdma" or "tcp" */
+};
+
+PS_EXPORT void ps_client_stats_get(struct ps_client *c, struct ps_client_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
