@@ -137,6 +137,14 @@ mkdir -p /host
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000 hostroot /host || fail "mount hostroot"
 mount -t tmpfs -o mode=1777 tmpfs /host/tmp || fail "tmpfs on /host/tmp"
 mount -t tmpfs -o mode=0755 tmpfs /host/run || fail "tmpfs on /host/run"
+# A caller's folder under the host's /tmp or /run (hidden by the tmpfs above; CI clones there)
+# comes as its own read-only share, mounted at the same path.
+if [ -s /share/cwdshare ]; then
+	d=$(cat /share/cwdshare)
+	mkdir -p "/host$d" || fail "mkdir /host$d"
+	mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000 hostcwd "/host$d" ||
+		fail "mount the share of $d"
+fi
 mount --bind /proc /host/proc || fail "bind /proc"
 mount --bind /sys /host/sys || fail "bind /sys"
 mount --bind /dev /host/dev || fail "bind /dev"
@@ -364,6 +372,13 @@ exec {lockfd}>&-
 run=$(mktemp -d "${TMPDIR:-/tmp}/rxe-run.XXXXXX")
 mkdir "$run/share"
 echo "$ndev" >"$run/share/ndev"
+# The guest puts fresh tmpfs on /tmp and /run; a caller working below them gets its folder
+# exported on its own (read-only), so a clone in /tmp (as CI makes) works like any other.
+cwd_share=
+case $PWD/ in
+/tmp/* | /run/*) cwd_share=$PWD ;;
+esac
+[[ -n $cwd_share ]] && printf '%s\n' "$cwd_share" >"$run/share/cwdshare"
 : >"$run/share/out"
 : >"$run/console.log"
 {
@@ -380,7 +395,7 @@ echo "$ndev" >"$run/share/ndev"
 		[[ -v $v ]] && printf 'export %s=%q\n' "$v" "${!v}"
 	done
 	printf 'cd -- %q || { echo %q >&2; exit 125; }\n' "$PWD" \
-		"rxe-run: cannot enter $PWD in the guest (host /tmp and /run are not visible there)"
+		"rxe-run: cannot enter $PWD in the guest"
 	printf 'exec --'
 	printf ' %q' "$@"
 	printf '\n'
@@ -402,6 +417,10 @@ qemu=(
 	-fsdev "local,id=r,path=$run/share,security_model=none"
 	-device virtio-9p-pci,fsdev=r,mount_tag=psrun
 )
+if [[ -n $cwd_share ]]; then
+	qemu+=(-fsdev "local,id=c,path=$cwd_share,security_model=none,readonly=on,multidevs=remap"
+		-device virtio-9p-pci,fsdev=c,mount_tag=hostcwd)
+fi
 t0=$(date +%s.%N)
 timeout --kill-after=10 "$timeout_s" "${qemu[@]}" </dev/null >"$run/qemu.log" 2>&1 &
 qpid=$!
