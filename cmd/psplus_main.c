@@ -32,7 +32,8 @@ static const struct ps_opt_spec option_table[] = {
 	{"-r", "--role", "role", PS_OPT_STRING, R_BOTH, NULL, 0, 0, false, "ROLE",
 	 "scheduler or server"},
 	{"-sp", "--scheduler_kv_path", "scheduler_kv_path", PS_OPT_STRING, R_BOTH, NULL, 0, 0,
-	 false, "URL", "where the scheduler publishes its address (file:///path or zk://host:port/path)"},
+	 false, "URL",
+	 "where the scheduler publishes its address (file:///path or zk://host:port/path)"},
 	{"-si", "--server_id", "server_id", PS_OPT_INT, R_SERVER, NULL, 0, 65535, false, "ID",
 	 "server: 0-based id, unique in the cluster"},
 	{"-sn", "--server_num", "server_num", PS_OPT_INT, R_SCHED, NULL, 1, 65536, false, "N",
@@ -74,7 +75,8 @@ static const struct ps_opt_spec option_table[] = {
 	{NULL, "--plugin", "plugin", PS_OPT_STRING, 0, NULL, 0, 0, true, "PATH.so",
 	 "load a plugin before anything else"},
 	{"-h", "--help", "help", PS_OPT_FLAG, 0, NULL, 0, 0, false, NULL, "print this help"},
-	{NULL, "--version", "version", PS_OPT_FLAG, 0, NULL, 0, 0, false, NULL, "print the version"},
+	{NULL, "--version", "version", PS_OPT_FLAG, 0, NULL, 0, 0, false, NULL,
+	 "print the version"},
 };
 
 static void usage(const struct ps_opt_parser *p, FILE *f)
@@ -196,7 +198,8 @@ static int run_server(const struct ps_opt_parser *p)
 	get_u32(p, "kv_wait_ms", &o.kv_wait_ms);
 	ps_opt_get_int(p, "port", &v);
 	o.port = (uint16_t)v;
-	if (strcmp(o.transport, "auto") && strcmp(o.transport, "tcp") && strcmp(o.transport, "rdma"))
+	if (strcmp(o.transport, "auto") && strcmp(o.transport, "tcp") &&
+	    strcmp(o.transport, "rdma"))
 		return die_usage("option --transport: expected auto, tcp or rdma");
 	if ((rc = check_url("--scheduler_kv_path (-sp)", o.kv_path, 0)) ||
 	    (rc = check_url("--streaming_model_dense (-smdense)", o.sm_dense, 1)) ||
@@ -221,8 +224,9 @@ int main(int argc, char **argv)
 	int rc;
 
 	if (ps_log_init_from_env())
-		fprintf(stderr, "psplus: ignoring PSPLUS_LOG_LEVEL='%s' (expected error, warn, "
-				"info or debug)\n",
+		fprintf(stderr,
+			"psplus: ignoring PSPLUS_LOG_LEVEL='%s' (expected error, warn, "
+			"info or debug)\n",
 			getenv("PSPLUS_LOG_LEVEL"));
 	rc = load_plugins(argc, argv);
 	if (rc)

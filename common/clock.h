@@ -8,7 +8,7 @@
 #include <stdint.h>
 #include <time.h>
 
-#define PS_NSEC_PER_SEC  1000000000ull
+#define PS_NSEC_PER_SEC	 1000000000ull
 #define PS_NSEC_PER_MSEC 1000000ull
 
 /** ps_clock_now_ns() - monotonic time in nanoseconds. */

@@ -13,8 +13,8 @@ const char *ps_strerror(int err)
 	if (err == 0)
 		return "success";
 	switch (err) {
-#define PS_ERR_MSG(name, off, msg)                                                                 \
-	case PS_E##name:                                                                           \
+#define PS_ERR_MSG(name, off, msg) \
+	case PS_E##name:           \
 		return msg;
 		PS_ERRNO_MAP(PS_ERR_MSG)
 #undef PS_ERR_MSG
@@ -35,8 +35,8 @@ const char *ps_err_name(int err)
 	if (err == 0)
 		return "OK";
 	switch (err) {
-#define PS_ERR_NAME(name, off, msg)                                                                \
-	case PS_E##name:                                                                           \
+#define PS_ERR_NAME(name, off, msg) \
+	case PS_E##name:            \
 		return "PS_E" #name;
 		PS_ERRNO_MAP(PS_ERR_NAME)
 #undef PS_ERR_NAME

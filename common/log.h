@@ -41,15 +41,15 @@ PS_EXPORT int ps_log_init_from_env(void);
 PS_EXPORT void ps_log_write(enum ps_log_level level, const char *component, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
-#define PS_LOG(level, comp, ...)                                                                   \
-	do {                                                                                       \
-		if ((int)(level) <= ps_log_level_cur)                                              \
-			ps_log_write((level), (comp), __VA_ARGS__);                                \
+#define PS_LOG(level, comp, ...)                                    \
+	do {                                                        \
+		if ((int)(level) <= ps_log_level_cur)               \
+			ps_log_write((level), (comp), __VA_ARGS__); \
 	} while (0)
 
-#define ps_log_err(comp, ...)   PS_LOG(PS_LOG_ERROR, comp, __VA_ARGS__)
-#define ps_log_warn(comp, ...)  PS_LOG(PS_LOG_WARN, comp, __VA_ARGS__)
-#define ps_log_info(comp, ...)  PS_LOG(PS_LOG_INFO, comp, __VA_ARGS__)
+#define ps_log_err(comp, ...)	PS_LOG(PS_LOG_ERROR, comp, __VA_ARGS__)
+#define ps_log_warn(comp, ...)	PS_LOG(PS_LOG_WARN, comp, __VA_ARGS__)
+#define ps_log_info(comp, ...)	PS_LOG(PS_LOG_INFO, comp, __VA_ARGS__)
 #define ps_log_debug(comp, ...) PS_LOG(PS_LOG_DEBUG, comp, __VA_ARGS__)
 
 #endif

@@ -104,7 +104,8 @@ static struct opt *find_arg(const struct ps_opt_parser *p, const char *arg, size
 	return NULL;
 }
 
-static void errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void errf(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 static void errf(char *err, size_t errlen, const char *fmt, ...)
 {
 	va_list ap;
@@ -268,8 +269,7 @@ int ps_opt_parse(struct ps_opt_parser *p, int argc, char *const argv[], char *er
 	return 0;
 }
 
-int ps_opt_check_required(const struct ps_opt_parser *p, uint32_t groups, char *err,
-			  size_t errlen)
+int ps_opt_check_required(const struct ps_opt_parser *p, uint32_t groups, char *err, size_t errlen)
 {
 	char label[128];
 
@@ -356,7 +356,7 @@ void ps_opt_print_help(const struct ps_opt_parser *p, FILE *f)
 	for (size_t i = 0; i < p->nopts; i++) {
 		const struct ps_opt_spec *s = &p->opts[i].spec;
 		char names[160];
-		const char *mv = s->metavar ? s->metavar
+		const char *mv = s->metavar		  ? s->metavar
 				 : s->type == PS_OPT_INT  ? "N"
 				 : s->type == PS_OPT_BOOL ? "True|False"
 							  : "VALUE";
@@ -365,8 +365,9 @@ void ps_opt_print_help(const struct ps_opt_parser *p, FILE *f)
 			snprintf(names, sizeof(names), "%s%s%s", s->short_name ? s->short_name : "",
 				 s->short_name ? ", " : "", s->long_name);
 		else
-			snprintf(names, sizeof(names), "%s%s%s %s", s->short_name ? s->short_name : "",
-				 s->short_name ? ", " : "", s->long_name, mv);
+			snprintf(names, sizeof(names), "%s%s%s %s",
+				 s->short_name ? s->short_name : "", s->short_name ? ", " : "",
+				 s->long_name, mv);
 		fprintf(f, "  %-42s %s", names, s->help ? s->help : "");
 		if (s->def && *s->def)
 			fprintf(f, " [default: %s]", s->def);

@@ -35,12 +35,12 @@ struct ps_opt_spec {
 	const char *long_name;	/* "--scheduler_kv_path" (required) */
 	const char *name;	/* key for ps_opt_get_*(); NULL: long name without "--" */
 	enum ps_opt_type type;
-	uint32_t required;	/* mask of the groups (roles) that require it; 0: optional */
-	const char *def;	/* default value as text, or NULL for none */
-	int64_t min, max;	/* PS_OPT_INT: inclusive range; both 0 means any int64 */
-	bool repeatable;	/* may be given more than once (values collected in order) */
-	const char *metavar;	/* shown in --help, e.g. "URL" */
-	const char *help;	/* one line for --help */
+	uint32_t required;   /* mask of the groups (roles) that require it; 0: optional */
+	const char *def;     /* default value as text, or NULL for none */
+	int64_t min, max;    /* PS_OPT_INT: inclusive range; both 0 means any int64 */
+	bool repeatable;     /* may be given more than once (values collected in order) */
+	const char *metavar; /* shown in --help, e.g. "URL" */
+	const char *help;    /* one line for --help */
 };
 
 struct ps_opt_parser;

@@ -14,7 +14,7 @@
 #include "common/options.h"
 #include "common/url.h"
 
-#define ZK_DEFAULT_PORT	 2181
+#define ZK_DEFAULT_PORT	   2181
 #define MAX_PLUGIN_SCHEMES 64
 
 static pthread_mutex_t schemes_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -23,7 +23,8 @@ static size_t nplugin_schemes;
 
 static const char *const builtin_schemes[] = {"file", "none", "zk"};
 
-static void errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void errf(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 static void errf(char *err, size_t errlen, const char *fmt, ...)
 {
 	va_list ap;
@@ -88,8 +89,8 @@ int ps_url_register_scheme(const char *scheme)
 	return rc;
 }
 
-int ps_url_parse_hostport(const char *s, uint16_t default_port, struct ps_url_host *out,
-			  char *err, size_t errlen)
+int ps_url_parse_hostport(const char *s, uint16_t default_port, struct ps_url_host *out, char *err,
+			  size_t errlen)
 {
 	const char *host = s, *colon, *hend;
 	size_t hlen;
@@ -169,8 +170,7 @@ static int parse_file(const char *url, const char *rest, struct ps_url *out, cha
 	return 0;
 }
 
-static int parse_zk(const char *url, const char *rest, struct ps_url *out, char *err,
-		    size_t errlen)
+static int parse_zk(const char *url, const char *rest, struct ps_url *out, char *err, size_t errlen)
 {
 	const char *slash = strchr(rest, '/');
 	const char *p = rest;
@@ -215,7 +215,8 @@ static int parse_zk(const char *url, const char *rest, struct ps_url *out, char 
 		}
 	}
 	if (!slash[1] || slash[strlen(slash) - 1] == '/' || strstr(slash, "//")) {
-		errf(err, errlen, "'%s': the znode path must be non-empty, e.g. /psplus/sched", url);
+		errf(err, errlen, "'%s': the znode path must be non-empty, e.g. /psplus/sched",
+		     url);
 		return PS_EBAD_URL;
 	}
 	if (strlen(slash) >= PS_URL_PATH_MAX) {
@@ -261,8 +262,9 @@ int ps_url_parse(const char *s, struct ps_url *out, char *err, size_t errlen)
 		return 0;
 	}
 	if (!is_registered(s, slen)) {
-		errf(err, errlen, "'%s': unsupported scheme '%s' (built in: file, none, zk; others "
-				  "come from plugins)",
+		errf(err, errlen,
+		     "'%s': unsupported scheme '%s' (built in: file, none, zk; others "
+		     "come from plugins)",
 		     s, out->scheme);
 		return PS_EUNSUPPORTED_SCHEME;
 	}

@@ -28,9 +28,9 @@ struct ps_url_host {
 };
 
 struct ps_url {
-	char scheme[PS_URL_SCHEME_MAX];	 /* "file", "none", "zk", or a plugin's */
-	char path[PS_URL_PATH_MAX];	 /* file: absolute path; zk: znode path; plugin: the rest */
-	size_t nhosts;			 /* zk only */
+	char scheme[PS_URL_SCHEME_MAX]; /* "file", "none", "zk", or a plugin's */
+	char path[PS_URL_PATH_MAX];	/* file: absolute path; zk: znode path; plugin: the rest */
+	size_t nhosts;			/* zk only */
 	struct ps_url_host hosts[PS_URL_MAX_HOSTS];
 };
 

@@ -178,13 +178,13 @@ PS_EXPORT int ps_client_barrier(struct ps_client *c);
  * ---- statistics ------------------------------------------------------------------------------
  */
 struct ps_client_stats {
-	uint64_t requests;	 /* data-plane requests sent */
-	uint64_t retries;	 /* requests retried after a stale cluster version */
-	uint64_t bytes_pulled;	 /* row bytes received */
-	uint64_t bytes_pushed;	 /* gradient bytes sent */
-	uint64_t bytes_staged;	 /* bytes copied through staging (unregistered user memory) */
+	uint64_t requests;	   /* data-plane requests sent */
+	uint64_t retries;	   /* requests retried after a stale cluster version */
+	uint64_t bytes_pulled;	   /* row bytes received */
+	uint64_t bytes_pushed;	   /* gradient bytes sent */
+	uint64_t bytes_staged;	   /* bytes copied through staging (unregistered user memory) */
 	uint64_t transport_copied; /* payload bytes the transport copied (0: zero copy) */
-	char transport[8];	 /* "rdma" or "tcp" */
+	char transport[8];	   /* "rdma" or "tcp" */
 };
 
 PS_EXPORT void ps_client_stats_get(struct ps_client *c, struct ps_client_stats *out);

@@ -22,24 +22,24 @@ extern "C" {
  * X-macro table of project codes: XX(NAME, offset, message). The code is PS_ERR_BASE - offset.
  * Offsets are part of the wire protocol (status fields carry them): never renumber.
  */
-#define PS_ERRNO_MAP(XX)                                                                           \
-	XX(STALE_VERSION, 1, "request carries a stale cluster version")                            \
-	XX(PEER_LOST, 2, "peer lost")                                                              \
-	XX(NOT_READY, 3, "not ready")                                                              \
-	XX(PROTO_VERSION, 4, "unsupported protocol version")                                       \
-	XX(BAD_MESSAGE, 5, "malformed or truncated message")                                       \
-	XX(DUP_SERVER_ID, 6, "server id already registered and live")                              \
-	XX(OP_IN_PROGRESS, 7, "another save or restore is in progress")                            \
-	XX(UNKNOWN_VAR, 8, "unknown variable")                                                     \
-	XX(CORRUPT, 9, "corrupt data (checksum or format mismatch)")                               \
-	XX(OVER_BUDGET, 10, "placement does not fit the server budgets")                           \
-	XX(BAD_OPTION, 11, "invalid command-line option")                                          \
-	XX(BAD_URL, 12, "invalid URL")                                                             \
-	XX(NO_DEVICE, 13, "no active RDMA device")                                                 \
-	XX(PLUGIN, 14, "plugin failed to load or register")                                       \
-	XX(TIMEOUT, 15, "operation timed out")                                                     \
-	XX(SHUTDOWN, 16, "shutting down")                                                          \
-	XX(UNSUPPORTED_SCHEME, 17, "unsupported URL scheme")                                       \
+#define PS_ERRNO_MAP(XX)                                                 \
+	XX(STALE_VERSION, 1, "request carries a stale cluster version")  \
+	XX(PEER_LOST, 2, "peer lost")                                    \
+	XX(NOT_READY, 3, "not ready")                                    \
+	XX(PROTO_VERSION, 4, "unsupported protocol version")             \
+	XX(BAD_MESSAGE, 5, "malformed or truncated message")             \
+	XX(DUP_SERVER_ID, 6, "server id already registered and live")    \
+	XX(OP_IN_PROGRESS, 7, "another save or restore is in progress")  \
+	XX(UNKNOWN_VAR, 8, "unknown variable")                           \
+	XX(CORRUPT, 9, "corrupt data (checksum or format mismatch)")     \
+	XX(OVER_BUDGET, 10, "placement does not fit the server budgets") \
+	XX(BAD_OPTION, 11, "invalid command-line option")                \
+	XX(BAD_URL, 12, "invalid URL")                                   \
+	XX(NO_DEVICE, 13, "no active RDMA device")                       \
+	XX(PLUGIN, 14, "plugin failed to load or register")              \
+	XX(TIMEOUT, 15, "operation timed out")                           \
+	XX(SHUTDOWN, 16, "shutting down")                                \
+	XX(UNSUPPORTED_SCHEME, 17, "unsupported URL scheme")             \
 	XX(OUT_OF_RANGE, 18, "id out of range")
 
 enum ps_err {

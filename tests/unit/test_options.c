@@ -54,11 +54,11 @@ static int teardown(void **state)
 	return 0;
 }
 
-#define PARSE(f, ...)                                                                              \
-	({                                                                                         \
-		char *argv_[] = {"prog", __VA_ARGS__};                                             \
-		ps_opt_parse((f)->p, (int)(sizeof(argv_) / sizeof(argv_[0])), argv_, (f)->err,     \
-			     sizeof((f)->err));                                                    \
+#define PARSE(f, ...)                                                                          \
+	({                                                                                     \
+		char *argv_[] = {"prog", __VA_ARGS__};                                         \
+		ps_opt_parse((f)->p, (int)(sizeof(argv_) / sizeof(argv_[0])), argv_, (f)->err, \
+			     sizeof((f)->err));                                                \
 	})
 
 static void test_short_long_and_equals(void **state)
@@ -209,11 +209,9 @@ static void test_required_by_group(void **state)
 
 	assert_int_equal(PARSE(f, "-sp", "file:///k"), 0);
 	/* group A also needs -sn; group B needs -si. */
-	assert_int_equal(ps_opt_check_required(f->p, G_A, f->err, sizeof(f->err)),
-			 PS_EBAD_OPTION);
+	assert_int_equal(ps_opt_check_required(f->p, G_A, f->err, sizeof(f->err)), PS_EBAD_OPTION);
 	assert_non_null(strstr(f->err, "--server_num"));
-	assert_int_equal(ps_opt_check_required(f->p, G_B, f->err, sizeof(f->err)),
-			 PS_EBAD_OPTION);
+	assert_int_equal(ps_opt_check_required(f->p, G_B, f->err, sizeof(f->err)), PS_EBAD_OPTION);
 	assert_non_null(strstr(f->err, "--server_id (-si)"));
 	assert_int_equal(ps_opt_check_required(f->p, 0, f->err, sizeof(f->err)), 0);
 }
@@ -275,13 +273,13 @@ int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 	const struct CMUnitTest tests[] = {
-		T(test_short_long_and_equals), T(test_defaults_and_name_from_long),
+		T(test_short_long_and_equals),	   T(test_defaults_and_name_from_long),
 		cmocka_unit_test(test_bool_forms), cmocka_unit_test(test_int_forms),
-		T(test_unknown_option_named), T(test_malformed_int_named),
-		T(test_out_of_range_named), T(test_bad_bool_named),
-		T(test_missing_value_named), T(test_flag_takes_no_value),
-		T(test_positional_rejected), T(test_required_by_group),
-		T(test_repeatable_and_last_wins), T(test_add_rejects_bad_specs),
+		T(test_unknown_option_named),	   T(test_malformed_int_named),
+		T(test_out_of_range_named),	   T(test_bad_bool_named),
+		T(test_missing_value_named),	   T(test_flag_takes_no_value),
+		T(test_positional_rejected),	   T(test_required_by_group),
+		T(test_repeatable_and_last_wins),  T(test_add_rejects_bad_specs),
 		T(test_help_lists_everything),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

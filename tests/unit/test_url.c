@@ -59,10 +59,10 @@ static void test_zk(void **state)
 static void test_zk_rejected(void **state)
 {
 	static const char *const bad[] = {
-		"zk://",	     "zk:///path",	  "zk://h:2181",     "zk://h:2181/",
-		"zk://h:0/p",	     "zk://h:65536/p",	  "zk://h:x/p",	     "zk://h:1,,g:2/p",
-		"zk://h:1,/p",	     "zk://[::1/p",	  "zk://::1:2181/p", "zk://h:1/a//b",
-		"zk://h:1/a/",	     "zk://h$:1/p",
+		"zk://",       "zk:///path",	 "zk://h:2181",	    "zk://h:2181/",
+		"zk://h:0/p",  "zk://h:65536/p", "zk://h:x/p",	    "zk://h:1,,g:2/p",
+		"zk://h:1,/p", "zk://[::1/p",	 "zk://::1:2181/p", "zk://h:1/a//b",
+		"zk://h:1/a/", "zk://h$:1/p",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		err[0] = '\0';
