@@ -157,9 +157,13 @@ static int setup(struct pl_ctx *c)
 		k = ceil(v->size / c->frac);
 		if (!(k >= 1))
 			k = 1;
-		if (k > (double)v->domain)
-			k = (double)v->domain;
-		v->target = (v->domain + (uint64_t)k - 1) / (uint64_t)k;
+		if (k >= (double)v->domain) { /* also an infinite size: one unit per part */
+			v->target = 1;
+		} else {
+			uint64_t kk = (uint64_t)k;
+
+			v->target = v->domain / kk + (v->domain % kk != 0);
+		}
 		c->order[i] = i;
 	}
 	qsort_r(c->order, c->nvars, sizeof(*c->order), cmp_var_id, c);

@@ -334,8 +334,11 @@ static void round_quotas(struct pl_ctx *c)
 		c->hs[s] = s;
 	}
 	qsort_r(c->hs, n, sizeof(*c->hs), cmp_quota_desc, c);
-	/* A deficit is below the number of servers with a positive remainder: one pass. */
-	for (uint32_t i = 0; i < n && total < PS_PLACEMENT_BUCKETS; i++) {
+	/*
+	 * A deficit is below the number of servers with a positive remainder, so one pass does;
+	 * cycling only guards against quotas whose floating-point sum fell short of 65536.
+	 */
+	for (uint32_t i = 0; total < PS_PLACEMENT_BUCKETS; i = (i + 1) % n) {
 		c->hb[c->hs[i]]++;
 		total++;
 	}

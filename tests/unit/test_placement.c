@@ -345,6 +345,37 @@ static void test_invalid_input(void **state)
 	ps_placement_destroy(t);
 }
 
+/* Limits: a domain of 2^64 - 1 rows, zero budgets, and the largest cluster a table can name. */
+static void test_extremes(void **state)
+{
+	enum { NS = PS_PLACEMENT_MAX_SERVERS };
+	struct ps_placement_budget *b = calloc(NS + 1, sizeof(*b));
+	struct ps_placement_var v[1] = {var("huge", 1, PS_VAR_SPARSE, UINT64_MAX, 1, 0, 1, 1, 1)};
+	struct ps_placement_input in = input(v, 1, b, 4, 1);
+	struct ps_placement *t;
+	char err[512];
+
+	assert_int_equal(compute(&in, &t, err), PS_EOVER_BUDGET);
+	assert_non_null(strstr(err, "memory budget"));
+	budgets(b, 4, BIG, BIG, BIG);
+	assert_int_equal(compute(&in, &t, err), PS_EOVER_BUDGET); /* 2^66 bytes > 2^62 */
+
+	/* 65,536 servers: a hash variable gets exactly one bucket on each. */
+	budgets(b, NS + 1, GB, GB, 1000000);
+	v[0] = var("everywhere", 2, PS_VAR_HASH, 1000000, 8, 1, 100, 100, 10);
+	in.nservers = NS + 1;
+	assert_int_equal(compute(&in, &t, err), -EINVAL);
+	in.nservers = NS;
+	assert_int_equal(compute(&in, &t, err), 0);
+	assert_int_equal(t->vars[0].nparts, NS);
+	for (uint32_t j = 0; j < NS; j++) {
+		assert_true(t->vars[0].parts[j].begin == j);
+		assert_int_equal(t->vars[0].parts[j].server, j);
+	}
+	ps_placement_destroy(t);
+	free(b);
+}
+
 /* ---- hash spreading and coverage ------------------------------------------------------------ */
 
 static void test_hash_spread(void **state)
@@ -947,6 +978,7 @@ int main(void)
 		cmocka_unit_test(test_refuse_after_spread),
 		cmocka_unit_test(test_refuse_fragmented),
 		cmocka_unit_test(test_invalid_input),
+		cmocka_unit_test(test_extremes),
 		cmocka_unit_test(test_hash_spread),
 		cmocka_unit_test(test_random_coverage),
 		cmocka_unit_test(test_determinism),
