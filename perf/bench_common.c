@@ -1,0 +1,260 @@
+/*
+ * The benchmarks' shared helpers: pattern, checksum, parsing, statistics, table and JSON.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "perf/bench_common.h"
+
+/* The pattern and the checksum are defined on little-endian words. */
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the benchmarks assume little-endian");
+
+void bench_fill(void *buf, size_t len, uint64_t seed, uint64_t word0)
+{
+	uint8_t *p = buf;
+	size_t nw = len / 8, i;
+	uint64_t w;
+
+	/* memcpy keeps unaligned slots legal; compilers turn it into one store. */
+	for (i = 0; i < nw; i++) {
+		w = bench_word(seed, word0 + i);
+		memcpy(p + i * 8, &w, 8);
+	}
+	if (len % 8) {
+		w = bench_word(seed, word0 + nw);
+		memcpy(p + nw * 8, &w, len % 8);
+	}
+}
+
+uint64_t bench_csum(const void *buf, size_t len, uint64_t word0)
+{
+	const uint8_t *p = buf;
+	size_t nw = len / 8, i;
+	uint64_t w, sum = 0;
+
+	/* Each word is mixed with its position, so swapped or shifted data changes the sum. */
+	for (i = 0; i < nw; i++) {
+		memcpy(&w, p + i * 8, 8);
+		sum += bench_csum_word(w, word0 + i);
+	}
+	if (len % 8) {
+		w = 0;
+		memcpy(&w, p + nw * 8, len % 8);
+		sum += bench_csum_word(w, word0 + nw);
+	}
+	return sum;
+}
+
+uint64_t bench_pattern_csum(uint64_t seed, size_t len, uint64_t word0)
+{
+	size_t nw = len / 8, i;
+	uint64_t sum = 0;
+
+	for (i = 0; i < nw; i++)
+		sum += bench_csum_word(bench_word(seed, word0 + i), word0 + i);
+	if (len % 8) {
+		/* The partial word as bench_csum() reads it: its first len % 8 bytes, zero-padded. */
+		uint64_t w = bench_word(seed, word0 + nw) & ((1ull << (8 * (len % 8))) - 1);
+
+		sum += bench_csum_word(w, word0 + nw);
+	}
+	return sum;
+}
+
+uint64_t bench_seed(void)
+{
+	static uint64_t counter;
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return bench_mix64((uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec) ^
+	       bench_mix64(((uint64_t)getpid() << 32) + ++counter);
+}
+
+int bench_parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+	unsigned shift = 0;
+
+	if (!s || !*s || *s == '-')
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || end == s)
+		return -EINVAL;
+	switch (*end) {
+	case 'k':
+	case 'K':
+		shift = 10;
+		end++;
+		break;
+	case 'm':
+	case 'M':
+		shift = 20;
+		end++;
+		break;
+	case 'g':
+	case 'G':
+		shift = 30;
+		end++;
+		break;
+	default:
+		break;
+	}
+	if (*end == 'i' && shift) /* "64Ki", "1Mi" */
+		end++;
+	if (*end == 'B' || *end == 'b')
+		end++;
+	if (*end || (shift && v > (UINT64_MAX >> shift)))
+		return -EINVAL;
+	*out = (uint64_t)v << shift;
+	return 0;
+}
+
+int bench_parse_seconds(const char *s, uint64_t *out_ms)
+{
+	char *end;
+	double v;
+
+	if (!s || !*s)
+		return -EINVAL;
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end == s || *end || !(v >= 0) || v > 1e6)
+		return -EINVAL;
+	*out_ms = (uint64_t)llround(v * 1000.0);
+	return 0;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Nearest rank: the smallest sample with at least @q of the samples at or below it. */
+static double rank_us(const uint64_t *sorted, size_t n, double q)
+{
+	size_t k = (size_t)ceil(q * (double)n);
+
+	k = k ? k - 1 : 0;
+	if (k >= n)
+		k = n - 1;
+	return (double)sorted[k] / 2000.0;
+}
+
+void bench_lat_compute(uint64_t *rtt_ns, size_t n, struct bench_lat *out)
+{
+	double sum = 0, sq = 0, avg;
+
+	memset(out, 0, sizeof(*out));
+	if (!n)
+		return;
+	qsort(rtt_ns, n, sizeof(*rtt_ns), cmp_u64);
+	for (size_t i = 0; i < n; i++)
+		sum += (double)rtt_ns[i] / 2000.0;
+	avg = sum / (double)n;
+	for (size_t i = 0; i < n; i++) {
+		double d = (double)rtt_ns[i] / 2000.0 - avg;
+
+		sq += d * d;
+	}
+	out->min_us = (double)rtt_ns[0] / 2000.0;
+	out->max_us = (double)rtt_ns[n - 1] / 2000.0;
+	/* The median, as perftest's t_typical. */
+	out->typical_us = n % 2 ? (double)rtt_ns[n / 2] / 2000.0
+				: ((double)rtt_ns[n / 2 - 1] + (double)rtt_ns[n / 2]) / 4000.0;
+	out->avg_us = avg;
+	out->stdev_us = sqrt(sq / (double)n);
+	out->p99_us = rank_us(rtt_ns, n, 0.99);
+	out->p999_us = rank_us(rtt_ns, n, 0.999);
+}
+
+void bench_print_header(FILE *f, enum bench_kind kind)
+{
+	fprintf(f, "%s\n", BENCH_TABLE_RULE);
+	if (kind == BENCH_BW)
+		fprintf(f, " #bytes     #iterations    BW average[MB/sec]    MsgRate[Mpps]\n");
+	else
+		fprintf(f, " #bytes #iterations    t_min[usec]    t_max[usec]  t_typical[usec]    "
+			   "t_avg[usec]    t_stdev[usec]   99%% percentile[usec]   99.9%% "
+			   "percentile[usec]\n");
+}
+
+void bench_print_row(FILE *f, enum bench_kind kind, const struct bench_row *r)
+{
+	if (kind == BENCH_BW) {
+		fprintf(f, " %-10" PRIu64 " %-14" PRIu64 " %-21.2f %.6f\n", r->bytes, r->iters,
+			r->bw_mbs, r->mpps);
+	} else {
+		fprintf(f,
+			" %-6" PRIu64 " %-11" PRIu64
+			"    %-14.2f %-12.2f %-18.2f %-14.2f %-15.2f %-22.2f %.2f\n",
+			r->bytes, r->iters, r->lat.min_us, r->lat.max_us, r->lat.typical_us,
+			r->lat.avg_us, r->lat.stdev_us, r->lat.p99_us, r->lat.p999_us);
+	}
+	fflush(f);
+}
+
+void bench_print_footer(FILE *f)
+{
+	fprintf(f, "%s\n", BENCH_TABLE_RULE);
+	fflush(f);
+}
+
+int bench_json_write(const char *path, const struct bench_json_info *in,
+		     const struct bench_row *rows, size_t nrows)
+{
+	FILE *f = fopen(path, "w");
+	int rc = 0;
+
+	if (!f)
+		return -errno;
+	fprintf(f, "{\n  \"tool\": \"%s\",\n  \"transport\": \"%s\",\n  \"device\": \"%s\",\n",
+		in->tool, in->transport, in->device ? in->device : "");
+	fprintf(f,
+		"  \"test\": \"%s\",\n  \"units\": {\"bw\": \"MiB/s\", \"msg_rate\": \"Mpps\", "
+		"\"latency\": \"usec one-way (RTT/2)\"},\n",
+		in->test);
+	fprintf(f, "  \"duration_s\": %.3f,\n  \"margin_s\": %.3f,\n  \"iters\": %" PRIu64 ",\n",
+		in->duration_s, in->margin_s, in->iters);
+	fprintf(f, "  \"depth\": %u,\n  \"cq_mod\": %u,\n", in->depth, in->cq_mod);
+	if (in->rows)
+		fprintf(f, "  \"rows\": %u,\n  \"row_size\": %u,\n  \"table_size\": %" PRIu64 ",\n",
+			in->rows, in->row_size, in->table_size);
+	fprintf(f, "  \"results\": [");
+	for (size_t i = 0; i < nrows; i++) {
+		const struct bench_row *r = &rows[i];
+
+		fprintf(f, "%s\n    {\"bytes\": %" PRIu64 ", \"iterations\": %" PRIu64,
+			i ? "," : "", r->bytes, r->iters);
+		if (in->kind == BENCH_BW)
+			fprintf(f, ", \"bw_avg_mbs\": %.3f, \"msg_rate_mpps\": %.6f", r->bw_mbs,
+				r->mpps);
+		else
+			fprintf(f,
+				", \"t_min_us\": %.3f, \"t_max_us\": %.3f, \"t_typical_us\": %.3f, "
+				"\"t_p50_us\": %.3f, \"t_avg_us\": %.3f, \"t_stdev_us\": %.3f, "
+				"\"t_p99_us\": %.3f, \"t_p999_us\": %.3f",
+				r->lat.min_us, r->lat.max_us, r->lat.typical_us, r->lat.typical_us,
+				r->lat.avg_us, r->lat.stdev_us, r->lat.p99_us, r->lat.p999_us);
+		fprintf(f, ", \"check\": \"%s\", \"checked_bytes\": %" PRIu64,
+			r->check_ok ? "ok" : "FAILED", r->checked);
+		if (r->bytes_copied >= 0)
+			fprintf(f, ", \"bytes_copied\": %" PRId64, r->bytes_copied);
+		fprintf(f, "}");
+	}
+	fprintf(f, "\n  ]\n}\n");
+	if (ferror(f))
+		rc = -EIO;
+	if (fclose(f) && !rc)
+		rc = -errno;
+	return rc;
+}

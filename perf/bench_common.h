@@ -1,0 +1,143 @@
+/*
+ * What the perftest-style benchmarks share (psplus-bench-tp, psplus-bench-sock): sizes and
+ * times on the command line, the data pattern and checksum that let a run prove its data
+ * arrived, latency statistics, and the output (a perftest-like table, and the same numbers as
+ * JSON).
+ *
+ * Units are perftest's: "MB/sec" is MiB/s (2^20 bytes per second, perftest's MBS format),
+ * "Mpps" is millions of messages per second, latencies are one-way microseconds (RTT / 2 of a
+ * ping-pong, as ib_send_lat and ib_write_lat report them).
+ *
+ * The data pattern: the byte stream whose 8-byte word number g (little-endian) is
+ * bench_word(seed, g). A buffer holds the stream from some word index on, so any piece of it
+ * (a slot, a table row) can be regenerated or checked without the rest. The checksum is
+ * positional and additive: the checksum of a concatenation is the sum of the checksums of its
+ * pieces when each piece is told its starting word index, so a gather of scattered rows can be
+ * summed row by row on the sender and in one sweep on the receiver.
+ */
+#ifndef PS_PERF_BENCH_COMMON_H
+#define PS_PERF_BENCH_COMMON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define BENCH_MIB     (1024.0 * 1024.0)
+#define BENCH_ALL_MIN 64u	 /* -a: first size */
+#define BENCH_ALL_MAX (1u << 20) /* -a: last size */
+#define BENCH_TABLE_RULE \
+	"---------------------------------------------------------------------------------------"
+#define BENCH_EXIT_USAGE   2
+#define BENCH_EXIT_FAILURE 1
+
+/* ---- the data pattern and the checksum ----------------------------------------------------- */
+
+/** bench_mix64() - a 64-bit mixer (the splitmix64 finaliser): every input bit moves every output. */
+static inline uint64_t bench_mix64(uint64_t x)
+{
+	x ^= x >> 30;
+	x *= 0xbf58476d1ce4e5b9ull;
+	x ^= x >> 27;
+	x *= 0x94d049bb133111ebull;
+	x ^= x >> 31;
+	return x;
+}
+
+/** bench_word() - word @g of the pattern stream of @seed. */
+static inline uint64_t bench_word(uint64_t seed, uint64_t g)
+{
+	return bench_mix64(seed + g * 0x9e3779b97f4a7c15ull);
+}
+
+/** bench_csum_word() - the checksum term of word @w at stream position @g. */
+static inline uint64_t bench_csum_word(uint64_t w, uint64_t g)
+{
+	return bench_mix64(w ^ (g * 0xd6e8feb86659fd93ull));
+}
+
+/** bench_fill() - write @len bytes of the pattern of @seed, starting at word @word0, to @buf. */
+void bench_fill(void *buf, size_t len, uint64_t seed, uint64_t word0);
+
+/**
+ * bench_csum() - positional checksum of @len bytes that sit at word @word0 of a stream.
+ * A final partial word counts as if zero-padded. Additive: csum(A|B, w) = csum(A, w) +
+ * csum(B, w + len(A)/8) when len(A) is a multiple of 8.
+ */
+uint64_t bench_csum(const void *buf, size_t len, uint64_t word0);
+
+/**
+ * bench_pattern_csum() - what bench_csum() gives for @len bytes of the pattern of @seed
+ * starting at word @word0, computed without the bytes (to check data against the pattern).
+ */
+uint64_t bench_pattern_csum(uint64_t seed, size_t len, uint64_t word0);
+
+/** bench_seed() - a fresh seed (time, pid, a counter): each round writes data no earlier one did. */
+uint64_t bench_seed(void);
+
+/* ---- command line ------------------------------------------------------------------------ */
+
+/** bench_parse_size() - "65536", "64K", "1M", "1G" (binary multiples) to bytes; -EINVAL else. */
+int bench_parse_size(const char *s, uint64_t *out);
+
+/** bench_parse_seconds() - "5", "0.5" to milliseconds (>= 0); -EINVAL else. */
+int bench_parse_seconds(const char *s, uint64_t *out_ms);
+
+/* ---- results ----------------------------------------------------------------------------- */
+
+enum bench_kind {
+	BENCH_BW,
+	BENCH_LAT,
+};
+
+struct bench_lat {
+	double min_us, max_us, typical_us, avg_us, stdev_us, p99_us, p999_us;
+};
+
+/* One line of a table: one message size. */
+struct bench_row {
+	uint64_t bytes;	      /* message (or gather) size */
+	uint64_t iters;	      /* operations measured (bw: in the sampled window) */
+	double bw_mbs;	      /* BENCH_BW: MiB/s */
+	double mpps;	      /* BENCH_BW: millions of operations per second */
+	struct bench_lat lat; /* BENCH_LAT */
+	bool check_ok;	      /* the data check passed */
+	uint64_t checked;     /* bytes the data check covered */
+	int64_t bytes_copied; /* the sender's ps_tp_stats.bytes_copied over the run; -1: n/a */
+};
+
+/**
+ * bench_lat_compute() - one-way statistics from @n round-trip times in ns (sorted in place):
+ * each sample is halved, t_typical is the median, percentiles are nearest-rank.
+ */
+void bench_lat_compute(uint64_t *rtt_ns, size_t n, struct bench_lat *out);
+
+/** bench_print_header() - the rule and column header of a table of @kind. */
+void bench_print_header(FILE *f, enum bench_kind kind);
+
+/** bench_print_row() - one line of the table. */
+void bench_print_row(FILE *f, enum bench_kind kind, const struct bench_row *r);
+
+/** bench_print_footer() - the closing rule. */
+void bench_print_footer(FILE *f);
+
+/* Describes the run for the JSON file: everything but the rows. */
+struct bench_json_info {
+	const char *tool;      /* "psplus-bench-tp" */
+	const char *transport; /* "tcp", "rdma", "socket" */
+	const char *device;    /* "rxe1", "tcp", ... */
+	const char *test;      /* "write_bw", ... */
+	enum bench_kind kind;
+	double duration_s; /* 0: iterations mode */
+	double margin_s;
+	uint64_t iters;		 /* iterations mode: the count asked for */
+	uint32_t depth, cq_mod;	 /* 0: not applicable */
+	uint32_t rows, row_size; /* gather only (0 otherwise) */
+	uint64_t table_size;	 /* gather only */
+};
+
+/** bench_json_write() - the run and its rows as a JSON object in @path. 0 or -errno. */
+int bench_json_write(const char *path, const struct bench_json_info *info,
+		     const struct bench_row *rows, size_t nrows);
+
+#endif

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# bench-tcp.sh: psplus's tcp transport against plain sockets, on the host, over loopback.
+#
+#   scripts/bench-tcp.sh
+#
+# Builds psplus-bench-tp and psplus-bench-sock (scripts/setup.sh, then cmake into build/ as
+# scripts/test.sh does), then in one run, alternating the two so that both see the same host:
+#   bandwidth: 1 MiB messages streamed for PS_BENCH_DURATION seconds (sampled between the
+#              margins, as perftest -D does): the socket pair, psplus write_bw (write_imm into
+#              the peer's registered buffer) and psplus send_bw (two-sided sends);
+#   latency:   64 B ping-pong, PS_BENCH_LAT_ITERS round trips: the socket pair and psplus
+#              send_lat.
+# It prints each tool's table, then lines a script can read:
+#   ratio tcp_bw_1m <psplus write_bw / socket bw>           (higher is better; target >= 0.6)
+#   ratio tcp_send_bw_1m <psplus send_bw / socket bw>       (information)
+#   ratio tcp_lat_64 <psplus p50 / socket p50>              (lower is better)
+#   target tcp_bw_1m>=0.6 met|MISSED
+# Exit status: 0 when every run finished and passed its data check (a missed target is
+# reported, not an error: the host is shared and noisy), 1 otherwise.
+#
+# Environment: PS_BUILD_DIR (default build/), JOBS, PS_BENCH_DURATION (s, default 6),
+# PS_BENCH_MARGIN (s, default 1), PS_BENCH_LAT_ITERS (default 20000), PS_BENCH_PORT (first of
+# the ports used, default 18700), PS_BENCH_OUT (folder for logs and JSON, default
+# BUILD/bench-tcp).
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build=${PS_BUILD_DIR:-$root/build}
+jobs=${JOBS:-$(nproc)}
+dur=${PS_BENCH_DURATION:-6}
+margin=${PS_BENCH_MARGIN:-1}
+lat_iters=${PS_BENCH_LAT_ITERS:-20000}
+port=${PS_BENCH_PORT:-18700}
+out=${PS_BENCH_OUT:-$build/bench-tcp}
+step_timeout=$((dur + 90)) # a run may not take longer than this (seconds)
+
+msg() { echo "bench-tcp: $*" >&2; }
+die() {
+	msg "$*"
+	exit 1
+}
+
+bash "$root/scripts/setup.sh" || die "scripts/setup.sh failed"
+mkdir -p "$build" "$out"
+msg "building in $build (logs: $build/configure.log, $build/bench-build.log)"
+cmake -S "$root" -B "$build" -DPS_WERROR=ON >"$build/configure.log" 2>&1 ||
+	{ tail -n 30 "$build/configure.log" >&2; die "cmake configure failed"; }
+cmake --build "$build" -j "$jobs" --target psplus-bench-tp psplus-bench-sock \
+	>"$build/bench-build.log" 2>&1 ||
+	{ tail -n 30 "$build/bench-build.log" >&2; die "build failed"; }
+tp=$build/bin/psplus-bench-tp
+sock=$build/bin/psplus-bench-sock
+
+# run_pair NAME BINARY ARGS...: a server and a client with the same options on 127.0.0.1 (each
+# pair on its own port); the client's output goes to stdout and $out/NAME.log, the server's to
+# $out/NAME.server.log. Waits for the server's "Waiting for a client" line (bounded), then runs
+# the client under `timeout`; the server must end by itself once the client is done.
+run_pair() {
+	local name=$1 bin=$2 spid rc=0 src=0 i
+	shift 2
+	port=$((port + 1))
+	timeout "$step_timeout" "$bin" "$@" -p "$port" >"$out/$name.server.log" 2>&1 &
+	spid=$!
+	for ((i = 0; i < 300; i++)); do
+		grep -q 'Waiting for a client' "$out/$name.server.log" 2>/dev/null && break
+		kill -0 "$spid" 2>/dev/null || break
+		sleep 0.1
+	done
+	if ! grep -q 'Waiting for a client' "$out/$name.server.log"; then
+		cat "$out/$name.server.log" >&2
+		kill "$spid" 2>/dev/null || true
+		wait "$spid" 2>/dev/null || true
+		die "$name: the server did not start listening"
+	fi
+	timeout "$step_timeout" "$bin" "$@" -p "$port" --json "$out/$name.json" 127.0.0.1 \
+		2>&1 | tee "$out/$name.log" || rc=$?
+	wait "$spid" || src=$?
+	[[ $rc -ne 0 ]] || rc=$src
+	[[ $rc -eq 0 ]] || {
+		cat "$out/$name.server.log" >&2
+		die "$name failed (exit $rc)"
+	}
+	grep -q '^ data check *: ok' "$out/$name.log" || die "$name: the data check did not pass"
+}
+
+# bw_of LOG SIZE / p50_of LOG SIZE: the BW average (MiB/s) or t_typical (usec) of the table row
+# for SIZE, read after the table's header line.
+bw_of() {
+	awk -v s="$2" '/BW average\[MB\/sec\]/ { t = 1; next } t && $1 == s { print $3; exit }' "$1"
+}
+p50_of() {
+	awk -v s="$2" '/t_typical\[usec\]/ { t = 1; next } t && $1 == s { print $5; exit }' "$1"
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "nan" }'; }
+
+echo "=== psplus tcp transport vs plain sockets, loopback, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+echo "=== $(uname -r), $(nproc) CPUs; bandwidth -D $dur -f $margin, latency -n $lat_iters"
+echo "=== ratio lines: psplus / socket reference. Bandwidth: higher is better."
+echo "===              Latency: psplus p50 / socket p50, so LOWER is better."
+
+run_pair sock_bw_1m "$sock" -t bw -s 1M -D "$dur" -f "$margin"
+run_pair tcp_write_bw_1m "$tp" --transport tcp -t write_bw -s 1M -D "$dur" -f "$margin"
+run_pair tcp_send_bw_1m "$tp" --transport tcp -t send_bw -s 1M -D "$dur" -f "$margin"
+run_pair sock_lat_64 "$sock" -t lat -s 64 -n "$lat_iters"
+run_pair tcp_send_lat_64 "$tp" --transport tcp -t send_lat -s 64 -n "$lat_iters"
+
+sock_bw=$(bw_of "$out/sock_bw_1m.log" 1048576)
+tp_bw=$(bw_of "$out/tcp_write_bw_1m.log" 1048576)
+tp_send_bw=$(bw_of "$out/tcp_send_bw_1m.log" 1048576)
+sock_p50=$(p50_of "$out/sock_lat_64.log" 64)
+tp_p50=$(p50_of "$out/tcp_send_lat_64.log" 64)
+for v in sock_bw tp_bw tp_send_bw sock_p50 tp_p50; do
+	[[ -n ${!v} ]] || die "could not read $v from the tables in $out"
+done
+
+r_bw=$(ratio "$tp_bw" "$sock_bw")
+echo
+echo "raw tcp_bw_1m psplus_write_bw=$tp_bw socket=$sock_bw MB/sec"
+echo "raw tcp_send_bw_1m psplus_send_bw=$tp_send_bw socket=$sock_bw MB/sec"
+echo "raw tcp_lat_64 psplus_p50=$tp_p50 socket_p50=$sock_p50 usec"
+echo "ratio tcp_bw_1m $r_bw"
+echo "ratio tcp_send_bw_1m $(ratio "$tp_send_bw" "$sock_bw")"
+echo "ratio tcp_lat_64 $(ratio "$tp_p50" "$sock_p50")"
+if awk -v r="$r_bw" 'BEGIN { exit !(r >= 0.6) }'; then
+	echo "target tcp_bw_1m>=0.6 met"
+else
+	echo "target tcp_bw_1m>=0.6 MISSED"
+fi
+msg "logs and JSON in $out"
