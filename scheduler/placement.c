@@ -59,7 +59,7 @@ static int validate(struct pl_ctx *c)
 						 "variable %" PRIu32 " (id %" PRIu32
 						 "): name must be 1..%u bytes",
 						 i, v->id, PS_PLACEMENT_NAME_MAX);
-		if (v->kind != PS_VAR_DENSE && v->kind != PS_VAR_SPARSE && v->kind != PS_VAR_HASH)
+		if (v->kind != PS_PLACE_DENSE && v->kind != PS_PLACE_SPARSE && v->kind != PS_PLACE_HASH)
 			return ps_placement_fail(c, -EINVAL,
 						 "variable '%s' (id %" PRIu32 "): unknown kind %d",
 						 name, v->id, (int)v->kind);
@@ -67,7 +67,7 @@ static int validate(struct pl_ctx *c)
 			return ps_placement_fail(c, -EINVAL,
 						 "variable '%s' (id %" PRIu32 "): width is 0", name,
 						 v->id);
-		if (v->kind != PS_VAR_HASH && v->rows == 0)
+		if (v->kind != PS_PLACE_HASH && v->rows == 0)
 			return ps_placement_fail(c, -EINVAL,
 						 "variable '%s' (id %" PRIu32 "): rows is 0", name,
 						 v->id);
@@ -141,7 +141,7 @@ static int setup(struct pl_ctx *c)
 		double k;
 
 		v->in = &in->vars[i];
-		v->domain = v->in->kind == PS_VAR_HASH ? PS_PLACEMENT_BUCKETS : v->in->rows;
+		v->domain = v->in->kind == PS_PLACE_HASH ? PS_PLACEMENT_BUCKETS : v->in->rows;
 		v->need = pl_est(c, v, v->domain);
 		for (int d = 0; d < NDIMS; d++) {
 			double share =
@@ -309,7 +309,7 @@ static int place_all(struct pl_ctx *c)
 	for (uint32_t i = 0; i < c->nvars; i++) {
 		struct pl_var *v = &c->vars[c->order[i]];
 
-		if (v->matched || v->in->kind != PS_VAR_HASH)
+		if (v->matched || v->in->kind != PS_PLACE_HASH)
 			continue;
 		rc = ps_placement_check_total(c, v, &v->need);
 		if (rc == 0)
@@ -321,7 +321,7 @@ static int place_all(struct pl_ctx *c)
 	for (uint32_t i = 0; i < c->nvars; i++) {
 		struct pl_var *v = &c->vars[i];
 
-		if (v->matched ? v->ntodo > 0 : v->in->kind != PS_VAR_HASH)
+		if (v->matched ? v->ntodo > 0 : v->in->kind != PS_PLACE_HASH)
 			c->order[n++] = i;
 	}
 	qsort_r(c->order, n, sizeof(*c->order), cmp_var_size, c);

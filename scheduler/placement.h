@@ -9,7 +9,7 @@
  *
  * Routing domain of a variable:
  *   dense, sparse  rows [0, rows); every part is a contiguous row range on one server.
- *   hash           buckets [0, 65536): a key is hashed (ps_placement_key_hash) and its top 16
+ *   hash           buckets [0, 65536): a key is hashed (ps_placement_key_hash) and its low 16
  *                  bits pick the bucket; every part is a contiguous bucket range.
  * The parts of a variable are sorted by begin and cover its domain exactly once.
  *
@@ -41,10 +41,10 @@
 /* The blob format this build writes and reads. */
 #define PS_PLACEMENT_FORMAT 1u
 
-enum ps_var_kind {
-	PS_VAR_DENSE = 0,  /* a tensor of rows x width, usually pulled whole */
-	PS_VAR_SPARSE = 1, /* rows addressed by id in [0, rows) */
-	PS_VAR_HASH = 2,   /* rows addressed by 64- or 128-bit key, created on first touch */
+enum ps_place_kind {
+	PS_PLACE_DENSE = 0,  /* a tensor of rows x width, usually pulled whole */
+	PS_PLACE_SPARSE = 1, /* rows addressed by id in [0, rows) */
+	PS_PLACE_HASH = 2,   /* rows addressed by 64- or 128-bit key, created on first touch */
 };
 
 /* The three budgets, as indexes into struct ps_placement_load. */
@@ -64,7 +64,7 @@ struct ps_placement_load {
 struct ps_placement_var {
 	const char *name; /* 1..PS_PLACEMENT_NAME_MAX bytes; borrowed, copied */
 	uint32_t id;	  /* unique in the input; routing key of the table */
-	enum ps_var_kind kind;
+	enum ps_place_kind kind;
 	uint64_t rows;		     /* dense/sparse: rows (>= 1); hash: expected keys (>= 0) */
 	uint32_t width;		     /* elements per row, >= 1 */
 	uint32_t elem_bytes;	     /* bytes per element; 0 means 4 (float32) */
@@ -126,7 +126,7 @@ struct ps_placement_part {
 /* A variable in the table. */
 struct ps_placement_entry {
 	uint32_t id;
-	enum ps_var_kind kind;
+	enum ps_place_kind kind;
 	const char *name;		 /* NUL-terminated, owned by the table */
 	uint64_t domain;		 /* rows, or PS_PLACEMENT_BUCKETS for hash */
 	uint32_t nparts;		 /* >= 1 */
@@ -211,38 +211,43 @@ int ps_placement_lookup(const struct ps_placement *t, uint32_t id, uint64_t x, u
 			uint32_t *server);
 
 /**
- * ps_placement_key_hash() - the fixed 64-bit mix of a hash-variable key (murmur3's fmix64).
- * ps_placement_key_hash128() - the same for 128-bit keys: fmix64(lo ^ fmix64(hi)).
+ * ps_placement_key_hash() - the fixed 64-bit mix of a hash-variable key: ps_mix64() of
+ * include/psplus/types.h (splitmix64's finaliser).
+ * ps_placement_key_hash128() - the same for 128-bit keys: ps_mix64(lo ^ ps_mix64(hi)).
  *
- * Fixed forever: checkpoints store hash rows by bucket. The bucket is the top 16 bits
- * (ps_placement_bucket); the shard among a server's threads uses the low 48 bits
- * (ps_placement_key_shard), so the two choices are independent.
+ * Fixed forever: checkpoints store hash rows by bucket. The bucket is the low 16 bits
+ * (ps_placement_bucket, equal to ps_hash_bucket64() of types.h); the shard among a server's
+ * threads uses the bits above them (ps_placement_key_shard), so the two are independent.
  */
 uint64_t ps_placement_key_hash(uint64_t key);
 uint64_t ps_placement_key_hash128(uint64_t hi, uint64_t lo);
 
-/** ps_placement_bucket() - bucket of a key hash: hash >> 48, in [0, 65536). */
+/** ps_placement_bucket() - bucket of a key hash: hash mod 65536. */
 static inline uint32_t ps_placement_bucket(uint64_t hash)
 {
-	return (uint32_t)(hash >> 48);
+	return (uint32_t)(hash & (PS_PLACEMENT_BUCKETS - 1));
 }
 
 /**
  * ps_placement_row_shard() - which of a server's @threads data-path threads owns row @row of a
- * dense or sparse part @p (@row must lie in [p->begin, p->end); @threads >= 1).
- *
- *   sparse: row % threads - ids are spread evenly whatever the part boundaries, and a part that
- *           moves keeps every row's shard on the new server when T is the same.
- *   dense:  contiguous blocks, shard = (row - begin) * threads / (end - begin), so a whole-
- *           tensor pull is one contiguous gather per thread.
- * Returns 0 when @threads is 0 (treated as 1).
+ * dense or sparse part @p (@row must lie in [p->begin, p->end); @threads >= 1): contiguous
+ * blocks, shard = (row - begin) * threads / (end - begin), for both kinds (see the comment in
+ * placement_table.c for why). Returns 0 when @threads is 0 (treated as 1).
  */
-uint32_t ps_placement_row_shard(enum ps_var_kind kind, const struct ps_placement_part *p,
+uint32_t ps_placement_row_shard(enum ps_place_kind kind, const struct ps_placement_part *p,
 				uint64_t row, uint32_t threads);
 
 /**
- * ps_placement_key_shard() - which of @threads threads owns a hash row: (hash & (2^48 - 1)) %
- * threads, i.e. the bits the bucket does not use. Returns 0 when @threads is 0.
+ * ps_placement_shard_range() - the rows [*begin, *end) of part @p that thread @shard of
+ * @threads owns under ps_placement_row_shard() (empty when the part has fewer rows than
+ * threads).
+ */
+void ps_placement_shard_range(const struct ps_placement_part *p, uint32_t shard, uint32_t threads,
+			      uint64_t *begin, uint64_t *end);
+
+/**
+ * ps_placement_key_shard() - which of @threads threads owns a hash row: (hash >> 16) % threads,
+ * i.e. bits the bucket does not use. Returns 0 when @threads is 0.
  */
 uint32_t ps_placement_key_shard(uint64_t hash, uint32_t threads);
 

@@ -96,9 +96,9 @@ static uint64_t get64(const uint8_t *p)
 	return v;
 }
 
-static size_t part_bytes(enum ps_var_kind k)
+static size_t part_bytes(enum ps_place_kind k)
 {
-	return k == PS_VAR_HASH ? PART_BYTES_HASH : PART_BYTES_ROWS;
+	return k == PS_PLACE_HASH ? PART_BYTES_HASH : PART_BYTES_ROWS;
 }
 
 /* ---- encode ----------------------------------------------------------------------------------- */
@@ -115,9 +115,9 @@ int ps_placement_encode(const struct ps_placement *t, uint8_t **buf, size_t *len
 		size_t nl = strlen(e->name);
 
 		if (nl == 0 || nl > PS_PLACEMENT_NAME_MAX || e->nparts == 0 || e->domain == 0 ||
-		    (e->kind != PS_VAR_DENSE && e->kind != PS_VAR_SPARSE &&
-		     e->kind != PS_VAR_HASH) ||
-		    (e->kind == PS_VAR_HASH && e->domain != PS_PLACEMENT_BUCKETS))
+		    (e->kind != PS_PLACE_DENSE && e->kind != PS_PLACE_SPARSE &&
+		     e->kind != PS_PLACE_HASH) ||
+		    (e->kind == PS_PLACE_HASH && e->domain != PS_PLACEMENT_BUCKETS))
 			return -EINVAL;
 		for (uint32_t j = 0; j < e->nparts; j++)
 			if (e->parts[j].server >= t->nservers)
@@ -147,7 +147,7 @@ int ps_placement_encode(const struct ps_placement *t, uint8_t **buf, size_t *len
 		p += nl;
 		for (uint32_t j = 0; j < e->nparts; j++) {
 			/* Parts tile the domain, so each is stored as its last unit only. */
-			if (e->kind == PS_VAR_HASH)
+			if (e->kind == PS_PLACE_HASH)
 				p = put16(p, (uint16_t)(e->parts[j].end - 1));
 			else
 				p = put64(p, e->parts[j].end - 1);
@@ -214,17 +214,17 @@ static int read_var(struct reader *r, uint32_t i, uint32_t nservers, struct ps_p
 	nl = p[5];
 	domain = get64(p + 8);
 	nparts = get32(p + 16);
-	if (kind > PS_VAR_HASH)
+	if (kind > PS_PLACE_HASH)
 		return bad(r, "variable %" PRIu32 " at offset %zu: unknown kind %u", i, at, kind);
 	if (nl == 0)
 		return bad(r, "variable %" PRIu32 " at offset %zu: empty name", i, at);
 	if (get16(p + 6) != 0)
 		return bad(r, "variable %" PRIu32 " at offset %zu: reserved field is %u", i, at,
 			   get16(p + 6));
-	if (domain == 0 || (kind == PS_VAR_HASH && domain != PS_PLACEMENT_BUCKETS))
+	if (domain == 0 || (kind == PS_PLACE_HASH && domain != PS_PLACEMENT_BUCKETS))
 		return bad(r,
 			   "variable %" PRIu32 " at offset %zu: domain %" PRIu64 " invalid for %s",
-			   i, at, domain, kind == PS_VAR_HASH ? "a hash variable" : "rows");
+			   i, at, domain, kind == PS_PLACE_HASH ? "a hash variable" : "rows");
 	if (nparts == 0 || nparts > domain)
 		return bad(r,
 			   "variable %" PRIu32 " at offset %zu: %" PRIu32
@@ -239,14 +239,14 @@ static int read_var(struct reader *r, uint32_t i, uint32_t nservers, struct ps_p
 		memcpy(name, r->buf + r->off, nl);
 		name[nl] = '\0';
 		*e = (struct ps_placement_entry){.id = id,
-						 .kind = (enum ps_var_kind)kind,
+						 .kind = (enum ps_place_kind)kind,
 						 .name = name,
 						 .domain = domain,
 						 .nparts = nparts,
 						 .parts = parts};
 	}
 	r->off += nl;
-	pb = part_bytes((enum ps_var_kind)kind);
+	pb = part_bytes((enum ps_place_kind)kind);
 	if (r->len - r->off < (size_t)nparts * pb) /* nparts < 2^32, pb <= 10: no overflow */
 		return need(r, (size_t)nparts * pb, "the parts");
 	for (uint32_t j = 0; j < nparts; j++) {
@@ -254,7 +254,7 @@ static int read_var(struct reader *r, uint32_t i, uint32_t nservers, struct ps_p
 		uint32_t server;
 
 		p = r->buf + r->off;
-		last = kind == PS_VAR_HASH ? get16(p) : get64(p);
+		last = kind == PS_PLACE_HASH ? get16(p) : get64(p);
 		server = get16(p + pb - 2);
 		if (last >= domain || (j > 0 && last <= prev_last))
 			return bad(r,

@@ -81,9 +81,9 @@ struct pl_ctx {
 	size_t errlen;
 };
 
-static inline const char *pl_kind_name(enum ps_var_kind k)
+static inline const char *pl_kind_name(enum ps_place_kind k)
 {
-	return k == PS_VAR_DENSE ? "dense" : k == PS_VAR_SPARSE ? "sparse" : "hash";
+	return k == PS_PLACE_DENSE ? "dense" : k == PS_PLACE_SPARSE ? "sparse" : "hash";
 }
 
 static inline struct ps_placement_load pl_est(const struct pl_ctx *c, const struct pl_var *v,

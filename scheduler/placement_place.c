@@ -233,7 +233,7 @@ static int refuse_range(struct pl_ctx *c, const struct pl_var *v, uint64_t begin
 	struct ps_placement_load one = pl_est(c, v, 1), rest = pl_est(c, v, end - begin);
 	uint32_t lack[NDIMS] = {0};
 	double most[NDIMS] = {0}, used[NDIMS], left[NDIMS], budget[NDIMS];
-	const char *unit = v->in->kind == PS_VAR_HASH ? "bucket" : "row";
+	const char *unit = v->in->kind == PS_PLACE_HASH ? "bucket" : "row";
 	int d, worst = 0;
 
 	for (uint32_t s = 0; s < c->ns; s++) {

@@ -9,6 +9,8 @@
 
 #include <psplus/error.h>
 
+#include <psplus/types.h>
+
 #include "scheduler/placement_int.h"
 
 const char *ps_placement_dim_name(enum ps_placement_dim d)
@@ -51,13 +53,13 @@ struct ps_placement_load ps_placement_estimate(const struct ps_placement_var *v,
 					       double steps_per_s, double rows_per_req)
 {
 	struct ps_placement_load l = {{0}};
-	bool hash = v->kind == PS_VAR_HASH;
+	bool hash = v->kind == PS_PLACE_HASH;
 	double domain = hash ? (double)PS_PLACEMENT_BUCKETS : (double)v->rows;
 	double elem = v->elem_bytes ? (double)v->elem_bytes : 4.0;
 	double row_bytes = (double)v->width * elem;
 	double rpr = v->rows_per_request > 0 ? v->rows_per_request : rows_per_req;
 	/* Ids on the wire: none for dense, u64 row ids, and up to 128-bit keys for hash. */
-	double key_bytes = v->kind == PS_VAR_DENSE ? 0 : v->kind == PS_VAR_SPARSE ? 8 : 16;
+	double key_bytes = v->kind == PS_PLACE_DENSE ? 0 : v->kind == PS_PLACE_SPARSE ? 8 : 16;
 	double frac, held, row_mem, rd, wr, req;
 
 	if (units == 0 || !(domain > 0))
@@ -208,45 +210,62 @@ int ps_placement_lookup(const struct ps_placement *t, uint32_t id, uint64_t x, u
 	return 0;
 }
 
-/* murmur3's 64-bit finaliser: every input bit affects every output bit. */
-static uint64_t fmix64(uint64_t k)
-{
-	k ^= k >> 33;
-	k *= UINT64_C(0xff51afd7ed558ccd);
-	k ^= k >> 33;
-	k *= UINT64_C(0xc4ceb9fe1a85ec53);
-	k ^= k >> 33;
-	return k;
-}
-
+/*
+ * The key hash is the one of include/psplus/types.h (splitmix64's finaliser), so the bucket
+ * computed here and the one clients compute with ps_hash_bucket64() can never disagree.
+ */
 uint64_t ps_placement_key_hash(uint64_t key)
 {
-	return fmix64(key);
+	return ps_mix64(key);
 }
 
 uint64_t ps_placement_key_hash128(uint64_t hi, uint64_t lo)
 {
-	return fmix64(lo ^ fmix64(hi));
+	return ps_mix64(lo ^ ps_mix64(hi));
 }
 
-uint32_t ps_placement_row_shard(enum ps_var_kind kind, const struct ps_placement_part *p,
+/*
+ * Dense and sparse parts are cut into contiguous blocks, one per thread. Contiguous blocks let
+ * each thread's rows be one storage range (initialised by global row id, so the same seed gives
+ * the same rows whatever the layout) and make a whole-tensor pull one gather per thread. The
+ * price: ids sorted by frequency put the hot rows in the first block; hash variables (the
+ * usual home of skewed ids) spread keys by hash instead.
+ */
+uint32_t ps_placement_row_shard(enum ps_place_kind kind, const struct ps_placement_part *p,
 				uint64_t row, uint32_t threads)
 {
 	uint64_t n;
 
+	(void)kind;
 	if (threads <= 1)
 		return 0;
-	if (kind != PS_VAR_DENSE)
-		return (uint32_t)(row % threads);
 	n = p->end - p->begin;
 	if (n == 0 || row < p->begin || row >= p->end)
 		return 0;
 	return (uint32_t)((unsigned __int128)(row - p->begin) * threads / n);
 }
 
+void ps_placement_shard_range(const struct ps_placement_part *p, uint32_t shard, uint32_t threads,
+			      uint64_t *begin, uint64_t *end)
+{
+	uint64_t n = p->end - p->begin;
+
+	if (threads <= 1) {
+		*begin = p->begin;
+		*end = p->end;
+		return;
+	}
+	/* Rows r with floor((r - begin) * T / n) == shard: [ceil(shard*n/T), ceil((shard+1)*n/T)). */
+	*begin = p->begin + (uint64_t)(((unsigned __int128)shard * n + threads - 1) / threads);
+	*end = p->begin + (uint64_t)(((unsigned __int128)(shard + 1) * n + threads - 1) / threads);
+	if (*end > p->end)
+		*end = p->end;
+}
+
 uint32_t ps_placement_key_shard(uint64_t hash, uint32_t threads)
 {
 	if (threads <= 1)
 		return 0;
-	return (uint32_t)((hash & ((UINT64_C(1) << 48) - 1)) % threads);
+	/* The bucket takes the low 16 bits; the shard uses the others, so the two are independent. */
+	return (uint32_t)((hash >> 16) % threads);
 }

@@ -17,6 +17,8 @@
 
 #include <psplus/error.h>
 
+#include <psplus/types.h>
+
 #include "scheduler/placement.h"
 
 #define GB  1000000000ull
@@ -38,7 +40,7 @@ static uint64_t rnd_range(uint64_t lo, uint64_t hi) /* [lo, hi] */
 	return lo + rnd() % (hi - lo + 1);
 }
 
-static struct ps_placement_var var(const char *name, uint32_t id, enum ps_var_kind kind,
+static struct ps_placement_var var(const char *name, uint32_t id, enum ps_place_kind kind,
 				   uint64_t rows, uint32_t width, uint32_t slots, double rd,
 				   double wr, double rpr)
 {
@@ -94,7 +96,8 @@ static void check_table(const struct ps_placement *t, const struct ps_placement_
 		assert_int_equal(e->id, v->id);
 		assert_int_equal(e->kind, v->kind);
 		assert_string_equal(e->name, v->name);
-		assert_true(e->domain == (v->kind == PS_VAR_HASH ? PS_PLACEMENT_BUCKETS : v->rows));
+		assert_true(e->domain ==
+			    (v->kind == PS_PLACE_HASH ? PS_PLACEMENT_BUCKETS : v->rows));
 		assert_true(e->nparts >= 1);
 		assert_true(e->parts[0].begin == 0);
 		assert_true(e->parts[e->nparts - 1].end == e->domain);
@@ -169,8 +172,8 @@ static void test_memory_binds(void **state)
 	struct ps_placement_budget b[4] = {{0}};
 	/* 25M rows x 16 floats x (1 + 1 slot) = 3.2 GB against four 1 GB servers. */
 	struct ps_placement_var v[2] = {
-		var("emb_user", 7, PS_VAR_SPARSE, 25000000, 16, 1, 1000, 1000, 1000),
-		var("emb_item", 8, PS_VAR_SPARSE, 1000, 16, 1, 10, 10, 100),
+		var("emb_user", 7, PS_PLACE_SPARSE, 25000000, 16, 1, 1000, 1000, 1000),
+		var("emb_item", 8, PS_PLACE_SPARSE, 1000, 16, 1, 10, 10, 100),
 	};
 	struct ps_placement_input in = input(v, 2, b, 4, 10);
 	struct ps_placement *t;
@@ -204,7 +207,7 @@ static void test_network_binds(void **state)
 	 * against four servers of 100 MB/s; memory (128 MB) and requests (2,000/s) are tiny.
 	 */
 	struct ps_placement_var v[1] = {
-		var("clicks", 3, PS_VAR_SPARSE, 1000000, 32, 0, 10000, 10000, 1000),
+		var("clicks", 3, PS_PLACE_SPARSE, 1000000, 32, 0, 10000, 10000, 1000),
 	};
 	struct ps_placement_input in = input(v, 1, b, 4, 100);
 	struct ps_placement_load need;
@@ -236,7 +239,7 @@ static void test_query_binds(void **state)
 	struct ps_placement_budget b[4] = {{0}};
 	/* One row per request: 10 steps/s x 2,000 rows = 20,000 requests/s vs 4 x 6,000. */
 	struct ps_placement_var v[1] = {
-		var("ids", 11, PS_VAR_SPARSE, 1000000, 1, 0, 1000, 1000, 1),
+		var("ids", 11, PS_PLACE_SPARSE, 1000000, 1, 0, 1000, 1000, 1),
 	};
 	struct ps_placement_input in = input(v, 1, b, 4, 10);
 	struct ps_placement *t;
@@ -268,8 +271,8 @@ static void test_refuse_after_spread(void **state)
 {
 	struct ps_placement_budget b[100] = {{0}};
 	struct ps_placement_var v[2] = {
-		var("H", 1, PS_VAR_HASH, 1000, 1, 0, 10, 10, 100),
-		var("S", 2, PS_VAR_SPARSE, 1000, 1, 0, 750, 750, 100),
+		var("H", 1, PS_PLACE_HASH, 1000, 1, 0, 10, 10, 100),
+		var("S", 2, PS_PLACE_SPARSE, 1000, 1, 0, 750, 750, 100),
 	};
 	struct ps_placement_input in = input(v, 2, b, 100, 100);
 	struct ps_placement *t;
@@ -294,7 +297,7 @@ static void test_refuse_fragmented(void **state)
 {
 	struct ps_placement_budget b[2] = {{0}};
 	/* Three 600 MB rows on two 1 GB servers: 1.8 GB < 2 GB, but only two rows fit. */
-	struct ps_placement_var v[1] = {var("wide", 1, PS_VAR_DENSE, 3, 150000000, 0, 0, 0, 1)};
+	struct ps_placement_var v[1] = {var("wide", 1, PS_PLACE_DENSE, 3, 150000000, 0, 0, 0, 1)};
 	struct ps_placement_input in = input(v, 1, b, 2, 1);
 	struct ps_placement *t;
 	char err[512];
@@ -307,7 +310,7 @@ static void test_refuse_fragmented(void **state)
 	assert_non_null(strstr(err, "most left on one server: 400000000"));
 
 	/* A hash variable must reach every server; one without memory refuses it by name. */
-	v[0] = var("tags", 2, PS_VAR_HASH, 1000, 8, 0, 0, 0, 1);
+	v[0] = var("tags", 2, PS_PLACE_HASH, 1000, 8, 0, 0, 0, 1);
 	b[1].mem_bytes = 0;
 	assert_int_equal(compute(&in, &t, err), PS_EOVER_BUDGET);
 	printf("refusal: %s\n", err);
@@ -318,8 +321,8 @@ static void test_refuse_fragmented(void **state)
 static void test_invalid_input(void **state)
 {
 	struct ps_placement_budget b[1] = {{0}};
-	struct ps_placement_var v[2] = {var("a", 1, PS_VAR_DENSE, 10, 4, 0, 1, 1, 1),
-					var("b", 1, PS_VAR_DENSE, 10, 4, 0, 1, 1, 1)};
+	struct ps_placement_var v[2] = {var("a", 1, PS_PLACE_DENSE, 10, 4, 0, 1, 1, 1),
+					var("b", 1, PS_PLACE_DENSE, 10, 4, 0, 1, 1, 1)};
 	struct ps_placement_input in = input(v, 2, b, 1, 1);
 	struct ps_placement *t;
 	char err[512];
@@ -350,7 +353,7 @@ static void test_extremes(void **state)
 {
 	enum { NS = PS_PLACEMENT_MAX_SERVERS };
 	struct ps_placement_budget *b = calloc(NS + 1, sizeof(*b));
-	struct ps_placement_var v[1] = {var("huge", 1, PS_VAR_SPARSE, UINT64_MAX, 1, 0, 1, 1, 1)};
+	struct ps_placement_var v[1] = {var("huge", 1, PS_PLACE_SPARSE, UINT64_MAX, 1, 0, 1, 1, 1)};
 	struct ps_placement_input in = input(v, 1, b, 4, 1);
 	struct ps_placement *t;
 	char err[512];
@@ -362,7 +365,7 @@ static void test_extremes(void **state)
 
 	/* 65,536 servers: a hash variable gets exactly one bucket on each. */
 	budgets(b, NS + 1, GB, GB, 1000000);
-	v[0] = var("everywhere", 2, PS_VAR_HASH, 1000000, 8, 1, 100, 100, 10);
+	v[0] = var("everywhere", 2, PS_PLACE_HASH, 1000000, 8, 1, 100, 100, 10);
 	in.nservers = NS + 1;
 	assert_int_equal(compute(&in, &t, err), -EINVAL);
 	in.nservers = NS;
@@ -383,8 +386,8 @@ static void test_hash_spread(void **state)
 	enum { NS = 7 };
 	struct ps_placement_budget b[NS] = {{0}};
 	struct ps_placement_var v[2] = {
-		var("hash_a", 40, PS_VAR_HASH, 50000000, 16, 2, 5000, 5000, 100),
-		var("hash_b", 41, PS_VAR_HASH, 10, 4, 0, 1, 1, 1),
+		var("hash_a", 40, PS_PLACE_HASH, 50000000, 16, 2, 5000, 5000, 100),
+		var("hash_b", 41, PS_PLACE_HASH, 10, 4, 0, 1, 1, 1),
 	};
 	struct ps_placement_input in = input(v, 2, b, NS, 10);
 	struct ps_placement *t;
@@ -440,11 +443,11 @@ static void test_random_coverage(void **state)
 							    rnd_range(1, 100) * 10000000,
 							    rnd_range(1, 100) * 1000};
 		for (uint32_t i = 0; i < nv; i++) {
-			enum ps_var_kind k = (enum ps_var_kind)(rnd() % 3);
+			enum ps_place_kind k = (enum ps_place_kind)(rnd() % 3);
 
 			snprintf(names[i], sizeof(names[i]), "v%u", i);
 			v[i] = var(names[i], (uint32_t)rnd() % 100000 * NV + i, k,
-				   rnd_range(k == PS_VAR_HASH ? 0 : 1,
+				   rnd_range(k == PS_PLACE_HASH ? 0 : 1,
 					     (uint64_t)1 << rnd_range(0, 26)),
 				   (uint32_t)rnd_range(1, 64), (uint32_t)rnd_range(0, 2),
 				   (double)rnd_range(0, 5000), (double)rnd_range(0, 5000),
@@ -468,14 +471,14 @@ static void test_random_coverage(void **state)
 
 /* name, id, kind, rows, width, elem_bytes, slots, read/step, pushed/step, rows/request */
 static struct ps_placement_var mixed[] = {
-	{"user_emb", 1, PS_VAR_SPARSE, 20000000, 32, 4, 1, 4000, 4000, 200},
-	{"item_emb", 2, PS_VAR_SPARSE, 3000000, 32, 4, 1, 4000, 4000, 200},
-	{"tag_hash", 3, PS_VAR_HASH, 30000000, 16, 4, 2, 8000, 8000, 200},
-	{"mlp_w1", 4, PS_VAR_DENSE, 512, 1024, 4, 2, 512, 512, 512},
-	{"mlp_b1", 5, PS_VAR_DENSE, 1, 1024, 4, 2, 1, 1, 1},
-	{"mlp_w2", 6, PS_VAR_DENSE, 1024, 256, 4, 2, 1024, 1024, 1024},
-	{"geo_hash", 7, PS_VAR_HASH, 1000000, 8, 4, 1, 1000, 1000, 100},
-	{"ad_emb", 8, PS_VAR_SPARSE, 80000000, 16, 4, 2, 4000, 4000, 200},
+	{"user_emb", 1, PS_PLACE_SPARSE, 20000000, 32, 4, 1, 4000, 4000, 200},
+	{"item_emb", 2, PS_PLACE_SPARSE, 3000000, 32, 4, 1, 4000, 4000, 200},
+	{"tag_hash", 3, PS_PLACE_HASH, 30000000, 16, 4, 2, 8000, 8000, 200},
+	{"mlp_w1", 4, PS_PLACE_DENSE, 512, 1024, 4, 2, 512, 512, 512},
+	{"mlp_b1", 5, PS_PLACE_DENSE, 1, 1024, 4, 2, 1, 1, 1},
+	{"mlp_w2", 6, PS_PLACE_DENSE, 1024, 256, 4, 2, 1024, 1024, 1024},
+	{"geo_hash", 7, PS_PLACE_HASH, 1000000, 8, 4, 1, 1000, 1000, 100},
+	{"ad_emb", 8, PS_PLACE_SPARSE, 80000000, 16, 4, 2, 4000, 4000, 200},
 };
 #define NMIXED (sizeof(mixed) / sizeof(mixed[0]))
 
@@ -538,7 +541,7 @@ static void test_stability(void **state)
 
 	/* A small new variable: everything else stays exactly where it was. */
 	memcpy(more, mixed, sizeof(mixed));
-	more[NMIXED] = var("new_bias", 99, PS_VAR_DENSE, 1, 64, 1, 1, 1, 1);
+	more[NMIXED] = var("new_bias", 99, PS_PLACE_DENSE, 1, 64, 1, 1, 1, 1);
 	in.vars = more;
 	in.nvars = NMIXED + 1;
 	in.prev = t1;
@@ -580,8 +583,8 @@ static void test_live_stats(void **state)
 {
 	struct ps_placement_budget b[2] = {{0}};
 	struct ps_placement_live live[2] = {{true, 900000000, 0, 0}, {false, 0, 0, 0}};
-	struct ps_placement_var v[2] = {var("a", 1, PS_VAR_DENSE, 1000, 50000, 0, 0, 0, 1),
-					var("b", 2, PS_VAR_DENSE, 1000, 50000, 0, 0, 0, 1)};
+	struct ps_placement_var v[2] = {var("a", 1, PS_PLACE_DENSE, 1000, 50000, 0, 0, 0, 1),
+					var("b", 2, PS_PLACE_DENSE, 1000, 50000, 0, 0, 0, 1)};
 	struct ps_placement_input in = input(v, 1, b, 2, 1);
 	struct ps_placement *t1, *t2;
 	char err[512];
@@ -634,7 +637,7 @@ static void test_lookup(void **state)
 		uint64_t x = rnd() % e->domain;
 		uint32_t want = UINT32_MAX;
 
-		if (e->kind == PS_VAR_HASH) {
+		if (e->kind == PS_PLACE_HASH) {
 			uint64_t h = ps_placement_key_hash(rnd());
 
 			x = ps_placement_bucket(h);
@@ -661,28 +664,52 @@ static void test_shards(void **state)
 	struct ps_placement_part p = {.begin = 1000, .end = 1010, .server = 0};
 	uint32_t count[4] = {0}, prev = 0;
 
-	/* sparse: id % T, whatever the part. */
-	assert_int_equal(ps_placement_row_shard(PS_VAR_SPARSE, &p, 1003, 4), 3);
-	assert_int_equal(ps_placement_row_shard(PS_VAR_SPARSE, &p, 1004, 4), 0);
-	/* dense: contiguous blocks, non-decreasing, every thread gets some. */
-	for (uint64_t r = p.begin; r < p.end; r++) {
-		uint32_t s = ps_placement_row_shard(PS_VAR_DENSE, &p, r, 4);
+	/* dense and sparse: contiguous blocks, non-decreasing, every thread gets some, and
+	 * ps_placement_shard_range() gives exactly the rows of each. */
+	for (int k = 0; k < 2; k++) {
+		enum ps_place_kind kind = k ? PS_PLACE_SPARSE : PS_PLACE_DENSE;
 
-		assert_true(s < 4 && s >= prev);
-		prev = s;
-		count[s]++;
+		memset(count, 0, sizeof(count));
+		prev = 0;
+		for (uint64_t r = p.begin; r < p.end; r++) {
+			uint32_t s = ps_placement_row_shard(kind, &p, r, 4);
+			uint64_t b, e;
+
+			assert_true(s < 4 && s >= prev);
+			ps_placement_shard_range(&p, s, 4, &b, &e);
+			assert_true(r >= b && r < e);
+			prev = s;
+			count[s]++;
+		}
+		for (int s = 0; s < 4; s++)
+			assert_true(count[s] == 2 || count[s] == 3);
 	}
-	for (int s = 0; s < 4; s++)
-		assert_true(count[s] == 2 || count[s] == 3);
-	assert_int_equal(ps_placement_row_shard(PS_VAR_DENSE, &p, 1009, 1), 0);
-	assert_int_equal(ps_placement_row_shard(PS_VAR_SPARSE, &p, 1009, 0), 0);
-	/* hash: the low 48 bits, independent of the bucket (the top 16). */
-	assert_int_equal(ps_placement_key_shard(UINT64_C(0xffff000000000005), 4), 1);
-	assert_int_equal(ps_placement_key_shard(UINT64_C(0x0001000000000005), 4), 1);
-	assert_int_equal(ps_placement_bucket(UINT64_C(0xffff000000000005)), 0xffff);
-	/* The key hash is fixed forever: pin a few values. */
+	{
+		uint64_t b, e, covered = 0, next = p.begin;
+
+		for (uint32_t s = 0; s < 16; s++) { /* more threads than rows: some are empty */
+			ps_placement_shard_range(&p, s, 16, &b, &e);
+			assert_true(b == next && e >= b);
+			covered += e - b;
+			next = e;
+		}
+		assert_true(covered == 10 && next == p.end);
+	}
+	assert_int_equal(ps_placement_row_shard(PS_PLACE_DENSE, &p, 1009, 1), 0);
+	assert_int_equal(ps_placement_row_shard(PS_PLACE_SPARSE, &p, 1009, 0), 0);
+	/* hash: the bits above the bucket (the low 16). */
+	assert_int_equal(ps_placement_key_shard(UINT64_C(0x50000), 4), 1);
+	assert_int_equal(ps_placement_key_shard(UINT64_C(0x5ffff), 4), 1);
+	assert_int_equal(ps_placement_bucket(UINT64_C(0xffff000000012345)), 0x2345);
+	/* The key hash is fixed forever, and the one clients use (types.h): pin it. */
 	assert_true(ps_placement_key_hash(0) == 0);
-	assert_true(ps_placement_key_hash(1) == UINT64_C(0xb456bcfc34c2cb2c));
+	assert_true(ps_placement_key_hash(1) == UINT64_C(0x5692161d100b05e5));
+	for (uint64_t k = 1; k < 100000; k += 997) {
+		assert_int_equal(ps_placement_bucket(ps_placement_key_hash(k)),
+				 ps_hash_bucket64(k));
+		assert_int_equal(ps_placement_bucket(ps_placement_key_hash128(k, 3 * k)),
+				 ps_hash_bucket128(3 * k, k));
+	}
 	assert_true(ps_placement_key_hash128(0, 1) == ps_placement_key_hash(1));
 	assert_true(ps_placement_key_hash128(1, 1) != ps_placement_key_hash(1));
 }
@@ -713,8 +740,8 @@ static void fix_crc(uint8_t *b, size_t len)
 static void small_blob(uint8_t **buf, size_t *len, struct ps_placement **tp)
 {
 	struct ps_placement_budget b[3] = {{0}};
-	struct ps_placement_var v[2] = {var("d", 5, PS_VAR_DENSE, 100, 10000000, 0, 0, 0, 1),
-					var("hh", 9, PS_VAR_HASH, 1000, 4, 0, 0, 0, 1)};
+	struct ps_placement_var v[2] = {var("d", 5, PS_PLACE_DENSE, 100, 10000000, 0, 0, 0, 1),
+					var("hh", 9, PS_PLACE_HASH, 1000, 4, 0, 0, 0, 1)};
 	struct ps_placement_input in = input(v, 2, b, 3, 1);
 	char err[512];
 
@@ -846,7 +873,7 @@ static void test_blob_corrupt(void **state)
 			{parts0 + 10, 8, 0, PS_EBAD_MESSAGE, "does not follow"},
 			{parts0 + 8, 2, 3, PS_EBAD_MESSAGE, "server 3 of 3"},
 			{v1, 4, 5, PS_EBAD_MESSAGE, "id 5 appears twice"},
-			{v1 + 4, 1, PS_VAR_SPARSE, PS_EBAD_MESSAGE, "truncated"},
+			{v1 + 4, 1, PS_PLACE_SPARSE, PS_EBAD_MESSAGE, "truncated"},
 			{v1 + 8, 8, 65535, PS_EBAD_MESSAGE, "invalid for a hash variable"},
 			{v1 + 22 + 8, 2, 65534, PS_EBAD_MESSAGE, "parts end at 65535"},
 			{v1 + 22 + 4, 2, 0, PS_EBAD_MESSAGE, "does not follow"},
@@ -926,16 +953,16 @@ static void test_simulation(void **state)
 
 		snprintf(names[i], sizeof(names[i]), "var%05u", i);
 		if (r < 1) /* 1%: hash, 10M-100M keys */
-			v[i] = var(names[i], i, PS_VAR_HASH, rnd_range(10, 100) * 1000000,
+			v[i] = var(names[i], i, PS_PLACE_HASH, rnd_range(10, 100) * 1000000,
 				   (uint32_t)rnd_range(8, 64), 2, 20000, 20000, 100);
 		else if (r < 10) /* 9%: big embeddings, up to 200M rows */
-			v[i] = var(names[i], i, PS_VAR_SPARSE, rnd_range(1, 200) * 1000000,
+			v[i] = var(names[i], i, PS_PLACE_SPARSE, rnd_range(1, 200) * 1000000,
 				   (uint32_t)rnd_range(8, 64), 1, 20000, 20000, 200);
 		else if (r < 60) /* small embeddings */
-			v[i] = var(names[i], i, PS_VAR_SPARSE, rnd_range(1000, 1000000),
+			v[i] = var(names[i], i, PS_PLACE_SPARSE, rnd_range(1000, 1000000),
 				   (uint32_t)rnd_range(4, 32), 1, 500, 500, 100);
 		else /* dense layers */
-			v[i] = var(names[i], i, PS_VAR_DENSE, rnd_range(1, 4096),
+			v[i] = var(names[i], i, PS_PLACE_DENSE, rnd_range(1, 4096),
 				   (uint32_t)rnd_range(1, 1024), 2, 100, 100, 4096);
 	}
 	t0 = now_s();
@@ -946,7 +973,7 @@ static void test_simulation(void **state)
 	assert_int_equal(ps_placement_compute(&in, &t2, err, sizeof(err)), 0);
 	t2s = now_s();
 	for (uint32_t i = 0; i < NV; i++) {
-		if (t->vars[i].kind == PS_VAR_HASH) {
+		if (t->vars[i].kind == PS_PLACE_HASH) {
 			nhash++;
 			assert_int_equal(t->vars[i].nparts, NS);
 			assert_int_equal(servers_used(&t->vars[i], NS), NS);
