@@ -30,6 +30,7 @@
 #define PS_COMMON_DP_PROTO_H
 
 #include <endian.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -114,5 +115,26 @@ struct ps_dp_declare {
 	char name[64];	     /* 184: NUL-terminated */
 };
 _Static_assert(sizeof(struct ps_dp_declare) == 248, "DECLARE payload is 248 bytes");
+
+/*
+ * Encoding. The structs above are host-order views; these functions move them to and from the
+ * little-endian wire bytes (common/dp_proto.c). Decoders validate magic, version, op and
+ * reserved fields and return PS_EBAD_MESSAGE (or PS_EPROTO_VERSION) for anything else; they
+ * never read past @len.
+ */
+#define PS_DP_REQ_BYTES	    64
+#define PS_DP_REPLY_BYTES   24
+#define PS_DP_DECLARE_BYTES 248
+
+void ps_dp_req_encode(const struct ps_dp_req *r, uint8_t out[PS_DP_REQ_BYTES]);
+int ps_dp_req_decode(const void *buf, size_t len, struct ps_dp_req *r);
+void ps_dp_reply_encode(const struct ps_dp_reply *r, uint8_t out[PS_DP_REPLY_BYTES]);
+int ps_dp_reply_decode(const void *buf, size_t len, struct ps_dp_reply *r);
+
+/* The DECLARE payload, with the spec's initializer and optimizer in their fixed 64-byte slots. */
+void ps_dp_declare_encode(const struct ps_dp_declare *d, uint8_t out[PS_DP_DECLARE_BYTES]);
+int ps_dp_declare_decode(const void *buf, size_t len, struct ps_dp_declare *d);
+void ps_dp_spec_encode(const struct ps_var_spec *spec, struct ps_dp_declare *d);
+int ps_dp_spec_decode(const struct ps_dp_declare *d, struct ps_var_spec *spec);
 
 #endif
