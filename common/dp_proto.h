@@ -100,19 +100,19 @@ _Static_assert(sizeof(struct ps_dp_reply) == 24, "data-plane reply is 24 bytes")
  * Idempotent: the same declaration again is 0; a different one for the same var_id is -EEXIST.
  */
 struct ps_dp_declare {
-	uint32_t kind;	     /*  0: enum ps_var_kind */
-	uint32_t width;	     /*  4 */
-	uint64_t rows;	     /*  8 */
-	uint64_t part_begin; /* 16: rows (dense/sparse) or buckets (hash), inclusive */
-	uint64_t part_end;   /* 24: exclusive */
-	uint32_t shard;	     /* 32: which data-path thread of the server */
-	uint32_t nshards;    /* 36: threads of the server */
-	uint8_t init[64];    /* 40: struct ps_initializer, encoded by ps_dp_spec_encode() */
-	uint8_t optim[64];   /* 104: struct ps_optimizer, encoded */
-	float admit_prob;    /* 168 */
-	uint32_t reserved;   /* 172 */
-	uint64_t admit_seed; /* 176 */
-	char name[64];	     /* 184: NUL-terminated */
+	uint32_t kind;	      /*  0: enum ps_var_kind */
+	uint32_t width;	      /*  4 */
+	uint64_t rows;	      /*  8 */
+	uint64_t part_begin;  /* 16: rows (dense/sparse) or buckets (hash), inclusive */
+	uint64_t part_end;    /* 24: exclusive */
+	uint32_t shard;	      /* 32: which data-path thread of the server */
+	uint32_t nshards;     /* 36: threads of the server */
+	uint8_t init[64];     /* 40: struct ps_initializer, encoded by ps_dp_spec_encode() */
+	uint8_t optim[64];    /* 104: struct ps_optimizer, encoded */
+	float admit_prob;     /* 168 */
+	uint32_t num_workers; /* 172: workers of the job (synchronous steps wait for all) */
+	uint64_t admit_seed;  /* 176 */
+	char name[64];	      /* 184: NUL-terminated */
 };
 _Static_assert(sizeof(struct ps_dp_declare) == 248, "DECLARE payload is 248 bytes");
 
