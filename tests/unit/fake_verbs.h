@@ -105,7 +105,8 @@ int fake_verbs_reset(void);
 /**
  * fake_verbs_set_caps() - the default device's limits, for objects created afterwards: the
  * longest gather/scatter list (max_sge), inline bytes per send (max_inline; 0 = no inline), and
- * the deepest work queue (max_qp_wr). A value <= 0 leaves that limit unchanged.
+ * the deepest work queue (max_qp_wr). max_sge or max_qp_wr <= 0, or max_inline < 0, leaves that
+ * limit unchanged.
  */
 void fake_verbs_set_caps(int max_sge, int max_inline, int max_qp_wr);
 
