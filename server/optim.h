@@ -95,4 +95,30 @@ void ps_optim_init_slots(const struct ps_optimizer *o, float *row, uint32_t widt
 void ps_optim_step_prepare(const struct ps_optimizer *o, struct ps_optim_state *st,
 			   struct ps_optim_step *s);
 
+/*
+ * ---- the kernels ---------------------------------------------------------------------------
+ *
+ * What ps_optim_step.apply points to (optim_kernels.c). Callers go through the step; the names
+ * are here for benchmarks and tests that time or check one kernel directly.
+ */
+
+/* ps_optim_step.variant bits for FTRL. */
+#define PS_OPTIM_FTRL_SQRT 1 /* learning_rate_power == -0.5: sqrt instead of pow */
+#define PS_OPTIM_FTRL_V2   2 /* l2_shrinkage > 0 */
+
+void ps_optim_sgd_apply(const struct ps_optim_step *s, float *restrict row,
+			const float *restrict g, uint32_t width);
+void ps_optim_momentum_apply(const struct ps_optim_step *s, float *restrict row,
+			     const float *restrict g, uint32_t width);
+void ps_optim_adagrad_apply(const struct ps_optim_step *s, float *restrict row,
+			    const float *restrict g, uint32_t width);
+void ps_optim_adam_apply(const struct ps_optim_step *s, float *restrict row,
+			 const float *restrict g, uint32_t width);
+void ps_optim_rmsprop_apply(const struct ps_optim_step *s, float *restrict row,
+			    const float *restrict g, uint32_t width);
+void ps_optim_centered_rmsprop_apply(const struct ps_optim_step *s, float *restrict row,
+				     const float *restrict g, uint32_t width);
+void ps_optim_ftrl_apply(const struct ps_optim_step *s, float *restrict row,
+			 const float *restrict g, uint32_t width);
+
 #endif

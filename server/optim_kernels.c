@@ -4,12 +4,12 @@
  * so the compiler vectorises the loops (the variant tests sit outside the loops for the same
  * reason). Formulas: optim.h and docs/server-storage.md.
  */
+#include <float.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "server/optim.h"
-#include "server/optim_internal.h"
 
 void ps_optim_sgd_apply(const struct ps_optim_step *s, float *restrict row,
 			const float *restrict g, uint32_t width)
@@ -125,41 +125,59 @@ void ps_optim_centered_rmsprop_apply(const struct ps_optim_step *s, float *restr
  * which loses most digits once accum is large against g^2 (late in training): the same value
  * mathematically, here correct to a few ulps.
  */
-void ps_optim_ftrl_apply(const struct ps_optim_step *s, float *restrict row,
-			 const float *restrict g, uint32_t width)
+/*
+ * Power -0.5, the common case: branch-free, so the loop vectorises. Both divisions run
+ * unconditionally and a select picks the result (a division under a condition is not
+ * if-converted: it might trap); den is 0 only when g^2 is 0 too, so 0 / FLT_MIN is the 0 wanted.
+ */
+static void ftrl_sqrt(const struct ps_optim_step *s, float *restrict var, float *restrict accum,
+		      float *restrict linear, const float *restrict g, uint32_t width, float shr)
 {
-	float *restrict var = row;
-	float *restrict accum = row + width;
-	float *restrict linear = row + 2 * (size_t)width;
-	const float inv_lr = s->inv_lr, l1 = s->b, two_l2 = s->eps, neg_p = s->c, two_shr = s->d;
-	const int fast = s->variant & PS_OPTIM_FTRL_SQRT, v2 = s->variant & PS_OPTIM_FTRL_V2;
+	const float inv_lr = s->inv_lr, l1 = s->b, two_l2 = s->eps;
 
 	for (uint32_t i = 0; i < width; i++) {
 		float gi = g[i], w = var[i], acc = accum[i];
-		float gs = v2 ? gi + two_shr * w : gi;
 		float g2 = gi * gi, acc_new = acc + g2;
-		float pw_new, diff, lin;
+		float pw_new = sqrtf(acc_new), den = pw_new + sqrtf(acc);
+		float diff = g2 / fmaxf(den, FLT_MIN);
+		float lin = linear[i] + (gi + shr * w) - diff * inv_lr * w;
+		float q = (copysignf(l1, lin) - lin) / (pw_new * inv_lr + two_l2);
 
-		if (fast) {
-			float den;
-
-			pw_new = sqrtf(acc_new);
-			den = pw_new + sqrtf(acc);
-			diff = den > 0.0f ? g2 / den : 0.0f;
-		} else {
-			pw_new = powf(acc_new, neg_p);
-			diff = acc > 0.0f ? powf(acc, neg_p) * expm1f(neg_p * log1pf(g2 / acc))
-					  : pw_new - powf(acc, neg_p);
-		}
-		lin = linear[i] + gs - diff * inv_lr * w;
 		linear[i] = lin;
-		if (fabsf(lin) > l1) {
-			float sign = lin < 0.0f ? -1.0f : 1.0f;
-
-			var[i] = (sign * l1 - lin) / (pw_new * inv_lr + two_l2);
-		} else {
-			var[i] = 0.0f;
-		}
+		var[i] = fabsf(lin) > l1 ? q : 0.0f;
 		accum[i] = acc_new;
 	}
+}
+
+/* Any other power: pow, expm1 and log1p per element (scalar libm calls). */
+static void ftrl_pow(const struct ps_optim_step *s, float *restrict var, float *restrict accum,
+		     float *restrict linear, const float *restrict g, uint32_t width, float shr)
+{
+	const float inv_lr = s->inv_lr, l1 = s->b, two_l2 = s->eps, neg_p = s->c;
+
+	for (uint32_t i = 0; i < width; i++) {
+		float gi = g[i], w = var[i], acc = accum[i];
+		float g2 = gi * gi, acc_new = acc + g2;
+		float pw_new = powf(acc_new, neg_p);
+		float diff = acc > 0.0f ? powf(acc, neg_p) * expm1f(neg_p * log1pf(g2 / acc))
+					: pw_new - powf(acc, neg_p);
+		float lin = linear[i] + (gi + shr * w) - diff * inv_lr * w;
+
+		linear[i] = lin;
+		var[i] = fabsf(lin) > l1 ? (copysignf(l1, lin) - lin) / (pw_new * inv_lr + two_l2)
+					 : 0.0f;
+		accum[i] = acc_new;
+	}
+}
+
+void ps_optim_ftrl_apply(const struct ps_optim_step *s, float *restrict row,
+			 const float *restrict g, uint32_t width)
+{
+	/* g' = g + 2 * l2_shrinkage * var is g when the shrinkage is 0 (FtrlV1): one loop. */
+	float shr = (s->variant & PS_OPTIM_FTRL_V2) ? s->d : 0.0f;
+
+	if (s->variant & PS_OPTIM_FTRL_SQRT)
+		ftrl_sqrt(s, row, row + width, row + 2 * (size_t)width, g, width, shr);
+	else
+		ftrl_pow(s, row, row + width, row + 2 * (size_t)width, g, width, shr);
 }

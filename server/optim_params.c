@@ -8,7 +8,6 @@
 #include <stddef.h>
 
 #include "server/optim.h"
-#include "server/optim_internal.h"
 
 unsigned ps_optim_slot_count(enum ps_optim_kind kind)
 {
