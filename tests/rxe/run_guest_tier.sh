@@ -17,6 +17,7 @@ set -uo pipefail
 # The verbs test programs, in the order they run. Later tests append their name here.
 TESTS=(
 	test_verbs_basic
+	test_rdma_transport
 )
 
 if (($# != 1)) || [[ ! -d $1 ]]; then

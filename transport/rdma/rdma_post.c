@@ -1,0 +1,631 @@
+/*
+ * rdma backend: the data path. Queueing sends and write_imms (gather planning, bounce copies,
+ * work requests chained per connection), flushing them with one doorbell per connection,
+ * selective signalling, credits, receive reposts, and the bookkeeping of completions.
+ *
+ * Gather lists. Elements with an mr go to the NIC as they are (zero copy); adjacent elements
+ * that are contiguous in the same region share one SGE. Elements without an mr are copied into
+ * the connection's registered bounce ring (stats.bytes_copied). A message that fits the QP's
+ * inline size goes inline instead: the provider copies it into the WQE at post time, so neither
+ * registration nor bounce is needed (not counted as copied: no bounce buffer is involved).
+ *   - write_imm: SGEs beyond max_sge split over chained RDMA_WRITEs to consecutive remote
+ *     addresses, all zero copy. One WR: RDMA_WRITE_WITH_IMM. More: RDMA_WRITEs, then a
+ *     SEND_WITH_IMM carrying the total length (4 bytes LE), because the receiver of a
+ *     WRITE_WITH_IMM learns only the length of that last WR; RC ordering puts the data in place
+ *     before the receiver sees the completion either way.
+ *   - send: a SEND lands in one receive buffer, so it cannot be split over WRs: the first
+ *     max_sge - 1 SGEs stay zero copy and the rest of the list is copied into one bounce SGE.
+ *
+ * Signalling. A WR is signalled when it is the last of an op with a ctx (the caller wants the
+ * event), when max(sq_depth/2) WRs passed since the last signalled one (so completions retire the
+ * send queue before it fills, even when every op has a NULL ctx), and the last WR of a flush is
+ * signalled when an op without ctx was queued since the last signalled WR (so its slot and
+ * bounce bytes come back without waiting for a later op). A send completion retires every WR
+ * before it (a send queue completes in order).
+ */
+#include <endian.h>
+#include <errno.h>
+#include <string.h>
+#include <arpa/inet.h>
+
+#include <psplus/error.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "transport/rdma/rdma_internal.h"
+
+static inline struct rd_wqe *wqe_at(struct rd_conn *c, uint64_t seq)
+{
+	return &c->wqes[seq % c->sq_depth];
+}
+
+static inline struct ps_tp_stats *stats_of(struct rd_conn *c)
+{
+	return &c->loop->base.stats;
+}
+
+void ps_rdma_flushq_add(struct rd_conn *c)
+{
+	if (!rd_list_linked(&c->flush_link))
+		rd_list_add_tail(&c->loop->flushq, &c->flush_link);
+}
+
+/* ---- credits -------------------------------------------------------------------------------- */
+
+uint32_t ps_rdma_credits(struct rd_conn *c)
+{
+	/* The peer RDMA-writes this word at any time: one aligned 8-byte load. */
+	uint64_t v = le64toh(__atomic_load_n(c->credit_word, __ATOMIC_ACQUIRE));
+
+	/*
+	 * Monotonic: a value below what we saw (a stale write overtaken) is ignored, and so is one
+	 * above what we sent (a broken peer).
+	 */
+	if (v > c->peer_released && v <= c->msgs_sent)
+		c->peer_released = v;
+	return c->peer_depth - (uint32_t)(c->msgs_sent - c->peer_released);
+}
+
+/* ---- gather planning ------------------------------------------------------------------------ */
+
+/*
+ * One walk over a gather list, either counting (to size and admit an op) or building the SGEs
+ * into the WR slots from seq0 on. Both walks follow the same rules, so they agree.
+ */
+struct gather {
+	struct rd_conn *c;
+	uint32_t keep;	    /* output SGEs before everything else is copied (UINT32_MAX: none) */
+	bool build;	    /* write SGEs and copy bytes (else count only) */
+	uint64_t seq0;	    /* build: first WR of the op */
+	uint8_t *bounce;    /* build: the op's bounce bytes */
+	uint64_t vbase;	    /* the address bounce bytes get (virtual when counting) */
+	uint32_t nout;	    /* output SGEs so far */
+	uint64_t copied;    /* bytes copied so far */
+	uint64_t total;	    /* payload bytes */
+	uint32_t nin;	    /* non-empty input elements */
+	uint64_t last_addr; /* the last output SGE, for coalescing */
+	uint32_t last_len;
+	uint32_t last_lkey;
+};
+
+static struct ibv_sge *gather_sge(struct gather *g, uint32_t i)
+{
+	return &wqe_at(g->c, g->seq0 + i / g->c->max_sge)->sge[i % g->c->max_sge];
+}
+
+static void gather_emit(struct gather *g, uint64_t addr, uint32_t len, uint32_t lkey)
+{
+	if (g->nout && g->last_lkey == lkey && g->last_addr + g->last_len == addr) {
+		g->last_len += len;
+		if (g->build)
+			gather_sge(g, g->nout - 1)->length = g->last_len;
+		return;
+	}
+	g->last_addr = addr;
+	g->last_len = len;
+	g->last_lkey = lkey;
+	if (g->build) {
+		struct ibv_sge *s = gather_sge(g, g->nout);
+
+		s->addr = addr;
+		s->length = len;
+		s->lkey = lkey;
+	}
+	g->nout++;
+}
+
+static int gather_walk(struct gather *g, const struct ps_tp_sge *sgl, int nsge)
+{
+	const struct ps_tp_dev *dev = &g->c->loop->dev->base;
+	uint32_t bounce_lkey = g->c->data_mr->lkey;
+
+	for (int i = 0; i < nsge; i++) {
+		const struct ps_tp_sge *e = &sgl[i];
+		const struct ps_tp_mr *mr = e->mr;
+
+		if (!e->len)
+			continue;
+		if (!e->addr)
+			return -EINVAL;
+		if (mr) {
+			uintptr_t a = (uintptr_t)e->addr, base = (uintptr_t)mr->info.addr;
+
+			/* A foreign or out-of-range region would fail at the NIC and kill the QP. */
+			if (mr->dev != dev || a < base || a - base > mr->info.len ||
+			    e->len > mr->info.len - (a - base))
+				return -EINVAL;
+		}
+		g->total += e->len;
+		g->nin++;
+		if (g->nout >= g->keep && g->keep != UINT32_MAX)
+			mr = NULL; /* tail: copied into one contiguous bounce run */
+		if (mr) {
+			gather_emit(g, (uintptr_t)e->addr, e->len, mr->info.lkey);
+		} else {
+			if (g->build)
+				memcpy(g->bounce + g->copied, e->addr, e->len);
+			gather_emit(g, g->vbase + g->copied, e->len, bounce_lkey);
+			g->copied += e->len;
+		}
+	}
+	return g->total > UINT32_MAX ? -EMSGSIZE : 0;
+}
+
+/* ---- bounce ring ---------------------------------------------------------------------------- */
+
+/* @n contiguous bytes of the ring, or NULL when they are not free now. */
+static uint8_t *bounce_alloc(struct rd_conn *c, uint64_t n)
+{
+	uint64_t pos = c->bounce_head % c->bounce_size;
+	uint64_t skip = pos + n > c->bounce_size ? c->bounce_size - pos : 0;
+	uint8_t *p;
+
+	if (c->bounce_head + skip + n - c->bounce_tail > c->bounce_size)
+		return NULL;
+	c->bounce_head += skip;
+	p = c->bounce + c->bounce_head % c->bounce_size;
+	c->bounce_head += n;
+	return p;
+}
+
+/* ---- queueing ------------------------------------------------------------------------------- */
+
+/* Append the WR of slot sq_head to the queued chain; decide its signalling. */
+static struct rd_wqe *wqe_queue(struct rd_conn *c, bool want_signal)
+{
+	struct rd_wqe *w = wqe_at(c, c->sq_head);
+
+	w->seq = c->sq_head;
+	w->wr.wr_id = (uintptr_t)&w->tag;
+	w->wr.next = NULL;
+	w->wr.sg_list = w->sge;
+	w->wr.send_flags = 0;
+	if (c->sq_head > c->sq_posted)
+		wqe_at(c, c->sq_head - 1)->wr.next = &w->wr;
+	if (want_signal || w->seq - c->sq_last_signal >= c->sq_depth / 2) {
+		w->wr.send_flags = IBV_SEND_SIGNALED;
+		c->sq_last_signal = w->seq;
+		c->unsig_ops = 0;
+	}
+	c->sq_head++;
+	return w;
+}
+
+static int eagain(struct rd_conn *c)
+{
+	stats_of(c)->eagain++;
+	/* poll returns early once the connection can take an op again (credits show no fd). */
+	if (!rd_list_linked(&c->starved_link))
+		rd_list_add_tail(&c->loop->starved, &c->starved_link);
+	return -EAGAIN;
+}
+
+static int op_queue(struct rd_conn *c, const struct ps_tp_sge *sgl, int nsge,
+		    const struct ps_tp_rbuf *dst, uint32_t imm, void *ctx)
+{
+	struct gather g = {.c = c, .keep = UINT32_MAX, .vbase = 1ull << 62};
+	uint32_t keep = UINT32_MAX, nwr, chunks = 1, nout;
+	uint64_t copied, off;
+	struct rd_op *op;
+	struct rd_wqe *w = NULL;
+	uint8_t *bounce = NULL;
+	bool inl;
+	int rc;
+
+	if (c->state != RD_CONN_OPEN)
+		return c->state == RD_CONN_DEAD ? PS_EPEER_LOST : -ENOTCONN;
+	rc = gather_walk(&g, sgl, nsge);
+	if (rc)
+		return rc;
+	if (dst ? g.total > dst->len : g.total > c->max_msg)
+		return -EMSGSIZE;
+	inl = c->max_inline && g.total <= c->max_inline && g.nin <= c->max_sge;
+	copied = inl ? 0 : g.copied;
+	nout = inl ? g.nin : g.nout;
+	if (!inl && !dst && g.nout > c->max_sge) {
+		/* A SEND with too many SGEs: keep max_sge - 1 of them, copy the rest. */
+		keep = c->max_sge - 1;
+		g = (struct gather){.c = c, .keep = keep, .vbase = 1ull << 62};
+		gather_walk(&g, sgl, nsge);
+		copied = g.copied;
+		nout = g.nout;
+	}
+	if (dst) {
+		chunks = nout > c->max_sge ? (nout + c->max_sge - 1) / c->max_sge : 1;
+		nwr = chunks + (chunks > 1);
+	} else {
+		nwr = 1;
+	}
+	if (nwr > c->sq_depth || copied > c->bounce_size)
+		return -EMSGSIZE; /* can never fit: register the memory, or split the op */
+
+	/* Resources: a credit, an op slot, send-queue room, bounce bytes. */
+	if (!ps_rdma_credits(c) || c->op_head - c->op_tail >= c->send_depth ||
+	    c->sq_head - c->sq_done + nwr > c->sq_depth)
+		return eagain(c);
+	if (copied && !(bounce = bounce_alloc(c, copied)))
+		return eagain(c);
+
+	op = &c->ops[c->op_head % c->send_depth];
+	op->ctx = ctx;
+	op->bounce_end = c->bounce_head;
+	op->state = RD_OP_PENDING;
+	op->ev_type = dst ? PS_TP_EV_WRITE_DONE : PS_TP_EV_SEND_DONE;
+
+	/* Build the SGEs into the WR slots from sq_head on. */
+	if (inl) {
+		uint32_t k = 0;
+
+		for (int i = 0; i < nsge; i++) {
+			struct ibv_sge *s;
+
+			if (!sgl[i].len)
+				continue;
+			s = &wqe_at(c, c->sq_head)->sge[k++];
+			s->addr = (uintptr_t)sgl[i].addr;
+			s->length = sgl[i].len;
+			s->lkey = sgl[i].mr ? sgl[i].mr->info.lkey : 0; /* unused inline */
+		}
+	} else {
+		g = (struct gather){.c = c,
+				    .keep = keep,
+				    .build = true,
+				    .seq0 = c->sq_head,
+				    .bounce = bounce,
+				    .vbase = (uintptr_t)bounce};
+		gather_walk(&g, sgl, nsge);
+	}
+
+	if (!dst) {
+		w = wqe_queue(c, ctx != NULL);
+		w->wr.opcode = IBV_WR_SEND;
+		w->wr.num_sge = (int)nout;
+		if (inl)
+			w->wr.send_flags |= IBV_SEND_INLINE;
+	} else {
+		off = 0;
+		for (uint32_t k = 0; k < chunks; k++) {
+			uint32_t first = k * c->max_sge;
+			uint32_t n = nout - first < c->max_sge ? nout - first : c->max_sge;
+
+			w = wqe_queue(c, chunks == 1 && ctx != NULL);
+			w->wr.opcode = chunks == 1 ? IBV_WR_RDMA_WRITE_WITH_IMM : IBV_WR_RDMA_WRITE;
+			w->wr.num_sge = (int)n;
+			w->wr.imm_data = htonl(imm);
+			w->wr.wr.rdma.remote_addr = dst->addr + off;
+			w->wr.wr.rdma.rkey = dst->rkey;
+			if (inl)
+				w->wr.send_flags |= IBV_SEND_INLINE;
+			for (uint32_t i = 0; i < n; i++)
+				off += w->sge[i].length;
+		}
+		if (chunks > 1) {
+			/* The length trailer; its bytes live in the op's slot of trailers[]. */
+			uint8_t *t = c->trailers + (c->op_head % c->send_depth) * 8;
+
+			rd_put32(t, (uint32_t)g.total);
+			w = wqe_queue(c, ctx != NULL);
+			w->wr.opcode = IBV_WR_SEND_WITH_IMM;
+			w->wr.imm_data = htonl(imm);
+			w->wr.num_sge = 1;
+			w->sge[0].addr = (uintptr_t)t;
+			w->sge[0].length = RD_TRAILER_LEN;
+			w->sge[0].lkey = c->data_mr->lkey;
+			if (c->max_inline >= RD_TRAILER_LEN)
+				w->wr.send_flags |= IBV_SEND_INLINE;
+		}
+	}
+	if (!(w->wr.send_flags & IBV_SEND_SIGNALED))
+		c->unsig_ops++;
+	op->seq_last = w->seq;
+	c->op_head++;
+	c->msgs_sent++;
+	stats_of(c)->tx_ops++;
+	stats_of(c)->tx_bytes += g.total;
+	stats_of(c)->bytes_copied += copied;
+	ps_rdma_flushq_add(c);
+	return 0;
+}
+
+int ps_rdma_send(struct ps_tp_conn *conn, const struct ps_tp_sge *sgl, int nsge, void *ctx)
+{
+	return op_queue(rd_conn_of(conn), sgl, nsge, NULL, 0, ctx);
+}
+
+int ps_rdma_write_imm(struct ps_tp_conn *conn, const struct ps_tp_sge *sgl, int nsge,
+		      const struct ps_tp_rbuf *dst, uint32_t imm, void *ctx)
+{
+	return op_queue(rd_conn_of(conn), sgl, nsge, dst, imm, ctx);
+}
+
+/* ---- flush ---------------------------------------------------------------------------------- */
+
+/* Queue an RDMA WRITE of our cumulative "released" count into the peer's credit word. */
+static void credit_queue(struct rd_conn *c)
+{
+	uint64_t *src = &c->credit_src[c->sq_head % c->sq_depth];
+	struct rd_wqe *w;
+
+	/*
+	 * The source slot is indexed like the WR, so it is rewritten only after this WR completed;
+	 * the NIC never reads a half-written value.
+	 */
+	*src = htole64(c->reposted);
+	w = wqe_queue(c, false);
+	w->wr.opcode = IBV_WR_RDMA_WRITE;
+	w->wr.num_sge = 1;
+	w->sge[0].addr = (uintptr_t)src;
+	w->sge[0].length = sizeof(*src);
+	w->sge[0].lkey = c->data_mr->lkey;
+	w->wr.wr.rdma.remote_addr = c->peer_credit_addr;
+	w->wr.wr.rdma.rkey = c->peer_credit_rkey;
+	if (c->max_inline >= sizeof(*src))
+		w->wr.send_flags |= IBV_SEND_INLINE;
+	c->credit_written = c->reposted;
+}
+
+void ps_rdma_conn_flush(struct rd_conn *c, bool force_credit)
+{
+	struct ibv_send_wr *bad_s;
+	struct ibv_recv_wr *bad_r;
+	uint64_t pending;
+	int rc;
+
+	if (c->state != RD_CONN_OPEN) {
+		rd_list_del(&c->flush_link);
+		return;
+	}
+	/* Receive buffers before the credit write that announces them. */
+	if (c->nrepost) {
+		*c->repost_tail = NULL;
+		rc = ps_vshim_post_recv(c->id->qp, c->repost, &bad_r);
+		if (rc) {
+			ps_log_err(RD_LOG, "%s: posting %u receives: %s", c->base.peer, c->nrepost,
+				   ps_strerror(rc));
+			ps_rdma_conn_break(c, PS_EPEER_LOST);
+			return;
+		}
+		for (struct ibv_recv_wr *r = c->repost; r; r = r->next)
+			container_of(r, struct rd_rx, wr)->state = RD_RX_POSTED;
+		c->reposted += c->nrepost;
+		c->nrepost = 0;
+		c->repost = NULL;
+		c->repost_tail = &c->repost;
+	}
+	/*
+	 * Credits: at once when a quarter of the peer's window is pending, else when the
+	 * connection is idle (nothing arrived since the last flush, or the loop is about to sleep):
+	 * while messages keep coming, more releases follow and one write covers them all.
+	 */
+	pending = c->reposted - c->credit_written;
+	if (pending && (pending >= c->credit_thresh || force_credit || !c->rx_since_flush) &&
+	    c->sq_head - c->sq_done < c->sq_depth)
+		credit_queue(c);
+	c->rx_since_flush = 0;
+	if (c->sq_head > c->sq_posted) {
+		struct rd_wqe *last = wqe_at(c, c->sq_head - 1);
+
+		if (c->unsig_ops && !(last->wr.send_flags & IBV_SEND_SIGNALED)) {
+			last->wr.send_flags |= IBV_SEND_SIGNALED;
+			c->sq_last_signal = last->seq;
+			c->unsig_ops = 0;
+		}
+		rc = ps_vshim_post_send(c->id->qp, &wqe_at(c, c->sq_posted)->wr, &bad_s);
+		stats_of(c)->doorbells++;
+		if (rc) {
+			ps_log_err(RD_LOG, "%s: posting %llu WRs: %s", c->base.peer,
+				   (unsigned long long)(c->sq_head - c->sq_posted),
+				   ps_strerror(rc));
+			ps_rdma_conn_break(c, PS_EPEER_LOST);
+			return;
+		}
+		c->sq_posted = c->sq_head;
+	}
+	/* Stay queued while credits are pending but not written (the idle test comes later). */
+	if (c->reposted == c->credit_written)
+		rd_list_del(&c->flush_link);
+}
+
+/* ---- receive buffers ------------------------------------------------------------------------ */
+
+int ps_rdma_rx_post_all(struct rd_conn *c)
+{
+	struct ibv_recv_wr *bad;
+	int rc;
+
+	for (uint32_t i = 0; i < c->recv_depth; i++) {
+		c->rx[i].wr.next = i + 1 < c->recv_depth ? &c->rx[i + 1].wr : NULL;
+		c->rx[i].state = RD_RX_POSTED;
+	}
+	rc = ps_vshim_post_recv(c->id->qp, &c->rx[0].wr, &bad);
+	if (rc)
+		ps_log_warn(RD_LOG, "%s: posting %u receives: %s", c->base.peer, c->recv_depth,
+			    ps_strerror(rc));
+	return rc;
+}
+
+static void rx_repost(struct rd_conn *c, struct rd_rx *rx)
+{
+	if (c->state != RD_CONN_OPEN) {
+		rx->state = 0; /* the QP is gone or flushing: nothing to post to */
+		return;
+	}
+	rx->state = RD_RX_REPOST;
+	rx->wr.next = NULL;
+	*c->repost_tail = &rx->wr;
+	c->repost_tail = &rx->wr.next;
+	c->nrepost++;
+	ps_rdma_flushq_add(c);
+}
+
+void ps_rdma_recv_release(struct ps_tp_conn *conn, void *buf)
+{
+	struct rd_conn *c = rd_conn_of(conn);
+	uintptr_t off = (uintptr_t)buf - (uintptr_t)c->rxbuf;
+	struct rd_rx *rx;
+
+	if ((uintptr_t)buf < (uintptr_t)c->rxbuf || off % c->rx_stride ||
+	    off / c->rx_stride >= c->recv_depth) {
+		ps_log_err(RD_LOG, "%s: release of %p: not a receive buffer of this connection",
+			   c->base.peer, buf);
+		return;
+	}
+	rx = &c->rx[off / c->rx_stride];
+	if (rx->state != RD_RX_HELD) {
+		ps_log_err(RD_LOG, "%s: release of %p: not held (released twice?)", c->base.peer,
+			   buf);
+		return;
+	}
+	rx_repost(c, rx);
+}
+
+/* ---- completions ---------------------------------------------------------------------------- */
+
+/* Move completed ops' bounce bytes and slots back, in order. */
+static void ops_reclaim(struct rd_conn *c)
+{
+	while (c->op_tail < c->op_comp) {
+		struct rd_op *op = &c->ops[c->op_tail % c->send_depth];
+
+		if (op->state != RD_OP_DONE)
+			break;
+		c->bounce_tail = op->bounce_end;
+		op->state = 0;
+		c->op_tail++;
+	}
+	/*
+	 * No op left at all: restart the ring at 0, so a large copy never finds it fragmented
+	 * (with ops left, their bounce_end positions must stay valid).
+	 */
+	if (c->op_tail == c->op_head)
+		c->bounce_tail = c->bounce_head = 0;
+}
+
+/* Every op whose last WR is before @done is complete (with @status). */
+static void ops_complete(struct rd_conn *c, uint64_t done, int status)
+{
+	while (c->op_comp < c->op_head) {
+		uint32_t slot = (uint32_t)(c->op_comp % c->send_depth);
+		struct rd_op *op = &c->ops[slot];
+
+		if (op->seq_last >= done)
+			break;
+		if (op->ctx) {
+			op->state = RD_OP_WAIT_EVENT;
+			ps_rdma_ev_push(c->loop, op->ev_type, c, status, op->ctx, NULL, 0, 0, slot);
+		} else {
+			op->state = RD_OP_DONE;
+		}
+		c->op_comp++;
+	}
+	ops_reclaim(c);
+}
+
+void ps_rdma_ops_fail(struct rd_conn *c)
+{
+	ops_complete(c, UINT64_MAX, PS_EPEER_LOST);
+}
+
+/* A flushed completion on an open connection: the QP is in error; DISCONNECTED should follow. */
+static void conn_flushed(struct rd_conn *c)
+{
+	if (c->flushed)
+		return;
+	c->flushed = true;
+	c->loop->nflushing++;
+	c->deadline_ns = ps_clock_deadline_ms(RD_FLUSH_GRACE_MS);
+}
+
+/* A completion with an error status: a flush is drain, anything else breaks the connection. */
+static void wc_error(struct rd_conn *c, const struct ibv_wc *wc)
+{
+	if (wc->status == IBV_WC_WR_FLUSH_ERR) {
+		conn_flushed(c);
+		return;
+	}
+	ps_log_warn(RD_LOG, "%s: completion error: %s (vendor error %#x, opcode %d)", c->base.peer,
+		    ps_vshim_wc_status_str(wc->status), wc->vendor_err, wc->opcode);
+	ps_rdma_conn_break(c, PS_EPEER_LOST);
+}
+
+void ps_rdma_wqe_done(struct rd_wqe *w, const struct ibv_wc *wc)
+{
+	struct rd_conn *c = w->conn;
+
+	if (c->state != RD_CONN_OPEN)
+		return; /* DEAD, CLOSING: its ops were failed already; flushes are drain */
+	if (wc->status != IBV_WC_SUCCESS) {
+		wc_error(c, wc);
+		return;
+	}
+	if (w->seq + 1 > c->sq_done)
+		c->sq_done = w->seq + 1;
+	ops_complete(c, c->sq_done, 0);
+}
+
+void ps_rdma_rx_done(struct rd_rx *rx, const struct ibv_wc *wc)
+{
+	struct rd_conn *c = rx->conn;
+	uint32_t idx = (uint32_t)(rx - c->rx);
+	uint8_t *buf = c->rxbuf + (size_t)idx * c->rx_stride;
+	uint32_t len;
+
+	/* Data before ESTABLISHED: the peer got our accept, so the connection is up. */
+	if (c->state == RD_CONN_ACCEPTING && wc->status == IBV_WC_SUCCESS)
+		ps_rdma_conn_established(c);
+	if (c->state != RD_CONN_OPEN)
+		return;
+	if (wc->status != IBV_WC_SUCCESS) {
+		rx->state = 0;
+		wc_error(c, wc);
+		return;
+	}
+	c->rx_since_flush++;
+	stats_of(c)->rx_ops++;
+	if (wc->opcode == IBV_WC_RECV_RDMA_WITH_IMM) {
+		rx->state = RD_RX_IMM;
+		stats_of(c)->rx_bytes += wc->byte_len;
+		ps_rdma_ev_push(c->loop, PS_TP_EV_WRITE_IMM, c, 0, NULL, NULL, wc->byte_len,
+				ntohl(wc->imm_data), idx);
+	} else if (wc->opcode == IBV_WC_RECV && (wc->wc_flags & IBV_WC_WITH_IMM)) {
+		/* The trailer of a split write_imm: the total length. */
+		if (wc->byte_len != RD_TRAILER_LEN) {
+			ps_log_warn(RD_LOG, "%s: SEND_WITH_IMM of %u bytes: not a trailer",
+				    c->base.peer, wc->byte_len);
+			rx->state = 0;
+			ps_rdma_conn_break(c, PS_EBAD_MESSAGE);
+			return;
+		}
+		len = rd_get32(buf);
+		rx->state = RD_RX_IMM;
+		stats_of(c)->rx_bytes += len;
+		ps_rdma_ev_push(c->loop, PS_TP_EV_WRITE_IMM, c, 0, NULL, NULL, len,
+				ntohl(wc->imm_data), idx);
+	} else if (wc->opcode == IBV_WC_RECV) {
+		rx->state = RD_RX_HELD;
+		stats_of(c)->rx_bytes += wc->byte_len;
+		ps_rdma_ev_push(c->loop, PS_TP_EV_RECV, c, 0, NULL, buf, wc->byte_len, 0, idx);
+	} else {
+		ps_log_warn(RD_LOG, "%s: receive completion with opcode %d", c->base.peer,
+			    wc->opcode);
+		rx->state = 0;
+		ps_rdma_conn_break(c, PS_EBAD_MESSAGE);
+	}
+}
+
+void ps_rdma_delivered(struct rd_conn *c, const struct rd_ev *e)
+{
+	switch (e->ev.type) {
+	case PS_TP_EV_SEND_DONE:
+	case PS_TP_EV_WRITE_DONE:
+		c->ops[e->ref].state = RD_OP_DONE;
+		ops_reclaim(c);
+		break;
+	case PS_TP_EV_WRITE_IMM:
+		/* The buffer carried no data the caller keeps: its credit goes back at once. */
+		rx_repost(c, &c->rx[e->ref]);
+		break;
+	default:
+		break;
+	}
+}
