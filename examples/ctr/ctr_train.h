@@ -68,8 +68,9 @@ struct ctr_eval_result {
 struct ctr_trainer;
 
 /**
- * ctr_trainer_create() - allocate every buffer (the loops allocate nothing afterwards) and
- * offer them to ops->register_buffer. Returns 0, -EINVAL, -ENOMEM or the store's error.
+ * ctr_trainer_create() - allocate every buffer and offer them to ops->register_buffer (training
+ * allocates nothing afterwards; an evaluation only the AUC's sort array). Returns 0, -EINVAL,
+ * -ENOMEM or the store's error.
  */
 int ctr_trainer_create(const struct ctr_train_opts *o, struct ctr_trainer **out);
 
