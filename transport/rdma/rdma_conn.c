@@ -547,7 +547,7 @@ void ps_rdma_conn_close(struct ps_tp_conn *conn)
 	ps_rdma_conn_free(rd_conn_of(conn));
 }
 
-/* ---- listen and accept ------------------------------------------------------------------------ */
+/* ---- listen and accept ----------------------------------------------------------------------- */
 
 void ps_rdma_conn_request(struct rd_listener *lst, struct rdma_cm_event *ev)
 {

@@ -62,6 +62,11 @@
 /* cm events handled per poll. */
 #define RD_CM_BUDGET 32
 /*
+ * Reading the cm channel is a system call even when it is empty, so a poll reads it only when
+ * epoll said the fd is readable, or once every this many polls for callers that never sleep.
+ */
+#define RD_CM_EVERY 16
+/*
  * Gather elements per WR we use at most: the device's max_sge, capped so the per-connection WR
  * storage stays small (rxe reports 32, mlx5 30).
  */
@@ -276,6 +281,8 @@ struct rd_loop {
 	bool cq_armed;			  /* req_notify done since the last completion event */
 	unsigned int cq_unacked;	  /* completion events read and not yet acknowledged */
 	struct rdma_event_channel *cm_ch; /* cm events of every id of the loop */
+	bool cm_ready;			  /* epoll saw cm_ch->fd readable */
+	uint32_t cm_polls;		  /* polls since the cm channel was last read */
 	int epfd;			  /* loop_fd: comp_ch->fd, cm_ch->fd and wakefd */
 	/*
 	 * An eventfd in the epoll set, kept readable while events wait in the ring, so a caller

@@ -4,12 +4,13 @@
  * children, outgoing connections), an epoll fd holding both (and an eventfd), and the event ring.
  *
  * A poll: flush (post what is queued, one doorbell per connection), then take completions 32 at
- * a time and dispatch them by the tag in their wr_id, then handle cm events; if no event is ready
- * and the caller allows a wait, return pending credits, arm the CQ, poll it once more (a
- * completion may land between the last poll and the arming), and sleep in epoll_wait on both
- * channels, bounded by the caller's timeout. Handing an event to the caller is what frees the op
- * slot or reposts the receive buffer behind it (rdma_internal.h explains why that bounds the
- * ring).
+ * a time and dispatch them by the tag in their wr_id, then handle cm events (when epoll saw the
+ * channel readable, or every RD_CM_EVERY polls: reading an empty channel is a system call). If
+ * no event is ready and the caller allows a wait: return pending credits, arm the CQ, poll it
+ * once more (a completion may land between the last poll and the arming), and sleep in
+ * epoll_wait on both channels, bounded by the caller's timeout. Handing an event to the caller
+ * is what frees the op slot or reposts the receive buffer behind it (rdma_internal.h explains
+ * why that bounds the ring).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -218,6 +219,10 @@ static void cm_progress(struct rd_loop *l)
 	struct rdma_cm_event *ev;
 	int rc;
 
+	if (!l->cm_ready && ++l->cm_polls < RD_CM_EVERY)
+		return;
+	l->cm_ready = false;
+	l->cm_polls = 0;
 	for (int i = 0; i < RD_CM_BUDGET; i++) {
 		rc = ps_vshim_cm_event_get(l->cm_ch, 0, &ev);
 		if (rc) {
@@ -458,10 +463,13 @@ int ps_rdma_poll(struct ps_tp_loop *loop, struct ps_tp_event *evs, int max, int 
 		n = epoll_wait(l->epfd, epevs, 4, wait);
 		if (n < 0 && errno != EINTR)
 			return -errno;
-		for (int i = 0; i < n; i++)
+		for (int i = 0; i < n; i++) {
 			if (epevs[i].data.u32 == EP_COMP)
 				comp_event(l);
-		/* EP_CM: cm_progress reads them; EP_WAKE: the ring, checked above. */
+			else if (epevs[i].data.u32 == EP_CM)
+				l->cm_ready = true; /* cm_progress reads them next */
+		}
+		/* EP_WAKE: the ring, checked above. */
 	}
 	/*
 	 * Nothing for the caller: leave the CQ armed, so that a caller sleeping on ps_tp_loop_fd()
