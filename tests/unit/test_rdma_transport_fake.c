@@ -1,0 +1,301 @@
+/*
+ * test_rdma_transport_fake: the rdma backend of the transport interface (transport/rdma/) over
+ * the fake verbs layer, driven through the ps_tp_* API only. Each failure the verbs layer can
+ * report must reach the caller as an error code or as the documented events (a completion with
+ * PS_EPEER_LOST for every operation that asked for one, then PS_TP_EV_CLOSED), and tearing
+ * everything down must leave no verbs object alive (the fake's counters) and no leak (ASan).
+ *
+ * One loop holds the listener and both ends of the connection: ps_tp_connect() dispatches the
+ * loop's cm events itself, so the listener's accept happens inside it.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include <psplus/error.h>
+
+#include "tests/unit/fake_verbs.h"
+#include "transport/transport.h"
+
+#define ADDR	"192.0.2.1"
+#define MSG_LEN 512u
+
+struct fx {
+	struct ps_tp_dev *dev;
+	struct ps_tp_loop *loop;
+	struct ps_tp_listener *lst;
+	struct ps_tp_conn *cli, *srv;
+	uint8_t *buf;
+	struct ps_tp_mr *mr;
+};
+
+static const struct ps_tp_loop_opts small_loop = {.recv_depth = 8,
+						  .msg_size = 4096,
+						  .send_depth = 8,
+						  .max_conns = 4,
+						  .connect_timeout_ms = 2000};
+
+/*
+ * Events seen but not yet asked for, so that a test can wait for events in any order. RECV
+ * buffers are released as they arrive (the tests do not read them).
+ */
+static struct ps_tp_event backlog[64];
+static int nbacklog;
+
+static void assert_no_leaks(void)
+{
+	struct fake_verbs_counts c;
+
+	if (fake_verbs_live_objects(&c))
+		fail_msg("live: ctx %d pd %d mr %d cch %d cq %d qp %d cmch %d id %d cmev %d cqev "
+			 "%d misuse %d (%s)",
+			 c.contexts, c.pds, c.mrs, c.comp_channels, c.cqs, c.qps, c.cm_channels,
+			 c.cm_ids, c.cm_events, c.cq_events, c.misuse, fake_verbs_last_misuse());
+}
+
+static int setup(void **state)
+{
+	fake_verbs_reset();
+	nbacklog = 0;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	assert_no_leaks();
+	return 0;
+}
+
+/* Poll until an event of @type for @conn (any conn if NULL) arrives; fail after ~2 s. */
+static struct ps_tp_event wait_event(struct fx *f, enum ps_tp_ev_type type, struct ps_tp_conn *conn)
+{
+	struct ps_tp_event ev;
+
+	for (int i = 0; i < nbacklog; i++) {
+		ev = backlog[i];
+		if (ev.type == type && (!conn || ev.conn == conn)) {
+			memmove(&backlog[i], &backlog[i + 1],
+				(size_t)(nbacklog - i - 1) * sizeof(ev));
+			nbacklog--;
+			return ev;
+		}
+	}
+	for (int i = 0; i < 200; i++) {
+		int n = ps_tp_poll(f->loop, &ev, 1, 10);
+
+		assert_true(n >= 0);
+		if (n == 0)
+			continue;
+		if (ev.type == PS_TP_EV_RECV)
+			ps_tp_recv_release(ev.conn, ev.buf);
+		if (ev.type == type && (!conn || ev.conn == conn))
+			return ev;
+		assert_true(nbacklog < 64);
+		backlog[nbacklog++] = ev;
+	}
+	fail_msg("no event %d", type);
+	return ev;
+}
+
+static void fx_open(struct fx *f)
+{
+	struct ps_tp_dev_opts d = {.kind = "rdma", .bind_addr = ADDR, .numa_node = -1};
+	struct ps_tp_event ev;
+
+	memset(f, 0, sizeof(*f));
+	assert_int_equal(ps_tp_dev_open(&d, &f->dev), 0);
+	assert_int_equal(ps_tp_loop_create(f->dev, &small_loop, &f->loop), 0);
+	assert_int_equal(ps_tp_listen(f->loop, ADDR, 0, &f->lst), 0);
+	assert_int_equal(ps_tp_connect(f->loop, ADDR, ps_tp_listener_port(f->lst), f, &f->cli), 0);
+	ev = wait_event(f, PS_TP_EV_ACCEPT, NULL);
+	f->srv = ev.conn;
+	f->buf = calloc(1, 65536);
+	assert_non_null(f->buf);
+	assert_int_equal(ps_tp_mr_reg(f->dev, f->buf, 65536, &f->mr), 0);
+}
+
+static void fx_close(struct fx *f)
+{
+	ps_tp_conn_close(f->cli);
+	ps_tp_conn_close(f->srv);
+	ps_tp_listener_close(f->lst);
+	ps_tp_mr_dereg(f->mr);
+	ps_tp_loop_destroy(f->loop);
+	ps_tp_dev_close(f->dev);
+	free(f->buf);
+}
+
+/* A send that completes with @st at the verbs level: PS_EPEER_LOST for it, then CLOSED. */
+static void send_fails_with(enum ibv_wc_status st)
+{
+	struct fx f;
+	struct ps_tp_event ev;
+	struct ps_tp_sge sge;
+	int ctx;
+
+	fx_open(&f);
+	sge = (struct ps_tp_sge){.addr = f.buf, .len = MSG_LEN, .mr = f.mr};
+	/* A healthy send first, so the failure is not an artefact of set-up. */
+	assert_int_equal(ps_tp_send(f.cli, &sge, 1, &ctx), 0);
+	ev = wait_event(&f, PS_TP_EV_SEND_DONE, f.cli);
+	assert_int_equal(ev.status, 0);
+	wait_event(&f, PS_TP_EV_RECV, f.srv);
+
+	fake_verbs_inject_wc_error(st, 1);
+	assert_int_equal(ps_tp_send(f.cli, &sge, 1, &ctx), 0);
+	ev = wait_event(&f, PS_TP_EV_SEND_DONE, f.cli);
+	assert_ptr_equal(ev.ctx, &ctx);
+	assert_int_equal(ev.status, PS_EPEER_LOST);
+	wait_event(&f, PS_TP_EV_CLOSED, f.cli);
+	/* A broken connection refuses new work. */
+	assert_int_equal(ps_tp_send(f.cli, &sge, 1, NULL), PS_EPEER_LOST);
+	fx_close(&f);
+}
+
+static void test_retry_exceeded(void **state)
+{
+	send_fails_with(IBV_WC_RETRY_EXC_ERR);
+}
+
+static void test_rnr_retry_exceeded(void **state)
+{
+	send_fails_with(IBV_WC_RNR_RETRY_EXC_ERR);
+}
+
+static void test_flush(void **state)
+{
+	send_fails_with(IBV_WC_WR_FLUSH_ERR);
+}
+
+static void test_remote_access(void **state)
+{
+	send_fails_with(IBV_WC_REM_ACCESS_ERR);
+}
+
+/* The verbs layer refuses a doorbell (send queue full at the device): the connection breaks. */
+static void test_post_send_fails(void **state)
+{
+	struct fx f;
+	struct ps_tp_event ev;
+	struct ps_tp_sge sge;
+	int ctx;
+
+	fx_open(&f);
+	sge = (struct ps_tp_sge){.addr = f.buf, .len = MSG_LEN, .mr = f.mr};
+	fake_verbs_fail_next(FAKE_VERBS_POST_SEND, -ENOMEM, 1);
+	assert_int_equal(ps_tp_send(f.cli, &sge, 1, &ctx), 0);
+	ps_tp_flush(f.loop);
+	ev = wait_event(&f, PS_TP_EV_SEND_DONE, f.cli);
+	assert_int_equal(ev.status, PS_EPEER_LOST);
+	wait_event(&f, PS_TP_EV_CLOSED, f.cli);
+	fx_close(&f);
+}
+
+/* Out of send slots: -EAGAIN, and the slots come back with the completions. */
+static void test_send_queue_full(void **state)
+{
+	struct fx f;
+	struct ps_tp_sge sge;
+	int ctx[16], n = 0, rc;
+
+	fx_open(&f);
+	sge = (struct ps_tp_sge){.addr = f.buf, .len = 64, .mr = f.mr};
+	fake_verbs_hold_sends(true);
+	while ((rc = ps_tp_send(f.cli, &sge, 1, &ctx[n])) == 0 && n < 15) {
+		n++;
+		ps_tp_flush(f.loop);
+	}
+	assert_int_equal(rc, -EAGAIN);
+	assert_true(n >= 1 && n <= (int)small_loop.send_depth);
+	fake_verbs_hold_sends(false);
+	for (int i = 0; i < n; i++)
+		assert_int_equal(wait_event(&f, PS_TP_EV_SEND_DONE, f.cli).status, 0);
+	fx_close(&f);
+}
+
+static void test_mr_reg_fails(void **state)
+{
+	struct ps_tp_dev_opts d = {.kind = "rdma", .bind_addr = ADDR, .numa_node = -1};
+	struct ps_tp_dev *dev;
+	struct ps_tp_mr *mr = NULL;
+	static uint8_t buf[8192];
+
+	assert_int_equal(ps_tp_dev_open(&d, &dev), 0);
+	fake_verbs_fail_next(FAKE_VERBS_MR_REG, -EINVAL, 1);
+	assert_int_equal(ps_tp_mr_reg(dev, buf, sizeof(buf), &mr), -EINVAL);
+	assert_null(mr);
+	/* Over the memlock budget: -ENOMEM on the first try and on the retry after raising it. */
+	fake_verbs_set_memlock(4096);
+	assert_int_equal(ps_tp_mr_reg(dev, buf, sizeof(buf), &mr), -ENOMEM);
+	assert_null(mr);
+	fake_verbs_set_memlock(0);
+	assert_int_equal(ps_tp_mr_reg(dev, buf, sizeof(buf), &mr), 0);
+	ps_tp_mr_dereg(mr);
+	ps_tp_dev_close(dev);
+}
+
+static void test_connect_rejected(void **state)
+{
+	struct ps_tp_dev_opts d = {.kind = "rdma", .bind_addr = ADDR, .numa_node = -1};
+	struct ps_tp_dev *dev;
+	struct ps_tp_loop *loop;
+	struct ps_tp_listener *lst;
+	struct ps_tp_conn *c = NULL;
+
+	assert_int_equal(ps_tp_dev_open(&d, &dev), 0);
+	assert_int_equal(ps_tp_loop_create(dev, &small_loop, &loop), 0);
+	/* Nobody listens: REJECTED status 8 -> -ECONNREFUSED. */
+	assert_int_equal(ps_tp_connect(loop, ADDR, 4999, NULL, &c), -ECONNREFUSED);
+	assert_null(c);
+	/* A peer that rejects. */
+	assert_int_equal(ps_tp_listen(loop, ADDR, 0, &lst), 0);
+	fake_verbs_reject_next_connect();
+	assert_int_equal(ps_tp_connect(loop, ADDR, ps_tp_listener_port(lst), NULL, &c),
+			 -ECONNREFUSED);
+	/* Unreachable and an address no device owns: errors, not hangs. */
+	fake_verbs_cm_next_result(FAKE_VERBS_CM_CONNECT, RDMA_CM_EVENT_UNREACHABLE, -ETIMEDOUT);
+	assert_true(ps_tp_connect(loop, ADDR, ps_tp_listener_port(lst), NULL, &c) < 0);
+	assert_true(ps_tp_connect(loop, "10.9.9.9", 1, NULL, &c) < 0);
+	/* A QP the device refuses. */
+	fake_verbs_fail_next(FAKE_VERBS_QP_CREATE, -ENOMEM, 1);
+	assert_true(ps_tp_connect(loop, ADDR, ps_tp_listener_port(lst), NULL, &c) < 0);
+	ps_tp_listener_close(lst);
+	ps_tp_loop_destroy(loop);
+	ps_tp_dev_close(dev);
+}
+
+static void test_no_device(void **state)
+{
+	struct ps_tp_dev_opts d = {.kind = "rdma", .numa_node = -1};
+	struct ps_tp_dev *dev = NULL;
+
+	fake_verbs_no_devices(true);
+	assert_false(ps_tp_rdma_available());
+	assert_int_equal(ps_tp_dev_open(&d, &dev), PS_ENO_DEVICE);
+	fake_verbs_no_devices(false);
+	fake_verbs_fail_next(FAKE_VERBS_DEVICE_LIST_GET, -ENOSYS, 1);
+	assert_false(ps_tp_rdma_available());
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_retry_exceeded, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rnr_retry_exceeded, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_flush, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_remote_access, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_post_send_fails, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_send_queue_full, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_mr_reg_fails, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_connect_rejected, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_no_device, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
