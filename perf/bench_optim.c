@@ -54,8 +54,8 @@ struct result {
 	enum ps_optim_kind optim;
 	enum mode mode;
 	unsigned slots;
-	uint64_t row_bytes;   /* bytes moved per row update */
-	uint64_t updates;     /* row updates timed */
+	uint64_t row_bytes; /* bytes moved per row update */
+	uint64_t updates;   /* row updates timed */
 	double secs;
 	double rows_per_s;
 	double gbs;
@@ -130,17 +130,24 @@ static const char *mode_name(unsigned i)
 static int parse(int argc, char **argv, struct cfg *c)
 {
 	static const struct option opts[] = {
-		{"width", required_argument, NULL, 'w'}, {"rows", required_argument, NULL, 'r'},
-		{"batch", required_argument, NULL, 'b'}, {"seconds", required_argument, NULL, 's'},
-		{"optim", required_argument, NULL, 'o'}, {"mode", required_argument, NULL, 'm'},
-		{"json", required_argument, NULL, 'j'},	 {"help", no_argument, NULL, 'h'},
+		{"width", required_argument, NULL, 'w'},
+		{"rows", required_argument, NULL, 'r'},
+		{"batch", required_argument, NULL, 'b'},
+		{"seconds", required_argument, NULL, 's'},
+		{"optim", required_argument, NULL, 'o'},
+		{"mode", required_argument, NULL, 'm'},
+		{"json", required_argument, NULL, 'j'},
+		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
 	uint64_t v;
 	char *end;
 	int ch;
 
-	*c = (struct cfg){.width = 64, .rows = 1u << 20, .batch = 4096, .seconds = 1.0,
+	*c = (struct cfg){.width = 64,
+			  .rows = 1u << 20,
+			  .batch = 4096,
+			  .seconds = 1.0,
 			  .optim_mask = (1u << (PS_OPTIM_FTRL + 1)) - 1,
 			  .mode_mask = (1u << NMODES) - 1};
 	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -171,7 +178,8 @@ static int parse(int argc, char **argv, struct cfg *c)
 			break;
 		case 'm':
 			if (parse_list(optarg, mode_name, NMODES, &c->mode_mask))
-				return usage("--mode: a comma-separated list of dense, sparse, hash");
+				return usage(
+					"--mode: a comma-separated list of dense, sparse, hash");
 			break;
 		case 'j':
 			c->json = optarg;
@@ -225,8 +233,9 @@ static int make_part(const struct cfg *c, enum ps_optim_kind k, enum mode m,
 		     struct ps_store_part **out)
 {
 	struct ps_var_spec spec = {
-		.kind = m == MODE_HASH ? PS_VAR_HASH64 : m == MODE_DENSE ? PS_VAR_DENSE
-									 : PS_VAR_SPARSE,
+		.kind = m == MODE_HASH	  ? PS_VAR_HASH64
+			: m == MODE_DENSE ? PS_VAR_DENSE
+					  : PS_VAR_SPARSE,
 		.rows = c->rows,
 		.width = c->width,
 		.init = {.kind = PS_INIT_CONSTANT, .value = 0.01f},
@@ -252,8 +261,8 @@ static uint64_t hash_key(uint64_t i)
 }
 
 static int run_one(const struct cfg *c, enum ps_optim_kind k, enum mode m, const uint64_t *ids,
-		   const uint64_t *hkeys, float *grads, struct ps_store_scratch *scr,
-		   double *mref, struct result *r)
+		   const uint64_t *hkeys, float *grads, struct ps_store_scratch *scr, double *mref,
+		   struct result *r)
 {
 	struct ps_store_part *p;
 	uint64_t t0, t1, updates = 0;
@@ -327,8 +336,8 @@ static void print_table(const struct cfg *c, const struct result *res, size_t n)
 	       "read\n");
 	printf("-------------------------------------------------------------------------------"
 	       "-----\n");
-	printf(" %-17s %-6s %5s %9s %10s %9s %12s %7s\n", "optimizer", "mode", "slots",
-	       "bytes/row", "Mrows/s", "GB/s", "memcpy GB/s", "ratio");
+	printf(" %-17s %-6s %5s %9s %10s %9s %12s %7s\n", "optimizer", "mode", "slots", "bytes/row",
+	       "Mrows/s", "GB/s", "memcpy GB/s", "ratio");
 	printf("-------------------------------------------------------------------------------"
 	       "-----\n");
 	for (size_t i = 0; i < n; i++) {

@@ -106,8 +106,8 @@ void ps_optim_step_prepare(const struct ps_optimizer *o, struct ps_optim_state *
 #define PS_OPTIM_FTRL_SQRT 1 /* learning_rate_power == -0.5: sqrt instead of pow */
 #define PS_OPTIM_FTRL_V2   2 /* l2_shrinkage > 0 */
 
-void ps_optim_sgd_apply(const struct ps_optim_step *s, float *restrict row,
-			const float *restrict g, uint32_t width);
+void ps_optim_sgd_apply(const struct ps_optim_step *s, float *restrict row, const float *restrict g,
+			uint32_t width);
 void ps_optim_momentum_apply(const struct ps_optim_step *s, float *restrict row,
 			     const float *restrict g, uint32_t width);
 void ps_optim_adagrad_apply(const struct ps_optim_step *s, float *restrict row,

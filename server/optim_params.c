@@ -67,12 +67,12 @@ int ps_optim_validate(const struct ps_optimizer *o)
 	case PS_OPTIM_SGD:
 		return fin(o->sgd.learning_rate) ? 0 : -EINVAL;
 	case PS_OPTIM_MOMENTUM:
-		return fin(o->momentum.learning_rate) && fin(o->momentum.momentum) ? 0
-											   : -EINVAL;
+		return fin(o->momentum.learning_rate) && fin(o->momentum.momentum) ? 0 : -EINVAL;
 	case PS_OPTIM_ADAGRAD:
 		/* TF1 refuses a zero accumulator: the first update would divide 0 by 0. */
 		return fin(o->adagrad.learning_rate) &&
-				       in_range(o->adagrad.initial_accumulator_value, FLT_MIN, FLT_MAX)
+				       in_range(o->adagrad.initial_accumulator_value, FLT_MIN,
+						FLT_MAX)
 			       ? 0
 			       : -EINVAL;
 	case PS_OPTIM_ADAM:

@@ -71,15 +71,15 @@ struct ps_store_part_opts {
 /** What a part is, for logs, stats and the transport. */
 struct ps_store_part_info {
 	enum ps_var_kind kind;
-	uint32_t width;		/* floats per value */
-	uint32_t nslots;	/* optimizer slots per row */
-	uint32_t stride;	/* bytes from one row to the next (multiple of 64) */
+	uint32_t width;	 /* floats per value */
+	uint32_t nslots; /* optimizer slots per row */
+	uint32_t stride; /* bytes from one row to the next (multiple of 64) */
 	uint64_t begin, end;
-	uint64_t rows;		/* live rows: end - begin, or the hash rows present */
-	uint64_t capacity;	/* rows the chunks can hold */
-	uint64_t step;		/* push calls applied so far */
-	size_t table_bytes;	/* row memory mapped (all chunks) */
-	size_t index_bytes;	/* hash index and trackers (malloc'd, not registered) */
+	uint64_t rows;	    /* live rows: end - begin, or the hash rows present */
+	uint64_t capacity;  /* rows the chunks can hold */
+	uint64_t step;	    /* push calls applied so far */
+	size_t table_bytes; /* row memory mapped (all chunks) */
+	size_t index_bytes; /* hash index and trackers (malloc'd, not registered) */
 	uint32_t nchunks;
 };
 
@@ -182,8 +182,8 @@ const float *ps_store_row_addr(const struct ps_store_part *part, uint64_t id);
  * sparse apply), then each distinct row is updated once. Marks the rows changed; advances the
  * step. Dense and sparse parts.
  */
-int ps_store_push(struct ps_store_part *part, struct ps_store_scratch *scratch,
-		  const uint64_t *ids, size_t n, const float *grads, uint32_t width);
+int ps_store_push(struct ps_store_part *part, struct ps_store_scratch *scratch, const uint64_t *ids,
+		  size_t n, const float *grads, uint32_t width);
 
 /**
  * ps_store_dense_pull() - copy every row [begin, end) into @out; @nfloats must be
@@ -273,8 +273,8 @@ uint64_t ps_store_changed_count(const struct ps_store_part *part, uint64_t *ndel
  * key, creating a hash row regardless of admission (checkpoint restore). The row is not marked
  * changed. -EINVAL if @width or @nslots differ from the part's.
  */
-int ps_store_load_row(struct ps_store_part *part, uint64_t id, uint64_t key_hi,
-		      const float *data, uint32_t width, uint32_t nslots);
+int ps_store_load_row(struct ps_store_part *part, uint64_t id, uint64_t key_hi, const float *data,
+		      uint32_t width, uint32_t nslots);
 
 /* ---- initializers ---------------------------------------------------------------------------- */
 

@@ -50,8 +50,8 @@ static uint64_t lookup(struct ps_store_part *p, const uint64_t *k, unsigned kw, 
 
 	if (r != STORE_ROW_NONE)
 		return r;
-	if (!p->admit_all && !ps_store_hash_admit(p->spec.admit_prob, p->spec.admit_seed, k[0],
-						  key_hi(k, kw)))
+	if (!p->admit_all &&
+	    !ps_store_hash_admit(p->spec.admit_prob, p->spec.admit_seed, k[0], key_hi(k, kw)))
 		return STORE_U_REJECT;
 	(*nnew)++;
 	return STORE_U_NEW;

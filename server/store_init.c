@@ -35,10 +35,10 @@
 
 #include "server/store_internal.h"
 
-#define GOLDEN	    0x9e3779b97f4a7c15ull
-#define ADMIT_SALT  0x3c6ef372fe94f82bull
-#define DRAWS	    512u /* draws per column: 2 per truncated-normal attempt */
-#define TWO_PI	    6.283185307179586476925286766559
+#define GOLDEN	   0x9e3779b97f4a7c15ull
+#define ADMIT_SALT 0x3c6ef372fe94f82bull
+#define DRAWS	   512u /* draws per column: 2 per truncated-normal attempt */
+#define TWO_PI	   6.283185307179586476925286766559
 
 static inline double u01(uint64_t x)
 {

@@ -65,20 +65,20 @@ struct store_index {
 struct ps_store_part {
 	struct ps_var_spec spec; /* the declaration (a copy) */
 	enum ps_var_kind kind;
-	uint32_t width;		 /* floats per value and per slot */
+	uint32_t width; /* floats per value and per slot */
 	uint32_t nslots;
-	uint32_t stride;	 /* bytes per row: (1 + nslots) * width * 4 rounded up to 64 */
+	uint32_t stride; /* bytes per row: (1 + nslots) * width * 4 rounded up to 64 */
 	uint64_t var_id;
 	uint64_t begin, end;
-	uint64_t step;		 /* push calls applied */
+	uint64_t step; /* push calls applied */
 	struct ps_optim_state ostate;
-	bool admit_all;		 /* hash admission off */
+	bool admit_all; /* hash admission off */
 
 	/* Row memory. */
 	struct store_chunk *chunks;
 	uint32_t nchunks;
-	uint32_t chunks_cap;	 /* entries allocated in chunks[] */
-	unsigned rpc_shift;	 /* rows per chunk = 1 << rpc_shift */
+	uint32_t chunks_cap; /* entries allocated in chunks[] */
+	unsigned rpc_shift;  /* rows per chunk = 1 << rpc_shift */
 	size_t chunk_bytes;
 	int numa_node;
 	unsigned mem_flags;
@@ -90,11 +90,11 @@ struct ps_store_part {
 
 	/* Hash rows. */
 	struct store_index index;
-	uint64_t next_row;	 /* rows [0, next_row) were handed out at least once */
-	uint32_t free_head;	 /* rows freed by delete/evict, linked through meta.lo */
+	uint64_t next_row;  /* rows [0, next_row) were handed out at least once */
+	uint32_t free_head; /* rows freed by delete/evict, linked through meta.lo */
 	uint64_t nfree;
-	uint64_t live;		 /* keys present */
-	uint32_t *dirty_list;	 /* rows with STORE_DIRTY, each once; sized to the capacity */
+	uint64_t live;	      /* keys present */
+	uint32_t *dirty_list; /* rows with STORE_DIRTY, each once; sized to the capacity */
 	uint64_t ndirty_list;
 	struct store_index deleted; /* keys deleted since the last export (row unused) */
 };
@@ -103,14 +103,14 @@ struct ps_store_part {
 struct ps_store_scratch {
 	size_t max_batch;
 	uint32_t max_width;
-	uint32_t *tab;	   /* dedup table: unique index + 1, 0 = empty; tab_cap entries */
-	size_t tab_cap;	   /* power of two >= 2 * max_batch */
-	uint32_t *next;	   /* per position: next position with the same key, or UINT32_MAX */
-	uint32_t *ufirst;  /* per unique key: first and last positions */
+	uint32_t *tab;	  /* dedup table: unique index + 1, 0 = empty; tab_cap entries */
+	size_t tab_cap;	  /* power of two >= 2 * max_batch */
+	uint32_t *next;	  /* per position: next position with the same key, or UINT32_MAX */
+	uint32_t *ufirst; /* per unique key: first and last positions */
 	uint32_t *ulast;
-	uint64_t *urow;	   /* per unique key (push) or per key (pull): row number or STORE_* */
-	float *gsum;	   /* max_width floats: the summed gradient of a repeated key */
-	size_t nunique;	   /* after ps_store_dedup() */
+	uint64_t *urow; /* per unique key (push) or per key (pull): row number or STORE_* */
+	float *gsum;	/* max_width floats: the summed gradient of a repeated key */
+	size_t nunique; /* after ps_store_dedup() */
 };
 
 /* Row states in scratch->urow while a hash batch is resolved. */
@@ -162,8 +162,7 @@ bool ps_store_index_remove(struct store_index *ix, uint64_t lo, uint64_t hi);
 
 /* store_hash.c: hash rows. */
 int ps_store_hash_reserve(struct ps_store_part *p, uint64_t more);
-uint32_t ps_store_hash_create_row(struct ps_store_part *p, uint64_t lo, uint64_t hi,
-				  bool init);
+uint32_t ps_store_hash_create_row(struct ps_store_part *p, uint64_t lo, uint64_t hi, bool init);
 void ps_store_hash_free_row(struct ps_store_part *p, uint32_t r);
 void ps_store_hash_mark_dirty(struct ps_store_part *p, uint32_t r);
 int ps_store_hash_foreach(struct ps_store_part *p, ps_store_row_fn fn, void *arg);

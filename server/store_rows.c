@@ -53,8 +53,7 @@ int ps_store_pull(struct ps_store_part *p, const uint64_t *ids, size_t n, float 
 	return 0;
 }
 
-int ps_store_row_addrs(struct ps_store_part *p, const uint64_t *ids, size_t n,
-		       const float **addrs)
+int ps_store_row_addrs(struct ps_store_part *p, const uint64_t *ids, size_t n, const float **addrs)
 {
 	int rc = check_rows_call(p, ids, n, addrs);
 

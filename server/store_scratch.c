@@ -15,8 +15,7 @@
 
 #define NO_POS UINT32_MAX
 
-int ps_store_scratch_create(const struct ps_store_scratch_opts *opts,
-			    struct ps_store_scratch **out)
+int ps_store_scratch_create(const struct ps_store_scratch_opts *opts, struct ps_store_scratch **out)
 {
 	struct ps_store_scratch *s;
 	size_t cap = 2;

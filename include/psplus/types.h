@@ -61,10 +61,10 @@ enum ps_init_kind {
 
 struct ps_initializer {
 	enum ps_init_kind kind;
-	float value;   /* PS_INIT_CONSTANT */
-	float min;     /* PS_INIT_UNIFORM: min < max */
+	float value; /* PS_INIT_CONSTANT */
+	float min;   /* PS_INIT_UNIFORM: min < max */
 	float max;
-	float mean;    /* PS_INIT_NORMAL, PS_INIT_TRUNCATED_NORMAL: stddev >= 0 */
+	float mean; /* PS_INIT_NORMAL, PS_INIT_TRUNCATED_NORMAL: stddev >= 0 */
 	float stddev;
 	uint64_t seed; /* any value; 0 is a valid seed */
 };
@@ -78,13 +78,13 @@ struct ps_initializer {
  * optimizer keeps its slots beside every row: the slot count is given per kind below.
  */
 enum ps_optim_kind {
-	PS_OPTIM_SGD = 0,		/* no slots */
-	PS_OPTIM_MOMENTUM = 1,		/* slots: accum */
-	PS_OPTIM_ADAGRAD = 2,		/* slots: accum */
-	PS_OPTIM_ADAM = 3,		/* slots: m, v */
-	PS_OPTIM_RMSPROP = 4,		/* slots: ms, mom */
-	PS_OPTIM_CENTERED_RMSPROP = 5,	/* slots: ms, mom, mg */
-	PS_OPTIM_FTRL = 6,		/* slots: accum, linear */
+	PS_OPTIM_SGD = 0,	       /* no slots */
+	PS_OPTIM_MOMENTUM = 1,	       /* slots: accum */
+	PS_OPTIM_ADAGRAD = 2,	       /* slots: accum */
+	PS_OPTIM_ADAM = 3,	       /* slots: m, v */
+	PS_OPTIM_RMSPROP = 4,	       /* slots: ms, mom */
+	PS_OPTIM_CENTERED_RMSPROP = 5, /* slots: ms, mom, mg */
+	PS_OPTIM_FTRL = 6,	       /* slots: accum, linear */
 };
 
 /** The largest slot count of any optimizer (centered RMSProp). */

@@ -36,7 +36,7 @@
  * such as FTRL's linear is a sum of O(1) terms that may cancel, and float32 storage rounds
  * each partial sum at ~6e-8 of the terms, not of the result (TF's float kernels do the same).
  */
-#define RTOL	 1e-5
+#define RTOL 1e-5
 
 struct ocase {
 	const char *name;
@@ -118,8 +118,8 @@ static void ref_apply(const struct ps_optimizer *o, int t, struct ref_row *r, co
 			break;
 		case PS_OPTIM_ADAM: {
 			double b1 = o->adam.beta1, b2 = o->adam.beta2, eps = o->adam.epsilon;
-			double alpha = o->adam.learning_rate * sqrt(1.0 - pow(b2, t)) /
-				       (1.0 - pow(b1, t));
+			double alpha =
+				o->adam.learning_rate * sqrt(1.0 - pow(b2, t)) / (1.0 - pow(b1, t));
 
 			*s0 = b1 * *s0 + (1.0 - b1) * gi;
 			*s1 = b2 * *s1 + (1.0 - b2) * gi * gi;
@@ -202,7 +202,8 @@ static int ref_index(const struct cmp *c, const struct ps_store_row *row)
 	if (c->kind == PS_VAR_DENSE || c->kind == PS_VAR_SPARSE)
 		return (int)row->id;
 	for (int i = 0; i < HASHPOOL; i++) {
-		if (c->pool_lo[i] == row->id && (c->kind == PS_VAR_HASH64 || c->pool_hi[i] == row->key_hi))
+		if (c->pool_lo[i] == row->id &&
+		    (c->kind == PS_VAR_HASH64 || c->pool_hi[i] == row->key_hi))
 			return i;
 	}
 	return -1;
@@ -334,7 +335,8 @@ static void run_kind(const struct ocase *oc, enum ps_var_kind kind)
 			if (!ref[i].present) { /* a hash key created by this push */
 				float init[MAXW];
 
-				ps_store_init_row(&spec.init, po.var_id, pool_lo[i], pool_hi[i], init, w);
+				ps_store_init_row(&spec.init, po.var_id, pool_lo[i], pool_hi[i],
+						  init, w);
 				ref_init(&oc->o, &ref[i], init, w);
 				expect_rows++;
 			}
@@ -410,7 +412,9 @@ static void test_validation(void **state)
 /* A part refuses a bad optimizer at create, and a change of kind later. */
 static void test_part_optimizer(void **state)
 {
-	struct ps_var_spec spec = {.kind = PS_VAR_SPARSE, .rows = 4, .width = 2,
+	struct ps_var_spec spec = {.kind = PS_VAR_SPARSE,
+				   .rows = 4,
+				   .width = 2,
 				   .optim = ps_optimizer_defaults(PS_OPTIM_ADAM)};
 	struct ps_store_part_opts po = {.spec = &spec, .begin = 0, .end = 4, .numa_node = -1};
 	struct ps_store_scratch_opts so = {.max_batch = 4, .max_width = 2};
@@ -456,9 +460,9 @@ static void test_part_optimizer(void **state)
 	ps_store_part_destroy(p);
 }
 
-#define OPT(kind_, field_, ...)                                                                    \
-	{                                                                                          \
-		.kind = kind_, .field_ = { __VA_ARGS__ }                                           \
+#define OPT(kind_, field_, ...)                          \
+	{                                                \
+		.kind = kind_, .field_ = { __VA_ARGS__ } \
 	}
 
 static struct ocase cases[] = {
@@ -466,8 +470,8 @@ static struct ocase cases[] = {
 	{"momentum", OPT(PS_OPTIM_MOMENTUM, momentum, .learning_rate = 0.05f, .momentum = 0.9f)},
 	{"momentum_nesterov", OPT(PS_OPTIM_MOMENTUM, momentum, .learning_rate = 0.05f,
 				  .momentum = 0.9f, .use_nesterov = true)},
-	{"adagrad", OPT(PS_OPTIM_ADAGRAD, adagrad, .learning_rate = 0.1f,
-			.initial_accumulator_value = 0.1f)},
+	{"adagrad",
+	 OPT(PS_OPTIM_ADAGRAD, adagrad, .learning_rate = 0.1f, .initial_accumulator_value = 0.1f)},
 	{"adam", OPT(PS_OPTIM_ADAM, adam, .learning_rate = 0.01f, .beta1 = 0.9f, .beta2 = 0.999f,
 		     .epsilon = 1e-8f)},
 	{"adam_nesterov", OPT(PS_OPTIM_ADAM, adam, .learning_rate = 0.01f, .beta1 = 0.8f,
@@ -476,17 +480,17 @@ static struct ocase cases[] = {
 			.momentum = 0.5f, .epsilon = 1e-6f, .initial_ms = 1.0f)},
 	{"rmsprop_keras", OPT(PS_OPTIM_RMSPROP, rmsprop, .learning_rate = 0.001f, .rho = 0.95f,
 			      .epsilon = 1e-3f, .initial_ms = 0.0f)},
-	{"centered_rmsprop", OPT(PS_OPTIM_CENTERED_RMSPROP, rmsprop, .learning_rate = 0.01f,
-				 .rho = 0.9f, .momentum = 0.3f, .epsilon = 1e-4f,
-				 .initial_ms = 1.0f)},
+	{"centered_rmsprop",
+	 OPT(PS_OPTIM_CENTERED_RMSPROP, rmsprop, .learning_rate = 0.01f, .rho = 0.9f,
+	     .momentum = 0.3f, .epsilon = 1e-4f, .initial_ms = 1.0f)},
 	{"ftrl", OPT(PS_OPTIM_FTRL, ftrl, .learning_rate = 0.1f, .learning_rate_power = -0.5f,
 		     .l1 = 0.001f, .l2 = 0.01f, .initial_accumulator_value = 0.1f)},
-	{"ftrl_power", OPT(PS_OPTIM_FTRL, ftrl, .learning_rate = 0.05f,
-			   .learning_rate_power = -0.3f, .l1 = 0.01f,
-			   .initial_accumulator_value = 0.5f)},
-	{"ftrl_v2", OPT(PS_OPTIM_FTRL, ftrl, .learning_rate = 0.1f, .learning_rate_power = -0.5f,
-			.l1 = 0.001f, .l2 = 0.01f, .l2_shrinkage = 0.05f,
-			.initial_accumulator_value = 0.1f)},
+	{"ftrl_power",
+	 OPT(PS_OPTIM_FTRL, ftrl, .learning_rate = 0.05f, .learning_rate_power = -0.3f, .l1 = 0.01f,
+	     .initial_accumulator_value = 0.5f)},
+	{"ftrl_v2",
+	 OPT(PS_OPTIM_FTRL, ftrl, .learning_rate = 0.1f, .learning_rate_power = -0.5f, .l1 = 0.001f,
+	     .l2 = 0.01f, .l2_shrinkage = 0.05f, .initial_accumulator_value = 0.1f)},
 };
 
 int main(void)

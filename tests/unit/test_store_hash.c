@@ -61,9 +61,14 @@ static struct ps_var_spec hspec(enum ps_var_kind kind, enum ps_optim_kind ok)
 static struct ps_store_part *hmake(const struct ps_var_spec *s, uint64_t begin, uint64_t end,
 				   size_t chunk_bytes, struct grow *g)
 {
-	struct ps_store_part_opts o = {.spec = s, .var_id = 11, .begin = begin, .end = end,
-				       .numa_node = -1, .chunk_bytes = chunk_bytes,
-				       .on_chunk = g ? on_chunk : NULL, .on_chunk_arg = g};
+	struct ps_store_part_opts o = {.spec = s,
+				       .var_id = 11,
+				       .begin = begin,
+				       .end = end,
+				       .numa_node = -1,
+				       .chunk_bytes = chunk_bytes,
+				       .on_chunk = g ? on_chunk : NULL,
+				       .on_chunk_arg = g};
 	struct ps_store_part *p = NULL;
 
 	assert_int_equal(ps_store_part_create(&o, &p), 0);
@@ -195,7 +200,8 @@ static void test_growth_keeps_addresses(void **state)
 	struct ps_store_part *p = hmake(&s, 0, PS_HASH_BUCKETS, 64 << 10, &gr);
 	struct ps_store_scratch *scr = hscratch(BATCH);
 	uint64_t *keys = malloc((FIRST + MORE) * sizeof(*keys));
-	const float **addr0 = malloc(FIRST * sizeof(*addr0)), **addr1 = malloc(BATCH * sizeof(*addr1));
+	const float **addr0 = malloc(FIRST * sizeof(*addr0)),
+		    **addr1 = malloc(BATCH * sizeof(*addr1));
 	float *vals0 = malloc(FIRST * W * sizeof(float)), *g = calloc(BATCH * W, sizeof(float));
 	struct ps_store_part_info i0, i1;
 
@@ -288,7 +294,8 @@ static void test_bad_key_changes_nothing(void **state)
 	struct ps_store_part *p = hmake(&s, 1000, 30000, 0, NULL);
 	struct ps_store_scratch *scr = hscratch(32);
 	uint64_t keys[32];
-	float g[32 * W], *a = calloc(64 * 3 * W, sizeof(float)), *b = calloc(64 * 3 * W, sizeof(float));
+	float g[32 * W], *a = calloc(64 * 3 * W, sizeof(float)),
+			 *b = calloc(64 * 3 * W, sizeof(float));
 	float *pa = a, *pb = b;
 	const float *addrs[32];
 	struct ps_store_state st0, st1;
@@ -470,7 +477,7 @@ static void test_delete_evict_export(void **state)
 	/* k[5] comes back before the export: a change, not a deletion. */
 	assert_int_equal(ps_store_hash_pull64(p, scr, &k[5], 1, out, W), 0);
 	ps_store_init_value(p, k[5], 0, init);
-	assert_memory_equal(out, init, sizeof(init)); /* a fresh row, not the old one */
+	assert_memory_equal(out, init, sizeof(init));	      /* a fresh row, not the old one */
 	assert_int_equal(ps_store_changed_count(p, &n64), 2); /* k[3] pushed, k[5] created */
 	assert_int_equal(n64, 7);
 	e = (struct exp){.fail_row_after = -1};
@@ -500,8 +507,11 @@ static void test_delete_evict_export(void **state)
 static void test_row_reuse(void **state)
 {
 	struct ps_var_spec s = hspec(PS_VAR_HASH64, PS_OPTIM_SGD);
-	struct ps_store_part_opts o = {.spec = &s, .begin = 0, .end = PS_HASH_BUCKETS,
-				       .numa_node = -1, .hash_initial_rows = 100,
+	struct ps_store_part_opts o = {.spec = &s,
+				       .begin = 0,
+				       .end = PS_HASH_BUCKETS,
+				       .numa_node = -1,
+				       .hash_initial_rows = 100,
 				       .chunk_bytes = 8192}; /* 128 rows a chunk */
 	struct ps_store_part *p;
 	struct ps_store_scratch *scr = hscratch(100);

@@ -34,8 +34,8 @@ static float doc_value(const struct ps_initializer *in, uint64_t var, uint64_t i
 	const uint64_t G = 0x9e3779b97f4a7c15ull;
 	uint64_t stream = doc_mix(doc_mix(in->seed + G) ^ var);
 	uint64_t base = doc_mix(stream ^ doc_mix(id + G) ^ doc_mix(hi + 2 * G));
-#define X(k) doc_mix(base + (512ull * c + (k) + 1) * G)
-#define U(x) ((double)((x) >> 11) / 9007199254740992.0)
+#define X(k)  doc_mix(base + (512ull * c + (k) + 1) * G)
+#define U(x)  ((double)((x) >> 11) / 9007199254740992.0)
 #define U1(x) ((double)(((x) >> 11) + 1) / 9007199254740992.0)
 	if (in->kind == PS_INIT_UNIFORM) {
 		float v = (float)(in->min + ((double)in->max - in->min) * U(X(0)));
@@ -73,7 +73,8 @@ static void test_documented_generator(void **state)
 
 			ps_store_init_row(&inits[k], 42, id * 1000003, hi, row, 16);
 			for (uint32_t c = 0; c < 16; c++)
-				assert_true(row[c] == doc_value(&inits[k], 42, id * 1000003, hi, c));
+				assert_true(row[c] ==
+					    doc_value(&inits[k], 42, id * 1000003, hi, c));
 		}
 	}
 	ps_store_init_row(&inits[0], 1, 2, 3, row, 16);
@@ -104,13 +105,16 @@ static int grab(void *arg, const struct ps_store_row *row)
 static void split_rows(enum ps_var_kind kind, const struct ps_initializer *in)
 {
 	enum { ROWS = 301, WIDTH = 12 };
-	struct ps_var_spec s = {.kind = kind, .rows = ROWS, .width = WIDTH, .init = *in,
+	struct ps_var_spec s = {.kind = kind,
+				.rows = ROWS,
+				.width = WIDTH,
+				.init = *in,
 				.optim = ps_optimizer_defaults(PS_OPTIM_ADAM)};
 	uint64_t cut[4] = {0, 100, 201, ROWS};
 	struct rows one = {calloc(ROWS * WIDTH, sizeof(float)), WIDTH, 0};
 	struct rows three = {calloc(ROWS * WIDTH, sizeof(float)), WIDTH, 0};
-	struct ps_store_part_opts o = {.spec = &s, .var_id = 5, .begin = 0, .end = ROWS,
-				       .numa_node = -1};
+	struct ps_store_part_opts o = {
+		.spec = &s, .var_id = 5, .begin = 0, .end = ROWS, .numa_node = -1};
 	struct ps_store_part *p;
 
 	assert_int_equal(ps_store_part_create(&o, &p), 0);
@@ -134,7 +138,9 @@ static void split_rows(enum ps_var_kind kind, const struct ps_initializer *in)
 static void split_hash(const struct ps_initializer *in)
 {
 	enum { N = 3000, WIDTH = 12 };
-	struct ps_var_spec s = {.kind = PS_VAR_HASH64, .width = WIDTH, .init = *in,
+	struct ps_var_spec s = {.kind = PS_VAR_HASH64,
+				.width = WIDTH,
+				.init = *in,
 				.optim = ps_optimizer_defaults(PS_OPTIM_FTRL)};
 	uint64_t cut[4] = {0, 20000, 41000, PS_HASH_BUCKETS};
 	struct ps_store_part_opts o = {.spec = &s, .var_id = 5, .numa_node = -1};
@@ -211,8 +217,7 @@ static void test_streams_differ(void **state)
 
 /* ---- distributions ---------------------------------------------------------------------- */
 
-static void moments(const struct ps_initializer *in, double *mean, double *sd, float *lo,
-		    float *hi)
+static void moments(const struct ps_initializer *in, double *mean, double *sd, float *lo, float *hi)
 {
 	enum { ROWS = 4000, WIDTH = 25 };
 	float row[WIDTH];
@@ -291,7 +296,8 @@ static void test_bucket_hash(void **state)
 		uint64_t key = k * 0x632be59bd9b4e019ull + 12345;
 
 		assert_int_equal(ps_hash_bucket64(key), (uint32_t)(doc_mix(key) & 0xffff));
-		assert_int_equal(ps_hash_bucket128(key, k), (uint32_t)(doc_mix(key ^ doc_mix(k)) & 0xffff));
+		assert_int_equal(ps_hash_bucket128(key, k),
+				 (uint32_t)(doc_mix(key ^ doc_mix(k)) & 0xffff));
 	}
 	assert_int_equal(ps_mix64(0), 0);
 	assert_int_equal(ps_hash_bucket64(0), 0);

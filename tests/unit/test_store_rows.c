@@ -52,8 +52,8 @@ static struct ps_var_spec sparse_spec(uint64_t rows, uint32_t width, enum ps_opt
 
 static struct ps_store_part *make(const struct ps_var_spec *spec, uint64_t begin, uint64_t end)
 {
-	struct ps_store_part_opts o = {.spec = spec, .var_id = 9, .begin = begin, .end = end,
-				       .numa_node = -1};
+	struct ps_store_part_opts o = {
+		.spec = spec, .var_id = 9, .begin = begin, .end = end, .numa_node = -1};
 	struct ps_store_part *p = NULL;
 
 	assert_int_equal(ps_store_part_create(&o, &p), 0);
@@ -116,8 +116,12 @@ static void test_chunk_refused(void **state)
 {
 	struct ps_var_spec s = sparse_spec(1000, 64, PS_OPTIM_ADAM);
 	struct chunks_seen seen = {.fail_at = 2};
-	struct ps_store_part_opts o = {.spec = &s, .begin = 0, .end = 1000, .numa_node = -1,
-				       .chunk_bytes = 64 << 10, .on_chunk = on_chunk,
+	struct ps_store_part_opts o = {.spec = &s,
+				       .begin = 0,
+				       .end = 1000,
+				       .numa_node = -1,
+				       .chunk_bytes = 64 << 10,
+				       .on_chunk = on_chunk,
 				       .on_chunk_arg = &seen};
 	struct ps_store_part *p;
 
@@ -133,9 +137,14 @@ static void test_layout(void **state)
 {
 	struct ps_var_spec s = sparse_spec(1000, 20, PS_OPTIM_ADAGRAD);
 	struct chunks_seen seen = {.fail_at = -1};
-	struct ps_store_part_opts o = {.spec = &s, .var_id = 9, .begin = 100, .end = 900,
-				       .numa_node = -1, .chunk_bytes = 32 << 10,
-				       .on_chunk = on_chunk, .on_chunk_arg = &seen};
+	struct ps_store_part_opts o = {.spec = &s,
+				       .var_id = 9,
+				       .begin = 100,
+				       .end = 900,
+				       .numa_node = -1,
+				       .chunk_bytes = 32 << 10,
+				       .on_chunk = on_chunk,
+				       .on_chunk_arg = &seen};
 	struct ps_store_chunk chunks[64];
 	struct ps_store_part_info info;
 	struct ps_store_part *p;
@@ -402,7 +411,9 @@ static void test_foreach_and_load(void **state)
 /* A dense variable of one wide row, pulled and pushed whole. */
 static void test_dense_wide(void **state)
 {
-	struct ps_var_spec s = {.kind = PS_VAR_DENSE, .rows = 1, .width = 100000,
+	struct ps_var_spec s = {.kind = PS_VAR_DENSE,
+				.rows = 1,
+				.width = 100000,
 				.init = {.kind = PS_INIT_CONSTANT, .value = 2.0f},
 				.optim = ps_optimizer_defaults(PS_OPTIM_SGD)};
 	struct ps_store_part *p;
