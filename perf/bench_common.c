@@ -14,6 +14,34 @@
 /* The pattern and the checksum are defined on little-endian words. */
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the benchmarks assume little-endian");
 
+double bench_ns_per_tick = 1.0;
+uint64_t bench_tick0;
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void bench_clock_init(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	uint64_t n0, n1, t0, t1;
+
+	n0 = mono_ns();
+	t0 = __rdtsc();
+	do {
+		n1 = mono_ns();
+	} while (n1 - n0 < 50000000ull);
+	t1 = __rdtsc();
+	if (t1 > t0)
+		bench_ns_per_tick = (double)(n1 - n0) / (double)(t1 - t0);
+	bench_tick0 = t0;
+#endif
+}
+
 void bench_fill(void *buf, size_t len, uint64_t seed, uint64_t word0)
 {
 	uint8_t *p = buf;

@@ -31,6 +31,39 @@
 #define BENCH_EXIT_USAGE   2
 #define BENCH_EXIT_FAILURE 1
 
+/* ---- a cheap clock for the measuring loops --------------------------------------------------- */
+
+/*
+ * The loops read the time at every poll. clock_gettime() is a vDSO read of the TSC on hardware
+ * (~20 ns), but in the TCG guest the kernel distrusts the TSC and falls back to the HPET, and
+ * each call becomes a system call and an emulated device read (~1 us measured): more than the
+ * gaps being measured. So, like perftest's get_cycles(), the loops read the TSC and convert it
+ * with a rate calibrated against CLOCK_MONOTONIC at start-up (bench_clock_init(), 50 ms).
+ * Elsewhere the clock is CLOCK_MONOTONIC itself.
+ */
+extern double bench_ns_per_tick;
+extern uint64_t bench_tick0;
+
+/** bench_clock_init() - calibrate bench_now_ns(); call once before any measuring. */
+void bench_clock_init(void);
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <x86intrin.h>
+static inline uint64_t bench_now_ns(void)
+{
+	return (uint64_t)((double)(__rdtsc() - bench_tick0) * bench_ns_per_tick);
+}
+#else
+#include <time.h>
+static inline uint64_t bench_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+#endif
+
 /* ---- the data pattern and the checksum ----------------------------------------------------- */
 
 /** bench_mix64() - a 64-bit mixer (the splitmix64 finaliser): every input bit moves every output. */

@@ -89,6 +89,8 @@ static void usage(FILE *f)
 		"      --rows N            gather: rows per gather (default 256)\n"
 		"      --row-size D        gather: bytes per row, a multiple of 8 (default 256)\n"
 		"      --sge-per-write M   gather: rows per write_imm (default: all rows in one)\n"
+		"      --row-order ORDER   gather: random (default) or seq (consecutive rows from a\n"
+		"                          random start: the same gather list on contiguous memory)\n"
 		"      --table-size SIZE   gather, server: registered table (default 1G)\n"
 		"      --json FILE         client: write the results to FILE as JSON\n"
 		"  -p, --port PORT         default %d\n"
@@ -110,7 +112,7 @@ static int parse_u32(const char *s, uint32_t lo, uint32_t hi, uint32_t *out)
 
 static int parse_opts(int argc, char **argv, struct bt_opts *o)
 {
-	enum { O_TRANSPORT = 256, O_ROWS, O_ROW_SIZE, O_SGE, O_TABLE, O_JSON, O_TIMEOUT };
+	enum { O_TRANSPORT = 256, O_ROWS, O_ROW_SIZE, O_SGE, O_ORDER, O_TABLE, O_JSON, O_TIMEOUT };
 	static const struct option lopts[] = {
 		{"dev", required_argument, NULL, 'd'},
 		{"transport", required_argument, NULL, O_TRANSPORT},
@@ -125,6 +127,7 @@ static int parse_opts(int argc, char **argv, struct bt_opts *o)
 		{"rows", required_argument, NULL, O_ROWS},
 		{"row-size", required_argument, NULL, O_ROW_SIZE},
 		{"sge-per-write", required_argument, NULL, O_SGE},
+		{"row-order", required_argument, NULL, O_ORDER},
 		{"table-size", required_argument, NULL, O_TABLE},
 		{"json", required_argument, NULL, O_JSON},
 		{"port", required_argument, NULL, 'p'},
@@ -199,6 +202,10 @@ static int parse_opts(int argc, char **argv, struct bt_opts *o)
 		case O_SGE:
 			bad = parse_u32(optarg, 1, 1u << 16, &v32);
 			o->sge_per_write = v32;
+			break;
+		case O_ORDER:
+			o->rows_seq = !strcmp(optarg, "seq");
+			bad = !o->rows_seq && strcmp(optarg, "random");
 			break;
 		case O_TABLE:
 			bad = bench_parse_size(optarg, &o->table_size) ||
@@ -414,8 +421,9 @@ static void print_banner(const struct bt *b)
 	else
 		printf(" Iterations      : %" PRIu64 "\n", o->iters);
 	if (o->test == BT_GATHER)
-		printf(" Gather          : %u rows x %u B from a %" PRIu64 " MiB table\n", o->rows,
-		       o->row_size, o->table_size >> 20);
+		printf(" Gather          : %u %s rows x %u B from a %" PRIu64 " MiB table\n",
+		       o->rows, o->rows_seq ? "consecutive" : "random", o->row_size,
+		       o->table_size >> 20);
 	if (o->server)
 		printf("%s\n", BENCH_TABLE_RULE); /* the client's table header brings its own */
 	fflush(stdout);
@@ -579,6 +587,7 @@ int main(int argc, char **argv)
 	if (ps_log_init_from_env())
 		fprintf(stderr, BT_PROG ": ignoring a bad PSPLUS_LOG_LEVEL\n");
 	signal(SIGPIPE, SIG_IGN);
+	bench_clock_init();
 	rc = setup(&b, &o);
 	if (!rc)
 		rc = o.server ? run_server(&b) : run_client(&b);

@@ -50,6 +50,7 @@
 #define BT_SAMPLE_EVERY	 16u	    /* send tests: every 16th message is checked in full */
 #define BT_CTL_MSG_SIZE	 4096u	    /* msg_size when no send test needs more */
 #define BT_LAT_MAX	 (1u << 22) /* latency samples kept (-D mode stops there) */
+#define BT_FLAG_ROWS_SEQ 1u /* gather: consecutive rows from a random start, not random rows */
 #define BT_SERVER_SALT	 0x5bd1e9955bd1e995ull /* the server's source pattern: seed ^ salt */
 
 enum bt_test {
@@ -80,7 +81,7 @@ struct bt_ctl {
 	uint32_t row_size;	/* gather: bytes per row */
 	uint32_t nslots;	/* READY: slots of the round */
 	uint32_t chunks;	/* READY (gather): write_imms per gather, chosen by the sender */
-	uint32_t reserved;	/* 0 */
+	uint32_t flags;		/* START: BT_FLAG_* */
 	uint64_t size;		/* bytes per operation (gather: rows * row_size) */
 	uint64_t iters;		/* iterations; 0: duration mode */
 	uint64_t duration_ms;	/* duration mode: how long the sender runs */
@@ -117,6 +118,7 @@ struct bt_opts {
 	uint32_t cq_mod;	 /* -Q */
 	uint32_t rows, row_size; /* --rows, --row-size */
 	uint32_t sge_per_write;	 /* gather: rows per write_imm; 0: all rows in one */
+	bool rows_seq;		 /* gather: --row-order seq */
 	uint64_t table_size;	 /* --table-size */
 	const char *json;	 /* --json */
 	uint16_t port;		 /* -p */
@@ -132,6 +134,7 @@ struct bt_round {
 	uint32_t nslots;
 	uint32_t depth, cq_mod;
 	uint32_t rows, row_size, chunks; /* gather: chunks write_imms per gather */
+	bool rows_seq;			 /* gather: BT_FLAG_ROWS_SEQ */
 	uint64_t iters;			 /* operations (gather: write_imms), 0: duration mode */
 	uint64_t duration_ms, margin_ms;
 	uint64_t seed;

@@ -143,7 +143,7 @@ int bt_event_common(struct bt *b, const struct ps_tp_event *ev)
 /* Wait for the next control message. */
 int bt_ctl_wait(struct bt *b, struct bt_ctl *out, const char *what)
 {
-	uint64_t last = ps_clock_now_ns();
+	uint64_t last = bench_now_ns();
 	uint64_t tmo = b->o->timeout_ms * PS_NSEC_PER_MSEC;
 
 	for (;;) {
@@ -176,8 +176,8 @@ int bt_ctl_wait(struct bt *b, struct bt_ctl *out, const char *what)
 		if (rc < 0)
 			return rc;
 		if (n > 0)
-			last = ps_clock_now_ns();
-		else if (ps_clock_now_ns() - last > tmo) {
+			last = bench_now_ns();
+		else if (bench_now_ns() - last > tmo) {
 			fprintf(stderr, BT_PROG ": timed out waiting for %s\n", what);
 			return PS_ETIMEOUT;
 		}
@@ -204,6 +204,7 @@ static void round_derive(const struct bt_ctl *m, uint32_t chunks, struct bt_roun
 		r->nslots = m->depth;
 	r->rows = m->rows;
 	r->row_size = m->row_size;
+	r->rows_seq = (m->flags & BT_FLAG_ROWS_SEQ) != 0;
 	r->chunks = chunks ? chunks : 1;
 	r->op_bytes = r->size / r->chunks;
 	r->iters = m->iters * r->chunks;
@@ -395,6 +396,7 @@ int bt_cli_round(struct bt *b, uint64_t size, struct bench_row *row)
 	start.duration_ms = o->duration_ms;
 	start.margin_ms = o->margin_ms;
 	start.seed = bench_seed();
+	start.flags = o->test == BT_GATHER && o->rows_seq ? BT_FLAG_ROWS_SEQ : 0;
 	ps_tp_mr_rbuf(b->area_mr, b->dst, BT_HALF, &start.rbuf);
 
 	/* Sources and sinks are ready before START: data may follow READY at once. */

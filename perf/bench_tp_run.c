@@ -80,7 +80,7 @@ int bt_bw_send(struct bt *b, const struct bt_round *r, bt_post_fn post, struct b
 	const uint64_t tmo = b->o->timeout_ms * PS_NSEC_PER_MSEC;
 	uint64_t limit = r->iters ? r->iters : UINT64_MAX;
 	uint64_t posted = 0, done = 0;
-	uint64_t t0 = ps_clock_now_ns(), now = t0, last = t0, t_done = t0;
+	uint64_t t0 = bench_now_ns(), now = t0, last = t0, t_done = t0;
 	uint64_t stop = t0 + r->duration_ms * PS_NSEC_PER_MSEC;
 	uint64_t w_lo = t0 + r->margin_ms * PS_NSEC_PER_MSEC;
 	uint64_t w_hi = stop - r->margin_ms * PS_NSEC_PER_MSEC;
@@ -106,7 +106,7 @@ int bt_bw_send(struct bt *b, const struct bt_round *r, bt_post_fn post, struct b
 		n = bt_poll(b);
 		if (n < 0)
 			return n;
-		now = ps_clock_now_ns();
+		now = bench_now_ns();
 		uint64_t before = done;
 
 		for (int i = 0; i < n; i++) {
@@ -175,7 +175,7 @@ static void check_msg(const struct bt *b, const struct bt_round *r, const void *
 int bt_sink(struct bt *b, const struct bt_round *r, struct bt_ctl *end, struct bt_sink_result *out)
 {
 	const uint64_t tmo = b->o->timeout_ms * PS_NSEC_PER_MSEC;
-	uint64_t last = ps_clock_now_ns(), now;
+	uint64_t last = bench_now_ns(), now;
 	int n, rc;
 
 	memset(out, 0, sizeof(*out));
@@ -183,7 +183,7 @@ int bt_sink(struct bt *b, const struct bt_round *r, struct bt_ctl *end, struct b
 		n = bt_poll(b);
 		if (n < 0)
 			return n;
-		now = ps_clock_now_ns();
+		now = bench_now_ns();
 		for (int i = 0; i < n; i++) {
 			const struct ps_tp_event *ev = &b->evs[i];
 
@@ -250,13 +250,13 @@ int bt_lat_ping(struct bt *b, const struct bt_round *r, size_t *nsamples,
 {
 	const uint64_t tmo = b->o->timeout_ms * PS_NSEC_PER_MSEC;
 	uint64_t limit = r->iters ? r->iters : BT_LAT_MAX;
-	uint64_t stop = ps_clock_now_ns() + r->duration_ms * PS_NSEC_PER_MSEC;
+	uint64_t stop = bench_now_ns() + r->duration_ms * PS_NSEC_PER_MSEC;
 	uint64_t done = 0, i;
 	struct bt_ctl m;
 	int n, rc;
 
 	for (i = 0; i < limit; i++) {
-		uint64_t t0 = ps_clock_now_ns(), t1 = t0;
+		uint64_t t0 = bench_now_ns(), t1 = t0;
 		bool got = false;
 
 		/* No credit or send slot: only completions and credits can be pending. */
@@ -269,7 +269,7 @@ int bt_lat_ping(struct bt *b, const struct bt_round *r, size_t *nsamples,
 				if (rc < 0)
 					return rc;
 			}
-			if (ps_clock_now_ns() - t0 > tmo)
+			if (bench_now_ns() - t0 > tmo)
 				return timed_out(b, "waiting for a send slot");
 		}
 		if (rc < 0) {
@@ -279,7 +279,7 @@ int bt_lat_ping(struct bt *b, const struct bt_round *r, size_t *nsamples,
 		}
 		while (!got) {
 			n = bt_poll(b);
-			t1 = ps_clock_now_ns();
+			t1 = bench_now_ns();
 			if (n < 0)
 				return n;
 			for (int k = 0; k < n; k++) {
@@ -330,7 +330,7 @@ int bt_lat_pong(struct bt *b, const struct bt_round *r, struct bt_ctl *end,
 		struct bt_sink_result *out)
 {
 	const uint64_t tmo = b->o->timeout_ms * PS_NSEC_PER_MSEC;
-	uint64_t last = ps_clock_now_ns(), now, owed = 0, posted = 0, done = 0;
+	uint64_t last = bench_now_ns(), now, owed = 0, posted = 0, done = 0;
 	bool got_end = false;
 	int n, rc;
 
@@ -339,7 +339,7 @@ int bt_lat_pong(struct bt *b, const struct bt_round *r, struct bt_ctl *end,
 		n = bt_poll(b);
 		if (n < 0)
 			return n;
-		now = ps_clock_now_ns();
+		now = bench_now_ns();
 		for (int i = 0; i < n; i++) {
 			const struct ps_tp_event *ev = &b->evs[i];
 			bool ping = false;
@@ -436,9 +436,18 @@ static inline uint64_t gather_pick(uint64_t gseed, uint32_t k, uint64_t nrows)
 			  64);
 }
 
+/* Row k of a gather whose seed is @gseed: random, or the k-th after a random start. */
+static inline uint64_t gather_row(const struct bt_round *r, uint64_t gseed, uint32_t k,
+				  uint64_t nrows)
+{
+	if (r->rows_seq)
+		return (gather_pick(gseed, 0, nrows) + k) % nrows;
+	return gather_pick(gseed, k, nrows);
+}
+
 uint64_t bt_gather_row(const struct bt_round *r, uint64_t nrows, uint64_t g, uint32_t k)
 {
-	return gather_pick(gather_seed(r, g), k, nrows);
+	return gather_row(r, gather_seed(r, g), k, nrows);
 }
 
 /*
@@ -456,7 +465,7 @@ int bt_post_gather(struct bt *b, const struct bt_round *r, uint64_t op, void *ct
 				 r->peer.rkey, per * r->row_size};
 
 	for (uint32_t i = 0; i < per; i++) {
-		uint64_t row = gather_pick(s, c * per + i, nrows);
+		uint64_t row = gather_row(r, s, c * per + i, nrows);
 
 		b->sgl[i].addr = table + row * r->row_size;
 		b->sgl[i].len = r->row_size;

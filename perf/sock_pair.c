@@ -480,7 +480,7 @@ static int client_bw(int fd, const struct sk_hdr *h, struct bench_row *row, uint
 {
 	uint32_t nslots = nslots_of(h->size);
 	uint64_t limit = h->iters ? h->iters : UINT64_MAX, i;
-	uint64_t t0 = ps_clock_now_ns(), now = t0;
+	uint64_t t0 = bench_now_ns(), now = t0;
 	uint64_t stop = t0 + h->duration_ms * PS_NSEC_PER_MSEC;
 	uint64_t w_lo = t0 + opts->margin_ms * PS_NSEC_PER_MSEC;
 	uint64_t w_hi = stop - opts->margin_ms * PS_NSEC_PER_MSEC;
@@ -492,7 +492,7 @@ static int client_bw(int fd, const struct sk_hdr *h, struct bench_row *row, uint
 		rc = write_all(fd, src + (i % nslots) * stride_of(h->size), h->size);
 		if (rc)
 			return rc;
-		now = ps_clock_now_ns();
+		now = bench_now_ns();
 		if (!h->iters) {
 			if (!in_window && now >= w_lo) {
 				in_window = true;
@@ -525,18 +525,18 @@ static int client_bw(int fd, const struct sk_hdr *h, struct bench_row *row, uint
 static int client_lat(int fd, const struct sk_hdr *h, size_t *n, uint64_t *bad, uint64_t *checked)
 {
 	uint64_t limit = h->iters ? h->iters : SK_LAT_MAX;
-	uint64_t stop = ps_clock_now_ns() + h->duration_ms * PS_NSEC_PER_MSEC, i;
+	uint64_t stop = bench_now_ns() + h->duration_ms * PS_NSEC_PER_MSEC, i;
 	int rc;
 
 	for (i = 0; i < limit; i++) {
-		uint64_t t0 = ps_clock_now_ns(), t1;
+		uint64_t t0 = bench_now_ns(), t1;
 
 		rc = write_all(fd, src, h->size);
 		if (!rc)
 			rc = read_all(fd, rxbuf, h->size);
 		if (rc)
 			return rc > 0 ? -EPIPE : rc;
-		t1 = ps_clock_now_ns();
+		t1 = bench_now_ns();
 		lat[i] = t1 - t0;
 		*bad += check_msg(rxbuf, h->size, h->seed ^ SK_SERVER_SALT, 1, i, checked);
 		if (h->duration_ms && t1 >= stop) {
@@ -665,6 +665,7 @@ int main(int argc, char **argv)
 		return BENCH_EXIT_USAGE;
 	opts = &o;
 	signal(SIGPIPE, SIG_IGN);
+	bench_clock_init();
 	src = aligned_alloc(4096, SK_HALF);
 	rxbuf = aligned_alloc(4096, SK_RX_BUF > SK_HALF ? SK_RX_BUF : SK_HALF);
 	if (!o.server && o.test == SK_LAT)

@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# rxe_bench_inner.sh BUILD_DIR
+#
+# The guest half of scripts/bench-rxe.sh: runs inside the soft-RoCE guest (scripts/rxe-run.sh),
+# in one boot, perftest and psplus-bench-tp over rdma on the SAME device, both ends on it:
+#
+#   perftest (rdma_cm, -R), server and client on rxe1, the client connecting to rxe1's address:
+#     ib_write_bw -s 65536 -D N       the reference for psplus write_bw 64 KiB
+#     ib_send_lat -s 64               the reference for psplus send_lat 64 B (both one-way)
+#     ib_write_bw -s 262144 -D N      stored for the end-to-end comparisons to come
+#   psplus-bench-tp --transport rdma on the same device:
+#     write_bw 64 KiB, send_lat 64 B, gather 256 rows x 256 B from a registered 1 GiB table
+#
+# and prints each tool's output, then the lines scripts/bench-rxe.sh and people read:
+#   ratio write_bw_64k <psplus / perftest>              (target >= 0.9)
+#   ratio send_lat_64 <psplus p50 / perftest t_typical> (one-way both; lower is better; <= 1.2)
+#   ratio gather_256x256 <gather bw / psplus write_bw 64 KiB bw>          (target >= 0.85)
+#   copied_bytes gather <n>                             (the sender's bytes_copied; must be 0)
+#   ref write_bw_256k <perftest MB/sec>
+#   target NAME met|MISSED ...
+# and each psplus JSON file between "BEGIN-JSON name" and "END-JSON" lines.
+#
+# Every wait is bounded: servers must show their listening line within PS_BENCH_START_TIMEOUT
+# seconds, every process runs under `timeout`. Exit status: 0 if every run finished and passed
+# its data check, 1 otherwise (a missed target is reported, not an error).
+#
+# After each run a line "counters NAME: sent_pkts +N rcvd_pkts +N ..." gives the device's
+# hw_counters that moved (what each tool put on the wire).
+#
+# Environment: PS_RXE1_ADDR (set by rxe-run.sh), PS_BENCH_DEV (default rxe1),
+# PS_BENCH_DURATION (s, default 6), PS_BENCH_MARGIN (s, default 1), PS_BENCH_LAT_ITERS
+# (default 1000, perftest's), PS_BENCH_TABLE (gather table, default 1G), PS_BENCH_START_TIMEOUT
+# (default 90), PS_BENCH_TESTS (names of the runs to do, default all of them: pt_write_bw_64k
+# tp_write_bw_64k pt_send_lat_64 tp_send_lat_64 tp_gather_256x256 pt_write_bw_256k).
+set -uo pipefail
+
+if (($# != 1)) || [[ ! -x $1/bin/psplus-bench-tp ]]; then
+	echo "usage: $0 BUILD_DIR (with bin/psplus-bench-tp built)" >&2
+	exit 2
+fi
+build=$1
+tp=$build/bin/psplus-bench-tp
+dev=${PS_BENCH_DEV:-rxe1}
+addr=${PS_RXE1_ADDR:?PS_RXE1_ADDR is not set: run this inside scripts/rxe-run.sh}
+dur=${PS_BENCH_DURATION:-6}
+margin=${PS_BENCH_MARGIN:-1}
+lat_iters=${PS_BENCH_LAT_ITERS:-1000}
+table=${PS_BENCH_TABLE:-1G}
+start_timeout=${PS_BENCH_START_TIMEOUT:-90}
+run_timeout=$((dur + 180)) # one process, start to end, under TCG
+out=/tmp/bench-rxe
+port=18800
+failed=0
+mkdir -p "$out"
+ulimit -l unlimited 2>/dev/null || true
+
+log() { echo "bench-rxe: $*" >&2; }
+want() { [[ -z ${PS_BENCH_TESTS:-} || " $PS_BENCH_TESTS " == *" $1 "* ]]; }
+hw=/sys/class/infiniband/$dev/ports/1/hw_counters
+# counters_snap FILE: "name value" per hw_counter of the device.
+counters_snap() {
+	local f
+	for f in "$hw"/*; do
+		[[ -r $f ]] && echo "$(basename "$f") $(<"$f")"
+	done >"$1" 2>/dev/null
+}
+counters_diff() {
+	awk -v name="$3" 'NR == FNR { a[$1] = $2; next }
+		($1 in a) && $2 != a[$1] { d = d sprintf(" %s +%d", $1, $2 - a[$1]) }
+		END { print "counters " name ":" (d == "" ? " none" : d) }' "$1" "$2"
+}
+elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
+
+# wait_line FILE REGEX PID: until FILE has a line matching REGEX (0), PID exits (1), or
+# start_timeout passes (1).
+wait_line() {
+	local f=$1 re=$2 pid=$3 t0
+	t0=$(date +%s)
+	while (($(date +%s) - t0 < start_timeout)); do
+		grep -qE "$re" "$f" 2>/dev/null && return 0
+		kill -0 "$pid" 2>/dev/null || { grep -qE "$re" "$f" 2>/dev/null; return; }
+		sleep 0.2
+	done
+	return 1
+}
+
+# run_pair NAME READY_REGEX RETRIES CMD...: server `CMD -p PORT`, then, once the server printed
+# READY_REGEX, client `CMD -p PORT ADDR` (retried up to RETRIES times while the server lives:
+# perftest's server prints its banner a moment before rdma_cm listens). Client output to stdout
+# and $out/NAME.log, the server's to $out/NAME.server.log.
+run_pair() {
+	local name=$1 ready=$2 retries=$3 spid rc=1 try t0
+	shift 3
+	want "$name" || return 0
+	port=$((port + 1))
+	counters_snap "$out/$name.cnt0"
+	t0=$(date +%s.%N)
+	timeout --kill-after=5 "$run_timeout" "$@" -p "$port" >"$out/$name.server.log" 2>&1 &
+	spid=$!
+	if ! wait_line "$out/$name.server.log" "$ready" "$spid"; then
+		log "$name: the server did not get ready within ${start_timeout} s:"
+		cat "$out/$name.server.log" >&2
+		kill "$spid" 2>/dev/null
+		wait "$spid" 2>/dev/null
+		failed=1
+		return 1
+	fi
+	for ((try = 1; try <= retries; try++)); do
+		timeout --kill-after=5 "$run_timeout" "$@" -p "$port" "$addr" >"$out/$name.log" 2>&1
+		rc=$?
+		((rc == 0)) && break
+		kill -0 "$spid" 2>/dev/null || break
+		log "$name: client attempt $try exited $rc; the server still waits, retrying"
+		sleep 1
+	done
+	cat "$out/$name.log"
+	# The server ends by itself after a client's run; bounded by its own timeout.
+	wait "$spid"
+	local src=$?
+	counters_snap "$out/$name.cnt1"
+	counters_diff "$out/$name.cnt0" "$out/$name.cnt1" "$name"
+	log "$name: client exit $rc, server exit $src, $(elapsed "$t0") s"
+	if ((rc != 0 || src != 0)); then
+		echo "--- $name server output:"
+		cat "$out/$name.server.log"
+		failed=1
+		return 1
+	fi
+	return 0
+}
+
+# col LOG COLUMN SIZE: the value of COLUMN (a header token such as "average[MB/sec]" or
+# "t_typical[usec]") in the table row whose first field is SIZE. Header tokens that start with
+# '#' or contain '[' end a column (perftest's "BW peak[MB/sec]" is one column of two words).
+col() {
+	awk -v c="$2" -v s="$3" '
+		!idx { n = split($0, t, " "); k = 0
+		       for (i = 1; i <= n; i++) { if (t[i] ~ /^#/ || index(t[i], "[")) k++
+						  if (t[i] == c) { idx = k; break } }
+		       next }
+		$1 == s && NF >= idx { print $idx; exit }' "$1"
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "" && b > 0) printf "%.3f", a / b; else print "nan" }'; }
+# target NAME VALUE OP LIMIT
+target() {
+	if awk -v v="$2" -v l="$4" -v op="$3" 'BEGIN { exit !(v != "nan" && (op == ">=" ? v >= l : v <= l)) }'; then
+		echo "target $1$3$4 met"
+	else
+		echo "target $1$3$4 MISSED"
+	fi
+}
+
+echo "=== psplus rdma transport vs perftest, soft-RoCE $dev ($addr), $(uname -r), $(nproc) vCPUs (TCG)"
+echo "=== perftest $(dpkg-query -W -f='${Version}' perftest 2>/dev/null); bandwidth -D $dur -f $margin; latency -n $lat_iters"
+echo "=== ratio lines: bandwidth psplus/perftest (higher is better); latency psplus p50 /"
+echo "===   perftest t_typical, both one-way = RTT/2 (LOWER is better); gather / contiguous."
+pt_ready='Waiting for client'
+# perftest writes its stdout through stdio: line-buffer it so its readiness line shows up.
+pt=(stdbuf -oL -eL)
+tp_ready='Waiting for a client'
+rdma=(--transport rdma -d "$addr")
+
+run_pair pt_write_bw_64k "$pt_ready" 5 "${pt[@]}" ib_write_bw -R -d "$dev" -s 65536 -D "$dur" -f "$margin"
+run_pair tp_write_bw_64k "$tp_ready" 1 "$tp" "${rdma[@]}" -t write_bw -s 64K -D "$dur" -f "$margin" \
+	--json "$out/tp_write_bw_64k.json"
+run_pair pt_send_lat_64 "$pt_ready" 5 "${pt[@]}" ib_send_lat -R -d "$dev" -s 64 -n "$lat_iters"
+run_pair tp_send_lat_64 "$tp_ready" 1 "$tp" "${rdma[@]}" -t send_lat -s 64 -n "$lat_iters" \
+	--json "$out/tp_send_lat_64.json"
+run_pair tp_gather_256x256 "$tp_ready" 1 "$tp" "${rdma[@]}" -t gather --rows 256 --row-size 256 \
+	--table-size "$table" -D "$dur" -f "$margin" --json "$out/tp_gather_256x256.json"
+run_pair pt_write_bw_256k "$pt_ready" 5 "${pt[@]}" ib_write_bw -R -d "$dev" -s 262144 -D "$dur" -f "$margin"
+
+for j in "$out"/*.json; do
+	[[ -f $j ]] || continue
+	echo "BEGIN-JSON $(basename "$j")"
+	cat "$j"
+	echo "END-JSON"
+done
+
+pt_bw=$(col "$out/pt_write_bw_64k.log" 'average[MB/sec]' 65536)
+tp_bw=$(col "$out/tp_write_bw_64k.log" 'average[MB/sec]' 65536)
+pt_lat=$(col "$out/pt_send_lat_64.log" 't_typical[usec]' 64)
+tp_lat=$(col "$out/tp_send_lat_64.log" 't_typical[usec]' 64)
+tp_gather=$(col "$out/tp_gather_256x256.log" 'average[MB/sec]' 65536)
+pt_bw_256k=$(col "$out/pt_write_bw_256k.log" 'average[MB/sec]' 262144)
+copied=$(awk -F: '/^ bytes_copied/ { split($2, a, " "); print a[1]; exit }' \
+	"$out/tp_gather_256x256.log" 2>/dev/null)
+for f in "$out"/tp_*.log; do
+	[[ $f == *.server.log ]] && continue
+	want "$(basename "$f" .log)" || continue
+	grep -q '^ data check *: ok' "$f" || { log "$(basename "$f"): data check did not pass"; failed=1; }
+done
+
+r_bw=$(ratio "$tp_bw" "$pt_bw")
+r_lat=$(ratio "$tp_lat" "$pt_lat")
+r_gather=$(ratio "$tp_gather" "$tp_bw")
+echo
+echo "raw write_bw_64k psplus=${tp_bw:-?} perftest=${pt_bw:-?} MB/sec"
+echo "raw send_lat_64 psplus_p50=${tp_lat:-?} perftest_t_typical=${pt_lat:-?} usec (one-way)"
+echo "raw gather_256x256 gather=${tp_gather:-?} contiguous_64k=${tp_bw:-?} MB/sec"
+echo "ref write_bw_256k ${pt_bw_256k:-?}"
+echo "ratio write_bw_64k $r_bw"
+echo "ratio send_lat_64 $r_lat"
+echo "ratio gather_256x256 $r_gather"
+echo "copied_bytes gather ${copied:-?}"
+target write_bw_64k "$r_bw" ">=" 0.9
+target send_lat_64 "$r_lat" "<=" 1.2
+target gather_256x256 "$r_gather" ">=" 0.85
+if [[ $copied == 0 ]]; then echo "target copied_bytes_gather==0 met"; else echo "target copied_bytes_gather==0 MISSED"; fi
+exit "$failed"
