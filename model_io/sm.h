@@ -10,7 +10,9 @@
  *                     of complete deltas, replaced atomically: a consumer that reads the
  *                     manifest sees only whole, durable deltas, in commit order. Several
  *                     writers (servers) may share one folder: the number is taken under an
- *                     flock() of DIR/.lock at commit.
+ *                     flock() of DIR/.lock at commit. Writers sharing a folder must have
+ *                     distinct writer_ids: opening removes the temp files its id left behind
+ *                     in a crash.
  *   none://           discards everything (and counts it, like every writer: ps_sm_writer_stats)
  * Plugins add schemes with ps_plugin_host.register_model_writer (psplus/plugin.h).
  *

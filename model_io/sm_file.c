@@ -9,6 +9,7 @@
  * crash between the rename and the manifest leaves an orphan that the next commit's rename of
  * the same number replaces.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -60,6 +61,30 @@ static void fw_discard(struct file_writer *w)
 	w->err = 0;
 }
 
+/*
+ * Temp files of this writer id left by a crash are garbage (never listed): remove them. Writers
+ * sharing a folder must have distinct ids, so this never touches a live writer's delta.
+ */
+static void remove_stale_temps(const struct file_writer *w)
+{
+	char prefix[64], p[PS_URL_PATH_MAX + 96];
+	DIR *d = opendir(w->dir);
+	struct dirent *e;
+
+	if (!d)
+		return;
+	snprintf(prefix, sizeof(prefix), ".delta-w%" PRIu64 "-", w->writer_id);
+	while ((e = readdir(d))) {
+		size_t n = strlen(e->d_name);
+
+		if (!strncmp(e->d_name, prefix, strlen(prefix)) && n > 4 &&
+		    !strcmp(e->d_name + n - 4, ".tmp") &&
+		    !mio_path(p, sizeof(p), "%s/%s", w->dir, e->d_name))
+			unlink(p);
+	}
+	closedir(d);
+}
+
 static int file_open(const char *url, const char *rest, const struct ps_sm_writer_opts *opts,
 		     void **state, char *err, size_t errlen)
 {
@@ -90,6 +115,7 @@ static int file_open(const char *url, const char *rest, const struct ps_sm_write
 		free(w);
 		return rc;
 	}
+	remove_stale_temps(w);
 	*state = w;
 	return 0;
 }
