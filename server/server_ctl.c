@@ -1,6 +1,8 @@
 /*
- * The server's control session: kv lookup, connect, Register, then Heartbeat every
- * heartbeat_ms with live stats until the scheduler or a signal says stop.
+ * The server's control session: kv lookup, connect, Register (with the data-path threads'
+ * ports), then Heartbeat every heartbeat_ms with live stats (requests served, transport bytes,
+ * NIC counters, memory) until the scheduler or a signal says stop. The cluster version it
+ * learns is handed to the data plane, which fences requests with it.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -78,6 +80,7 @@ static int do_register(struct ps_srv *s, int fd, bool first)
 	Psplus__Ctl__Address addr = PSPLUS__CTL__ADDRESS__INIT;
 	const Psplus__Ctl__RegisterResp *rr;
 	char host[PS_URL_HOST_MAX], why[200];
+	uint32_t ports[256], nports = ps_dp_threads(s->dp);
 	ps_ctl_env_t env, *in = NULL;
 	int rc, status;
 
@@ -89,6 +92,10 @@ static int do_register(struct ps_srv *s, int fd, bool first)
 	addr.port = s->data_port;
 	rq.server_id = s->opts->server_id;
 	rq.data_addr = &addr;
+	for (uint32_t i = 0; i < nports && i < 256; i++)
+		ports[i] = ps_dp_port(s->dp, i);
+	rq.n_shard_ports = nports < 256 ? nports : 256;
+	rq.shard_ports = ports;
 	rq.transport = (char *)s->opts->transport;
 	rq.auth_token.data = s->token;
 	rq.auth_token.len = s->auth ? s->token_len : 0;
@@ -137,6 +144,7 @@ static int do_register(struct ps_srv *s, int fd, bool first)
 			    " (scheduler restarted)",
 			    s->cluster_version, rr->cluster_version);
 	s->cluster_version = rr->cluster_version;
+	ps_dp_set_cluster_version(s->dp, s->cluster_version);
 	s->heartbeat_ms = rr->heartbeat_ms ? rr->heartbeat_ms : 500;
 	/* Use the scheduler's own limit for its silence: both sides give up at the same time. */
 	s->liveness_ms = rr->liveness_timeout_ms > s->heartbeat_ms ? rr->liveness_timeout_ms
@@ -221,23 +229,68 @@ int ps_srv_connect_register(struct ps_srv *s, bool first)
 	}
 }
 
+/* NIC counters into the heartbeat: at most this many, names in one arena. */
+#define HB_MAX_COUNTERS 128
+
+struct hb_counters {
+	Psplus__Ctl__Counter c[HB_MAX_COUNTERS];
+	Psplus__Ctl__Counter *p[HB_MAX_COUNTERS];
+	char names[HB_MAX_COUNTERS][96];
+	size_t n;
+};
+
+static int add_counter(void *arg, const char *name, uint64_t value)
+{
+	struct hb_counters *h = arg;
+
+	if (h->n == HB_MAX_COUNTERS)
+		return 1; /* enough: stop reading */
+	psplus__ctl__counter__init(&h->c[h->n]);
+	snprintf(h->names[h->n], sizeof(h->names[h->n]), "%s", name);
+	h->c[h->n].name = h->names[h->n];
+	h->c[h->n].value = value;
+	h->p[h->n] = &h->c[h->n];
+	h->n++;
+	return 0;
+}
+
 static int send_heartbeat(struct ps_srv *s)
 {
 	Psplus__Ctl__Heartbeat hb = PSPLUS__CTL__HEARTBEAT__INIT;
 	Psplus__Ctl__Stats st = PSPLUS__CTL__STATS__INIT;
+	struct ps_tp_dev_info di;
+	struct ps_dp_stats ds;
+	struct hb_counters *nic;
 	ps_ctl_env_t env;
+	int rc;
 
-	/* Data-plane counters and NIC counters arrive with the transport; zero until then. */
+	ps_dp_stats_get(s->dp, &ds);
 	st.mem_bytes = mem_in_use();
+	st.requests_served = ds.requests;
+	st.transport_tx_bytes = ds.tx_bytes;
+	st.transport_rx_bytes = ds.rx_bytes;
+	/* A few KiB: on the heap, once per heartbeat, off the data path. */
+	nic = calloc(1, sizeof(*nic));
+	if (nic) {
+		ps_dp_dev_info(s->dp, &di);
+		ps_dp_nic_counters(NULL, &di, add_counter, nic);
+		st.n_nic = nic->n;
+		st.nic = nic->p;
+	}
 	hb.server_id = s->opts->server_id;
 	hb.cluster_version = s->cluster_version;
 	hb.stats = &st;
 	ps_ctl_env_init(&env, ++s->next_request_id);
 	env.body_case = PSPLUS__CTL__ENVELOPE__BODY_HEARTBEAT;
 	env.heartbeat = &hb;
-	ps_log_debug(SRV_LOG, "heartbeat to %s: mem %" PRIu64 " bytes", s->sched_addr,
-		     st.mem_bytes);
-	return ps_ctl_send(s->ctl_fd, &env, (int)s->heartbeat_ms, s->sig_fd);
+	ps_log_debug(SRV_LOG,
+		     "heartbeat to %s: mem %" PRIu64 " bytes, %" PRIu64 " requests, tx %" PRIu64
+		     " rx %" PRIu64 " bytes, %zu NIC counters",
+		     s->sched_addr, st.mem_bytes, st.requests_served, st.transport_tx_bytes,
+		     st.transport_rx_bytes, st.n_nic);
+	rc = ps_ctl_send(s->ctl_fd, &env, (int)s->heartbeat_ms, s->sig_fd);
+	free(nic);
+	return rc;
 }
 
 /* Tell the scheduler we are leaving, so it logs a departure rather than a death. */
@@ -272,6 +325,7 @@ static int handle(struct ps_srv *s, const ps_ctl_env_t *in)
 			ps_log_info(SRV_LOG, "cluster version is now 0x%016" PRIx64 ": %s",
 				    hr->cluster_version, hr->message);
 			s->cluster_version = hr->cluster_version;
+			ps_dp_set_cluster_version(s->dp, s->cluster_version);
 			return 0;
 		}
 		if (hr->status) {

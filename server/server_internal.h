@@ -1,12 +1,14 @@
 /*
  * Server internals shared by:
- *   server.c      ps_server_main(): signals, the data-plane listener, the start-up log, and the
- *                 register / heartbeat / reconnect cycle
+ *   server.c      ps_server_main(): signals, the data plane (server/dp.h: its threads, one
+ *                 listener each), the start-up log, and the register / heartbeat / reconnect
+ *                 cycle
  *   server_ctl.c  the control session with the scheduler: find it through the kv entry,
- *                 connect, register, heartbeat with stats, react to its replies
+ *                 connect, register (with every data-path thread's port), heartbeat with stats,
+ *                 react to its replies (the cluster version goes to the data plane)
  *
- * Single-threaded for now: the data-path threads arrive with the data plane. The struct is
- * owned by the thread that called ps_server_main().
+ * The struct is owned by the thread that called ps_server_main() (the control thread); the
+ * data-path threads see only the data plane, which it shares with them through dp.h.
  */
 #ifndef PS_SERVER_INTERNAL_H
 #define PS_SERVER_INTERNAL_H
@@ -16,6 +18,7 @@
 
 #include "common/ctl.h"
 #include "common/kv.h"
+#include "server/dp.h"
 #include "server/server.h"
 
 #define SRV_LOG "server"
@@ -29,8 +32,8 @@
 struct ps_srv {
 	const struct ps_server_opts *opts;   /* borrowed from the caller */
 	int sig_fd;			     /* signalfd: SIGINT, SIGTERM */
-	int data_fd;			     /* data-plane listener (placeholder: never accepted) */
-	uint16_t data_port;		     /* its bound port */
+	struct ps_dp *dp;		     /* the data plane: its threads and listeners */
+	uint16_t data_port;		     /* the port of data-path thread 0 */
 	int ctl_fd;			     /* control connection, -1 when not connected */
 	struct ps_ctl_reader rd;	     /* frames from the scheduler */
 	char sched_addr[PS_CTL_ADDR_STRLEN]; /* "host:port" of the scheduler, for logs */

@@ -1,0 +1,229 @@
+/*
+ * Inside the data plane (server/dp_*.c):
+ *   dp_thread.c  ps_dp create/destroy, the thread loop, connections, the per-connection
+ *                request queue, completions, replies and the bounce allocator
+ *   dp_var.c     the per-thread variable table: DECLARE, parts, chunk registration, MR lookup
+ *   dp_handle.c  one request: decode, validate, pull (gather + write_imm), push
+ *   dp_sync.c    synchronous steps: accumulate the workers' pushes, apply once
+ *   dp_stats.c   counters, NIC counters from sysfs
+ * Everything in struct dp_thread belongs to that thread, except the atomics marked shared.
+ */
+#ifndef PS_SERVER_DP_INTERNAL_H
+#define PS_SERVER_DP_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/dp_proto.h"
+#include "server/dp.h"
+#include "server/store.h"
+#include "transport/tp_pool.h"
+#include "transport/transport.h"
+
+#define DP_LOG "dp"
+
+#define DP_BOUNCE_BLOCK	 (64u << 10) /* bytes per bounce block, header included */
+#define DP_BOUNCE_BLOCKS 256u	     /* default blocks per thread (16 MiB), memlock allowing */
+#define DP_REPLY_BLOCKS	 1024u	     /* reply blocks per thread (64 bytes each) */
+#define DP_POLL_BATCH	 32	     /* events per ps_tp_poll */
+#define DP_IDLE_POLL_MS	 50	     /* poll timeout when idle: bounds the stop latency */
+#define DP_GATHER_MAX	 4096u	     /* longest gather list we build (rdma) */
+
+/*
+ * Header at the start of every reply and bounce block. A block that is the ctx of a
+ * transport operation (a reply, or the first block of a pull's bounce chain) sits on its
+ * connection's list of operations in flight, so a connection we close ourselves (which gets
+ * no more completions) can give its blocks back. The payload starts at DP_BLK_HDR.
+ */
+enum dp_blk_type {
+	DP_BLK_REPLY = 1,
+	DP_BLK_BOUNCE = 2,
+};
+
+struct dp_conn;
+
+struct dp_blk {
+	struct dp_blk *chain;	    /* bounce: the next block of the same pull */
+	struct dp_blk *prev, *next; /* the connection's in-flight list (chain heads only) */
+	struct dp_conn *conn;
+	uint32_t type;
+	uint32_t nblocks; /* bounce head: blocks in the chain */
+};
+#define DP_BLK_HDR 40u
+_Static_assert(sizeof(struct dp_blk) <= DP_BLK_HDR, "block header fits its 40 bytes");
+#define DP_REPLY_BLOCK (DP_BLK_HDR + PS_DP_REPLY_BYTES) /* = 64 */
+
+/* A request waiting on its connection, holding its receive buffer. */
+struct dp_pend {
+	void *buf;
+	uint32_t len;
+	bool answered;	      /* handled; only the reply remains to be sent */
+	int status;	      /* answered: the reply's status */
+	struct ps_dp_req req; /* answered: the decoded header */
+};
+
+struct dp_conn {
+	struct ps_tp_conn *tc;
+	struct dp_thread *t;
+	struct dp_conn *prev, *next; /* the thread's connections */
+	struct dp_conn *pnext;	     /* the thread's list of connections with waiting requests */
+	bool on_plist;
+	bool dead;	      /* closed at the end of the current event batch */
+	struct dp_pend *pend; /* ring of waiting requests, recv_depth entries */
+	uint32_t pend_head, pend_n, pend_cap;
+	struct dp_blk *inflight; /* operations with a ctx not yet completed */
+	char peer[64];
+};
+
+/* A chunk of row memory and its registration (NULL on tcp, which needs none). */
+struct dp_chunk {
+	uintptr_t addr;
+	size_t len;
+	struct ps_tp_mr *mr;
+};
+
+struct dp_sync; /* dp_sync.c */
+
+/* One variable's shard on this thread. */
+struct dp_var {
+	uint32_t var_id;
+	uint8_t decl[PS_DP_DECLARE_BYTES]; /* the canonical DECLARE bytes (idempotency) */
+	struct ps_var_spec spec;
+	enum ps_var_kind kind;
+	uint32_t width;
+	uint32_t num_workers;
+	uint64_t begin, end;	    /* rows (dense/sparse) or buckets (hash) this thread holds */
+	struct ps_store_part *part; /* NULL: this thread's row range is empty */
+	struct dp_thread *t;
+	struct dp_chunk *chunks; /* sorted by address */
+	uint32_t nchunks, chunks_cap;
+	size_t table_bytes;
+	struct dp_sync *sync; /* created by the first synchronous push */
+};
+
+struct dp_thread {
+	struct ps_dp *dp;
+	uint32_t idx;
+	pthread_t tid;
+	bool started;
+	struct ps_tp_loop *loop;
+	struct ps_tp_listener *lst;
+	uint16_t port;
+	struct ps_tp_pool *replies; /* DP_REPLY_BLOCK-byte blocks */
+	struct ps_tp_pool *bounce;  /* DP_BOUNCE_BLOCK-byte blocks */
+	uint32_t bounce_nblocks;
+	uint32_t bounce_max_pull; /* most bounce blocks one pull may take */
+	uint32_t gather_max;	  /* longest gather list of one write_imm */
+	uint32_t gather_zc;	  /* gather entries before the rest of a pull is copied */
+
+	/* Variables: open addressing on var_id, power-of-two capacity. */
+	struct dp_var **vars;
+	uint32_t vars_cap, nvars;
+
+	/* Working memory, sized at start (and grown by DECLARE / sync accumulation only). */
+	struct ps_store_scratch *scratch;
+	size_t scratch_batch;
+	uint32_t scratch_width;
+	const float **addrs;   /* [scratch_batch] */
+	uint64_t *ids;	       /* [scratch_batch]: dense row ids */
+	float *row_tmp;	       /* [scratch_width] */
+	struct ps_tp_sge *sgl; /* [gather_max] */
+
+	struct dp_conn *conns;
+	struct dp_conn *plist; /* connections with waiting requests, FIFO by first wait */
+	struct dp_conn **plist_tail;
+	uint64_t seen_version; /* the cluster version this thread last acted on */
+
+	/* Shared with the control thread (relaxed atomics, read for stats). */
+	_Atomic uint64_t n_requests, n_failed, n_bounced, n_table_bytes, n_waits;
+	_Atomic uint32_t n_conns;
+};
+
+struct ps_dp {
+	struct ps_tp_dev *dev;
+	struct ps_tp_dev_info info;
+	bool reg_rows; /* register row chunks (rdma); tcp gathers from any memory */
+	struct ps_dp_opts opts;
+	char host[128];
+	uint32_t msg_size, recv_depth, send_depth;
+	uint32_t nthreads;
+	struct dp_thread *threads;
+	_Atomic uint64_t cluster_version;
+	_Atomic bool stop;
+};
+
+/* ---- dp_thread.c ------------------------------------------------------------------------ */
+
+/** dp_reply() - queue a reply; 0, -EAGAIN (retry later) or the connection's error. */
+int dp_reply(struct dp_conn *c, const struct ps_dp_req *req, int status);
+
+/** Bounce writer: appends bytes to a chain of bounce blocks and to the gather list. */
+struct dp_bounce {
+	struct dp_thread *t;
+	struct dp_blk *head, *cur;
+	uint32_t off; /* bytes used in cur's payload */
+	uint32_t nblocks;
+	uint64_t bytes;
+};
+
+/* Payload bytes a bounce block holds. */
+#define DP_BOUNCE_DATA (DP_BOUNCE_BLOCK - DP_BLK_HDR)
+
+/**
+ * dp_bounce_put() - copy @len bytes from @src to the chain, appending (or extending) entries of
+ * @sgl (*nsge grows). 0, or -EAGAIN when no block is free.
+ */
+int dp_bounce_put(struct dp_bounce *b, const void *src, uint32_t len, struct ps_tp_sge *sgl,
+		  uint32_t *nsge);
+/** dp_bounce_release() - give back every block of an unsent chain. */
+void dp_bounce_release(struct dp_bounce *b);
+/** dp_inflight_add() - put a chain head / reply block on its connection's in-flight list. */
+void dp_inflight_add(struct dp_conn *c, struct dp_blk *b);
+
+/* ---- dp_var.c --------------------------------------------------------------------------- */
+
+struct dp_var *dp_var_find(const struct dp_thread *t, uint32_t var_id);
+/** dp_declare() - the DECLARE handler: 0, -EEXIST, -EINVAL, -ENOMEM, a registration error. */
+int dp_declare(struct dp_thread *t, const struct ps_dp_req *req, const uint8_t *payload,
+	       uint32_t len);
+/** dp_var_mr() - the registration holding [addr, addr+len) of @v's rows (NULL on tcp). */
+const struct ps_tp_mr *dp_var_mr(const struct dp_var *v, const void *addr);
+/** dp_vars_destroy() - deregister and free every variable of the thread. */
+void dp_vars_destroy(struct dp_thread *t);
+/** dp_scratch_ensure() - working memory for @batch ids of @width floats; 0 or -ENOMEM. */
+int dp_scratch_ensure(struct dp_thread *t, size_t batch, uint32_t width);
+
+/* ---- dp_handle.c ------------------------------------------------------------------------ */
+
+/*
+ * dp_handle() - handle one received message. Returns:
+ *   0            done: answered (reply or write queued); the buffer was released
+ *   -EAGAIN      nothing sent, retry the whole request later (pulls; nothing changed), or
+ *                *answered set: the request took effect, only the reply (status in *status,
+ *                header in *req) is to be retried
+ *   PS_EBAD_MESSAGE  not even a header: close the connection
+ *   other        the connection is broken (PS_EPEER_LOST): drop the request
+ */
+int dp_handle(struct dp_conn *c, void *buf, uint32_t len, struct dp_pend *out);
+
+/** Routing checks shared with dp_sync.c: 0 or PS_EOUT_OF_RANGE. */
+int dp_check_ids(const struct dp_var *v, const uint64_t *ids, uint32_t n);
+int dp_check_keys(const struct dp_var *v, const uint64_t *keys, uint32_t n, bool key128);
+
+/* ---- dp_sync.c -------------------------------------------------------------------------- */
+
+/**
+ * dp_sync_push() - a PS_DP_F_SYNC push, already validated (range, width, lengths): accumulate
+ * it, and apply the step when it completes the set of workers. 0 or the reply's status
+ * (-EALREADY, -EBUSY, PS_EOUT_OF_RANGE, -EINVAL, -ENOMEM, the apply's error); on failure
+ * nothing was accumulated and no row changed.
+ */
+int dp_sync_push(struct dp_thread *t, struct dp_var *v, const struct ps_dp_req *req,
+		 const void *keys, const float *grads);
+void dp_sync_reset(struct dp_var *v);
+void dp_sync_destroy(struct dp_var *v);
+
+#endif
