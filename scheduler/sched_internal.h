@@ -6,6 +6,9 @@
  *                     every control connection; frames in, replies out
  *   sched_registry.c  the server table: Register, Heartbeat, ClusterInfo, and the meta thread
  *                     that declares silent servers dead
+ *   sched_declare.c   declared variables and the placement table (DeclareReq)
+ *   sched_sync.c      workers' steps and barriers (StepReq, BarrierReq): replies held until
+ *                     their condition holds
  *
  * Threads and what they own:
  *   - service thread (the thread that called ps_scheduler_main): all connections (struct
@@ -24,7 +27,9 @@
 #include <stdint.h>
 
 #include "common/ctl.h"
+#include "common/dp_proto.h"
 #include "common/kv.h"
+#include "scheduler/placement.h"
 #include "scheduler/scheduler.h"
 
 #define SCHED_LOG "scheduler"
@@ -43,6 +48,18 @@
 #define SCHED_EXTRA_CONNS 1024u
 /* How long a refused or shut-down peer gets to read its last reply before we close. */
 #define SCHED_LINGER_MS 1000u
+/* Most data-path threads (shard ports) a server may announce (its --threads allows 256). */
+#define SCHED_MAX_SHARDS 1024u
+/* Longest variable name: what the DECLARE payload carries (char name[64], NUL included). */
+#define SCHED_VAR_NAME_MAX 63u
+/* Most variables a cluster holds: each declaration re-runs the placementer over all of them. */
+#define SCHED_MAX_VARS 65536u
+/* Job steps per second assumed until a declaration gives one (network and query estimates). */
+#define SCHED_DEFAULT_STEPS_PER_S 10.0
+/* Rows one request carries to one part, for variables that give no batching estimate. */
+#define SCHED_DEFAULT_ROWS_PER_REQ 100.0
+/* Most workers a job may have (the step table is one entry per worker). */
+#define SCHED_MAX_WORKERS 65536u
 
 enum sched_slot_state {
 	SLOT_EMPTY, /* never registered */
@@ -51,6 +68,7 @@ enum sched_slot_state {
 };
 
 struct sched_conn;
+struct sched_wait; /* sched_sync.c */
 
 /* One server id. */
 struct sched_slot {
@@ -59,6 +77,9 @@ struct sched_slot {
 	char host[PS_URL_HOST_MAX];	     /* data-plane address it announced */
 	uint16_t port;			     /* data-plane port */
 	char transport[SCHED_TRANSPORT_MAX]; /* transport it announced */
+	uint32_t *shard_ports;		     /* [nshards] data-path ports (malloc'ed), or NULL */
+	uint32_t nshards;		     /* 0: one shard on port */
+	uint32_t msg_size;		     /* largest data-plane request; 0: transport default */
 	char peer[SCHED_PEER_STRLEN];	     /* control connection's remote address, for logs */
 	uint64_t registered_ns;		     /* monotonic time of the registration */
 	uint64_t last_hb_ns; /* monotonic time of the last heartbeat (or register) */
@@ -78,12 +99,41 @@ struct sched_conn {
 	char peer[SCHED_PEER_STRLEN];	/* "host:port" of the remote end */
 	int64_t server_id;		/* id registered on this connection, -1 if none */
 	bool greeted;			/* a valid frame has arrived */
+	bool authed;			/* the auth token was checked on this connection */
 	bool closing;			/* a last reply is queued; input ignored; close when sent */
 	bool dead;			/* close at the end of the current event */
 	uint64_t accepted_ns;		/* for the handshake timeout */
 	uint64_t closing_ns;		/* for the linger timeout */
 	uint8_t *out;			/* queued reply bytes [out_off, out_len) */
 	size_t out_off, out_len, out_cap;
+	struct sched_wait *waits; /* StepReq/BarrierReq replies held for this peer */
+};
+
+/* A declared variable (sched_declare.c). */
+struct sched_var {
+	char name[SCHED_VAR_NAME_MAX + 1];
+	uint32_t id;
+	uint8_t spec[PS_DP_DECLARE_BYTES]; /* canonical encoded spec: compared on re-declaration */
+	struct ps_var_spec vs;		   /* the same, decoded */
+	double rows_read_per_step;	   /* load hints as first declared */
+	double rows_pushed_per_step;
+	uint64_t expected_keys;
+};
+
+/* One worker of the job (sched_sync.c). */
+struct sched_worker {
+	const struct sched_conn *conn; /* the connection it last spoke on; NULL: gone */
+	int64_t last_step;	       /* highest step it ended; -1: none yet */
+	uint64_t last_barrier;	       /* highest barrier it reached; 0: none yet */
+};
+
+/* The job's synchronisation state; NULL until a worker speaks, reset when all have left. */
+struct sched_job {
+	uint32_t num_workers;
+	uint32_t mode;		/* enum ps_sync_mode of the first StepReq; 0: no step yet */
+	uint32_t staleness;	/* bounded staleness: the first StepReq's */
+	uint32_t present;	/* workers with a connection */
+	struct sched_worker *w; /* [num_workers] */
 };
 
 struct ps_sched {
@@ -108,6 +158,21 @@ struct ps_sched {
 	bool auth; /* an auth token is required */
 	size_t token_len;
 	uint8_t token[PS_CTL_TOKEN_MAX];
+
+	/*
+	 * Variables and placement (sched_declare.c). Written by the service thread only; read by
+	 * it for ClusterInfo. Kept for the scheduler's life.
+	 */
+	struct sched_var *vars;
+	uint32_t nvars, vars_cap;
+	uint32_t next_var_id;
+	double steps_per_s;		/* job steps per second: the highest declared, or default */
+	struct ps_placement *placement; /* NULL before the first declaration */
+	uint8_t *placement_blob;	/* ps_placement_encode() of it */
+	size_t placement_len;
+
+	/* Steps and barriers (sched_sync.c); service thread only. */
+	struct sched_job *job;
 };
 
 /* ---- sched_service.c ------------------------------------------------------------------- */
@@ -132,10 +197,48 @@ void ps_sched_conn_lost(struct ps_sched *s, struct sched_conn *c, const char *wh
 /** @c registered a server that has since been declared dead: tell it and close. */
 void ps_sched_conn_check_revoked(struct ps_sched *s, struct sched_conn *c);
 
+/** Send a Status(@code, @msg) reply carrying @req_id. */
+void ps_sched_reply_status(struct ps_sched *s, struct sched_conn *c, uint64_t req_id, int code,
+			   const char *msg);
+
+/**
+ * The peer may use the cluster: a registered server, a connection that already proved the
+ * token, or @tok matching it (then remembered on @c). Always true without --auth_token_file.
+ */
+bool ps_sched_authorized(struct ps_sched *s, struct sched_conn *c, const ProtobufCBinaryData *tok);
+
 /** The meta thread: liveness. @arg is the struct ps_sched. */
 void *ps_sched_meta_thread(void *arg);
 
 /** Wait on s->cond until @deadline_ns (monotonic). Lock held. */
 void ps_sched_cond_wait_until(struct ps_sched *s, uint64_t deadline_ns);
+
+/* ---- sched_declare.c ------------------------------------------------------------------- */
+
+/**
+ * The canonical bytes of a spec: a DECLARE payload of it with fixed stand-ins for the part,
+ * shard, worker and name fields. Two declarations are the same when these bytes are.
+ */
+void ps_sched_spec_canon(const struct ps_var_spec *vs, uint8_t out[PS_DP_DECLARE_BYTES]);
+
+/** DeclareReq: validate, place, reply DeclareResp. */
+void ps_sched_on_declare(struct ps_sched *s, struct sched_conn *c, const ps_ctl_env_t *env);
+
+/** Free the variables and the placement (tear-down). */
+void ps_sched_vars_free(struct ps_sched *s);
+
+/* ---- sched_sync.c ---------------------------------------------------------------------- */
+
+/** StepReq: record the step; reply now or hold the reply until its condition holds. */
+void ps_sched_on_step(struct ps_sched *s, struct sched_conn *c, const ps_ctl_env_t *env);
+
+/** BarrierReq: as ps_sched_on_step() for barriers. */
+void ps_sched_on_barrier(struct ps_sched *s, struct sched_conn *c, const ps_ctl_env_t *env);
+
+/** @c is going away: drop its held replies and unbind the workers that spoke on it. */
+void ps_sched_sync_conn_lost(struct ps_sched *s, struct sched_conn *c);
+
+/** Free the job state (tear-down, after every connection is gone). */
+void ps_sched_sync_free(struct ps_sched *s);
 
 #endif

@@ -45,8 +45,8 @@ static void slot_kill(struct ps_sched *s, uint32_t id, const char *why, bool lef
 	pthread_cond_broadcast(&s->cond);
 }
 
-static void reply_status(struct ps_sched *s, struct sched_conn *c, uint64_t req_id, int code,
-			 const char *msg)
+void ps_sched_reply_status(struct ps_sched *s, struct sched_conn *c, uint64_t req_id, int code,
+			   const char *msg)
 {
 	Psplus__Ctl__Status st = PSPLUS__CTL__STATUS__INIT;
 	ps_ctl_env_t env;
@@ -62,6 +62,15 @@ static void reply_status(struct ps_sched *s, struct sched_conn *c, uint64_t req_
 static bool token_ok(const struct ps_sched *s, const ProtobufCBinaryData *tok)
 {
 	return !s->auth || ps_ctl_token_equal(s->token, s->token_len, tok->data, tok->len);
+}
+
+bool ps_sched_authorized(struct ps_sched *s, struct sched_conn *c, const ProtobufCBinaryData *tok)
+{
+	/* A registered server proved the token when it registered. */
+	if (!s->auth || c->authed || c->server_id >= 0)
+		return true;
+	c->authed = token_ok(s, tok);
+	return c->authed;
 }
 
 /* Checks that need no lock: returns 0 or a status with @msg filled. */
@@ -93,6 +102,18 @@ static int check_register(struct ps_sched *s, struct sched_conn *c,
 			 rq->server_id);
 		return PS_EBAD_MESSAGE;
 	}
+	if (rq->n_shard_ports > SCHED_MAX_SHARDS) {
+		snprintf(msg, msglen, "server %u: register carries %zu shard ports (at most %u)",
+			 rq->server_id, rq->n_shard_ports, SCHED_MAX_SHARDS);
+		return PS_EBAD_MESSAGE;
+	}
+	for (size_t i = 0; i < rq->n_shard_ports; i++) {
+		if (!rq->shard_ports[i] || rq->shard_ports[i] > 65535) {
+			snprintf(msg, msglen, "server %u: shard %zu has no valid port (%u)",
+				 rq->server_id, i, rq->shard_ports[i]);
+			return PS_EBAD_MESSAGE;
+		}
+	}
 	if (rq->server_id >= n) {
 		snprintf(msg, msglen,
 			 "server id %u is out of range: this cluster has %u servers (ids 0 to %u)",
@@ -107,13 +128,23 @@ static void on_register(struct ps_sched *s, struct sched_conn *c, const ps_ctl_e
 	const Psplus__Ctl__RegisterReq *rq = env->register_req;
 	Psplus__Ctl__RegisterResp resp = PSPLUS__CTL__REGISTER_RESP__INIT;
 	char msg[512] = "", data[SCHED_PEER_STRLEN + PS_URL_HOST_MAX];
-	uint32_t id = rq->server_id, nlive;
+	uint32_t id = rq->server_id, nlive, *ports = NULL;
 	struct sched_slot *sl;
 	ps_ctl_env_t out;
 	bool again = false;
 	int status;
 
 	status = check_register(s, c, rq, msg, sizeof(msg));
+	if (!status && rq->n_shard_ports) {
+		/* Allocated before the lock, so a failure needs no unwinding under it. */
+		ports = malloc(rq->n_shard_ports * sizeof(*ports));
+		if (ports) {
+			memcpy(ports, rq->shard_ports, rq->n_shard_ports * sizeof(*ports));
+		} else {
+			snprintf(msg, sizeof(msg), "scheduler out of memory");
+			status = -ENOMEM;
+		}
+	}
 	if (!status) {
 		ps_ctl_addr_format(rq->data_addr->host, (uint16_t)rq->data_addr->port, data,
 				   sizeof(data));
@@ -130,9 +161,14 @@ static void on_register(struct ps_sched *s, struct sched_conn *c, const ps_ctl_e
 			status = PS_EDUP_SERVER_ID;
 		} else {
 			again = sl->state == SLOT_DEAD;
+			free(sl->shard_ports);
 			memset(sl, 0, sizeof(*sl));
 			sl->state = SLOT_LIVE;
 			sl->conn = c;
+			sl->shard_ports = ports;
+			sl->nshards = (uint32_t)rq->n_shard_ports;
+			sl->msg_size = rq->msg_size;
+			ports = NULL;
 			snprintf(sl->host, sizeof(sl->host), "%s", rq->data_addr->host);
 			sl->port = (uint16_t)rq->data_addr->port;
 			snprintf(sl->transport, sizeof(sl->transport), "%s", rq->transport);
@@ -141,15 +177,17 @@ static void on_register(struct ps_sched *s, struct sched_conn *c, const ps_ctl_e
 			nlive = ++s->nlive;
 			c->server_id = id;
 			/* Logged under the lock so it precedes the main thread's "all registered". */
-			ps_log_info(SCHED_LOG,
-				    "server %u %sregistered: data plane %s (transport %s), control "
-				    "peer %s; %u of %u servers live",
-				    id, again ? "re-" : "", data, sl->transport, c->peer, nlive,
-				    s->opts->server_num);
+			ps_log_info(
+				SCHED_LOG,
+				"server %u %sregistered: data plane %s (transport %s), %u shards, "
+				"control peer %s; %u of %u servers live",
+				id, again ? "re-" : "", data, sl->transport,
+				sl->nshards ? sl->nshards : 1, c->peer, nlive, s->opts->server_num);
 			pthread_cond_broadcast(&s->cond);
 		}
 		pthread_mutex_unlock(&s->lock);
 	}
+	free(ports); /* still ours when the registration was refused */
 	ps_ctl_env_init(&out, env->request_id);
 	resp.status = status;
 	resp.message = msg;
@@ -242,12 +280,11 @@ static void on_cluster_info(struct ps_sched *s, struct sched_conn *c, const ps_c
 	uint32_t n = s->opts->server_num, k = 0;
 	ps_ctl_env_t out;
 
-	/* A registered server already proved the token on this connection. */
-	if (c->server_id < 0 && !token_ok(s, &env->cluster_info_req->auth_token)) {
+	if (!ps_sched_authorized(s, c, &env->cluster_info_req->auth_token)) {
 		ps_log_warn(SCHED_LOG, "cluster info request from %s: auth token mismatch",
 			    c->peer);
-		reply_status(s, c, env->request_id, -EACCES,
-			     "authentication failed (auth token mismatch)");
+		ps_sched_reply_status(s, c, env->request_id, -EACCES,
+				      "authentication failed (auth token mismatch)");
 		ps_sched_conn_close_after(s, c);
 		return;
 	}
@@ -255,7 +292,7 @@ static void on_cluster_info(struct ps_sched *s, struct sched_conn *c, const ps_c
 	ptrs = calloc(n, sizeof(*ptrs));
 	addrs = calloc(n, sizeof(*addrs));
 	if (!infos || !ptrs || !addrs) {
-		reply_status(s, c, env->request_id, -ENOMEM, "scheduler out of memory");
+		ps_sched_reply_status(s, c, env->request_id, -ENOMEM, "scheduler out of memory");
 		goto out;
 	}
 	/* Strings point into the slots, so the reply is packed before the lock is dropped. */
@@ -273,6 +310,9 @@ static void on_cluster_info(struct ps_sched *s, struct sched_conn *c, const ps_c
 		infos[k].server_id = i;
 		infos[k].data_addr = &addrs[k];
 		infos[k].transport = (char *)sl->transport;
+		infos[k].shard_ports = sl->shard_ports;
+		infos[k].n_shard_ports = sl->nshards;
+		infos[k].msg_size = sl->msg_size;
 		ptrs[k] = &infos[k];
 		k++;
 	}
@@ -280,6 +320,9 @@ static void on_cluster_info(struct ps_sched *s, struct sched_conn *c, const ps_c
 	ci.server_num = n;
 	ci.n_servers = k;
 	ci.servers = ptrs;
+	/* The table is the service thread's (this thread's): no lock needed for it. */
+	ci.placement.data = s->placement_blob;
+	ci.placement.len = s->placement_len;
 	out.body_case = PSPLUS__CTL__ENVELOPE__BODY_CLUSTER_INFO;
 	out.cluster_info = &ci;
 	ps_sched_conn_send(s, c, &out);
@@ -325,11 +368,20 @@ void ps_sched_handle(struct ps_sched *s, struct sched_conn *c, const ps_ctl_env_
 	case PSPLUS__CTL__ENVELOPE__BODY_SHUTDOWN:
 		on_shutdown(s, c, env);
 		break;
+	case PSPLUS__CTL__ENVELOPE__BODY_DECLARE_REQ:
+		ps_sched_on_declare(s, c, env);
+		break;
+	case PSPLUS__CTL__ENVELOPE__BODY_STEP_REQ:
+		ps_sched_on_step(s, c, env);
+		break;
+	case PSPLUS__CTL__ENVELOPE__BODY_BARRIER_REQ:
+		ps_sched_on_barrier(s, c, env);
+		break;
 	default:
 		/* Replies and notices flow from the scheduler, never to it. */
 		snprintf(msg, sizeof(msg), "unexpected %s message", ps_ctl_body_name(env));
 		ps_log_warn(SCHED_LOG, "%s from %s; closing the connection", msg, c->peer);
-		reply_status(s, c, env->request_id, PS_EBAD_MESSAGE, msg);
+		ps_sched_reply_status(s, c, env->request_id, PS_EBAD_MESSAGE, msg);
 		ps_sched_conn_close_after(s, c);
 		break;
 	}
@@ -365,7 +417,7 @@ void ps_sched_conn_check_revoked(struct ps_sched *s, struct sched_conn *c)
 	snprintf(msg, sizeof(msg), "server %" PRId64 " was declared dead; register again",
 		 c->server_id);
 	c->server_id = -1;
-	reply_status(s, c, 0, PS_EPEER_LOST, msg);
+	ps_sched_reply_status(s, c, 0, PS_EPEER_LOST, msg);
 	ps_sched_conn_close_after(s, c);
 }
 

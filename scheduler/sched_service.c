@@ -45,6 +45,7 @@ static int conn_set_events(struct ps_sched *s, struct sched_conn *c)
 static void conn_destroy(struct ps_sched *s, struct sched_conn *c, const char *why)
 {
 	ps_sched_conn_lost(s, c, why);
+	ps_sched_sync_conn_lost(s, c);
 	epoll_ctl(s->epoll_fd, EPOLL_CTL_DEL, c->fd, NULL);
 	close(c->fd);
 	c->prev->next = c->next;

@@ -105,6 +105,10 @@ static void sched_destroy(struct ps_sched *s)
 		close(s->epoll_fd);
 	if (s->listen_fd >= 0)
 		close(s->listen_fd);
+	ps_sched_sync_free(s);
+	ps_sched_vars_free(s);
+	for (uint32_t i = 0; s->slots && i < s->opts->server_num; i++)
+		free(s->slots[i].shard_ports);
 	free(s->slots);
 	pthread_cond_destroy(&s->cond);
 	pthread_mutex_destroy(&s->lock);
