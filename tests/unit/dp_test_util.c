@@ -14,27 +14,43 @@
 #include "common/clock.h"
 #include "scheduler/placement.h"
 #include "tests/unit/dp_test_util.h"
+#ifdef DPT_FAKE
+#include "tests/unit/fake_verbs.h"
+#endif
+
+#ifdef DPT_FAKE
+static int nopen; /* dpt objects open: the fake's counters are process-wide */
+#endif
 
 void dpt_open(struct dpt *d, const struct ps_dp_opts *o, uint32_t client_recv_depth)
 {
-	struct ps_dp_opts def = {.transport = "tcp",
+	struct ps_dp_opts def = {.transport = DPT_TRANSPORT,
+				 .bind_addr = "127.0.0.1",
 				 .host = "127.0.0.1",
 				 .threads = 2,
 				 .numa_node = -1,
 				 .bounce_blocks = 8};
-	struct ps_tp_dev_opts dop = {.kind = "tcp", .numa_node = -1};
+	struct ps_tp_dev_opts dop = {
+		.kind = DPT_TRANSPORT, .bind_addr = "127.0.0.1", .numa_node = -1};
 	struct ps_tp_loop_opts lo = {.recv_depth = client_recv_depth, .max_conns = 64};
 
 	memset(d, 0, sizeof(*d));
 	assert_int_equal(ps_dp_create(o ? o : &def, &d->dp), 0);
+#ifdef DPT_FAKE
+	nopen++;
+#endif
 	ps_dp_set_cluster_version(d->dp, DPT_CV);
 	assert_int_equal(ps_tp_dev_open(&dop, &d->dev), 0);
 	assert_int_equal(ps_tp_loop_create(d->dev, &lo, &d->loop), 0);
 	d->dst = aligned_alloc(4096, DPT_DST_LEN);
 	assert_non_null(d->dst);
 	assert_int_equal(ps_tp_mr_reg(d->dev, d->dst, DPT_DST_LEN, &d->mr), 0);
-	d->msgs = aligned_alloc(64, (size_t)DPT_NMSG * (DPT_MSG_MAX + 64));
+	d->msgs = aligned_alloc(4096, (size_t)DPT_NMSG * (DPT_MSG_MAX + 4096));
 	assert_non_null(d->msgs);
+	/* Registered, so rdma sends them zero copy (unregistered ones go through its bounce). */
+	assert_int_equal(
+		ps_tp_mr_reg(d->dev, d->msgs, (size_t)DPT_NMSG * (DPT_MSG_MAX + 4096), &d->msgs_mr),
+		0);
 	for (uint32_t i = 0; i < ps_dp_threads(d->dp) && i < DPT_MAXCONNS; i++)
 		d->conn[i] = dpt_connect(d, i);
 }
@@ -43,10 +59,23 @@ void dpt_close(struct dpt *d)
 {
 	ps_tp_loop_destroy(d->loop);
 	ps_tp_mr_dereg(d->mr);
+	ps_tp_mr_dereg(d->msgs_mr);
 	ps_tp_dev_close(d->dev);
 	ps_dp_destroy(d->dp);
 	free(d->dst);
 	free(d->msgs);
+#ifdef DPT_FAKE
+	if (!--nopen) {
+		struct fake_verbs_counts c;
+
+		/* Every registration (row chunks, pools) and every verbs object is gone. */
+		if (fake_verbs_live_objects(&c))
+			fail_msg(
+				"live verbs objects: mr %d qp %d cq %d pd %d ctx %d misuse %d (%s)",
+				c.mrs, c.qps, c.cqs, c.pds, c.contexts, c.misuse,
+				fake_verbs_last_misuse());
+	}
+#endif
 }
 
 struct ps_tp_conn *dpt_connect(struct dpt *d, uint32_t shard)
@@ -78,7 +107,7 @@ static void take(struct dpt *d, int i)
 void dpt_send_raw(struct dpt *d, struct ps_tp_conn *c, const void *buf, size_t len)
 {
 	uint8_t *m = d->msgs + (size_t)(d->next_msg++ % DPT_NMSG) * (DPT_MSG_MAX + 64);
-	struct ps_tp_sge sge = {.addr = m, .len = (uint32_t)len};
+	struct ps_tp_sge sge = {.addr = m, .len = (uint32_t)len, .mr = d->msgs_mr};
 	uint64_t deadline = ps_clock_deadline_ms(DPT_WAIT_MS);
 	int rc;
 

@@ -1,6 +1,7 @@
 /*
  * Helpers of the data-plane tests (test_server_dp*.c): a server data plane (server/dp.h) running
- * its threads in this process on the tcp transport, and a raw worker: its own tcp dev and loop,
+ * its threads in this process on DPT_TRANSPORT (tcp; rdma over the fake verbs layer in the
+ * *_fake variants), and a raw worker: its own tcp dev and loop,
  * driven from the test thread, that speaks the wire format of common/dp_proto.h with crafted
  * headers (including wrong ones). Every wait is bounded: a helper fails the test instead.
  */
@@ -15,6 +16,9 @@
 #include "server/dp.h"
 #include "transport/transport.h"
 
+#ifndef DPT_TRANSPORT
+#define DPT_TRANSPORT "tcp" /* test_server_dp*_fake: "rdma" over the fake verbs layer */
+#endif
 #define DPT_CV	     0x1122334455667788ull /* the cluster version the tests run with */
 #define DPT_WAIT_MS  5000
 #define DPT_DST_LEN  (8u << 20) /* the worker's registered pull destination */
@@ -30,7 +34,8 @@ struct dpt {
 	struct ps_tp_conn *conn[DPT_MAXCONNS]; /* conn[i]: to shard i (dpt_open) */
 	uint8_t *dst;			       /* DPT_DST_LEN bytes, registered */
 	struct ps_tp_mr *mr;
-	uint8_t *msgs; /* DPT_NMSG x (DPT_MSG_MAX + 64) */
+	uint8_t *msgs; /* DPT_NMSG x (DPT_MSG_MAX + 64), registered */
+	struct ps_tp_mr *msgs_mr;
 	uint32_t next_msg;
 	uint32_t next_req;
 	struct ps_tp_event ev[DPT_MAXEV]; /* polled, not yet taken */
@@ -38,7 +43,7 @@ struct dpt {
 };
 
 /*
- * A data plane with @o (NULL: tcp on 127.0.0.1, 2 threads, 8 bounce blocks), its cluster
+ * A data plane with @o (NULL: DPT_TRANSPORT on 127.0.0.1, 2 threads, 8 bounce blocks), its cluster
  * version set to DPT_CV, and a worker loop with @client_recv_depth (0: 64) connected to every
  * shard.
  */
