@@ -117,26 +117,25 @@ struct ps_ckpt_part_desc {
 	char file[PS_CKPT_FILE_MAX]; /* name inside the checkpoint folder */
 	uint64_t begin, end;
 	uint64_t rows;
-	uint64_t size;	      /* bytes, header included */
-	uint32_t crc32c;      /* content CRC (as in the header) */
+	uint64_t size;	 /* bytes, header included */
+	uint32_t crc32c; /* content CRC (as in the header) */
 	struct ps_ckpt_state state;
 };
 
 /** ps_ckpt_part_file_name() - "v<var_id>-<begin>-<end>.psp". Returns 0 or -ENAMETOOLONG. */
-int ps_ckpt_part_file_name(uint64_t var_id, uint64_t begin, uint64_t end, char *out,
-			   size_t len);
+int ps_ckpt_part_file_name(uint64_t var_id, uint64_t begin, uint64_t end, char *out, size_t len);
 
 struct ps_ckpt_part_writer;
 
 struct ps_ckpt_part_writer_opts {
-	const char *dir;	   /* the checkpoint folder (ps_ckpt_begin's); borrowed */
-	const char *file;	   /* NULL: ps_ckpt_part_file_name(); else a name without '/' */
+	const char *dir;  /* the checkpoint folder (ps_ckpt_begin's); borrowed */
+	const char *file; /* NULL: ps_ckpt_part_file_name(); else a name without '/' */
 	uint64_t var_id;
 	enum ps_var_kind kind;
-	uint32_t width;		   /* >= 1 */
-	uint32_t nslots;	   /* 0..PS_OPTIM_MAX_SLOTS */
-	uint64_t begin, end;	   /* rows or buckets, begin < end (hash: end <= 65536) */
-	size_t buffer_bytes;	   /* write buffer; 0: 1 MiB */
+	uint32_t width;	     /* >= 1 */
+	uint32_t nslots;     /* 0..PS_OPTIM_MAX_SLOTS */
+	uint64_t begin, end; /* rows or buckets, begin < end (hash: end <= 65536) */
+	size_t buffer_bytes; /* write buffer; 0: 1 MiB */
 };
 
 /**
@@ -173,7 +172,7 @@ void ps_ckpt_part_writer_destroy(struct ps_ckpt_part_writer *w);
 struct ps_ckpt_part_reader;
 
 struct ps_ckpt_part_reader_opts {
-	const char *path;	/* the part file; borrowed for the call */
+	const char *path; /* the part file; borrowed for the call */
 	/* Check the whole content CRC before the first row is handed out (reads the file
 	 * twice). Otherwise the CRC is checked at the end (see the restore rule above). */
 	bool verify_first;
@@ -181,7 +180,7 @@ struct ps_ckpt_part_reader_opts {
 	 * [filter_begin, filter_end); both 0: every row. Rows filtered out are still read and
 	 * checksummed. */
 	uint64_t filter_begin, filter_end;
-	size_t buffer_bytes;	/* read buffer; 0: 1 MiB */
+	size_t buffer_bytes; /* read buffer; 0: 1 MiB */
 };
 
 /**
@@ -243,7 +242,7 @@ struct ps_ckpt_meta {
 	uint8_t *placement; /* ps_placement_encode() blob, malloc'd; may be NULL */
 	size_t placement_len;
 	char derived_from[PS_CKPT_NAME_MAX + 1]; /* apply-deltas: the base; "" otherwise */
-	uint64_t last_delta_seq;		  /* apply-deltas: last delta applied */
+	uint64_t last_delta_seq;		 /* apply-deltas: last delta applied */
 };
 
 /** ps_ckpt_meta_create() - an empty metadata for checkpoint @name. NULL on -ENOMEM. */
@@ -284,15 +283,14 @@ int ps_ckpt_meta_encode(const struct ps_ckpt_meta *m, uint8_t **buf, size_t *len
  * ps_ckpt_meta_decode() - parse a checkpoint.meta file's bytes (checks magic, format, length,
  * CRC, the protobuf, then ps_ckpt_meta_check()). @what names the file in messages.
  */
-int ps_ckpt_meta_decode(const uint8_t *buf, size_t len, const char *what,
-			struct ps_ckpt_meta **out, char *err, size_t errlen);
+int ps_ckpt_meta_decode(const uint8_t *buf, size_t len, const char *what, struct ps_ckpt_meta **out,
+			char *err, size_t errlen);
 
 /**
  * ps_ckpt_var_overlaps() - indices of @v's parts overlapping [begin, end), into @idx (room for
  * v->nparts). Returns the count. A restore reads those with the reader filter [begin, end).
  */
-size_t ps_ckpt_var_overlaps(const struct ps_ckpt_var *v, uint64_t begin, uint64_t end,
-			    size_t *idx);
+size_t ps_ckpt_var_overlaps(const struct ps_ckpt_var *v, uint64_t begin, uint64_t end, size_t *idx);
 
 /**
  * ps_ckpt_var_state_for_range() - the optimizer state a new part [begin, end) starts with: the
@@ -348,8 +346,7 @@ struct ps_ckpt_entry {
  * ps_ckpt_list() - the index: complete checkpoints in commit order (malloc'd array, free()).
  * A root without an index has none (0, *n = 0). A corrupt index is PS_ECORRUPT.
  */
-int ps_ckpt_list(const char *root, struct ps_ckpt_entry **out, size_t *n, char *err,
-		 size_t errlen);
+int ps_ckpt_list(const char *root, struct ps_ckpt_entry **out, size_t *n, char *err, size_t errlen);
 
 /**
  * ps_ckpt_resolve() - the entry of @name, or of the last committed one for "latest".

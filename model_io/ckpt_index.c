@@ -22,8 +22,8 @@
 #include "model_io/ckpt.h"
 #include "model_io/mio_internal.h"
 
-#define INDEX_MAGIC   "psplus-checkpoints 1\n"
-#define INDEX_MAX     (64u << 20)
+#define INDEX_MAGIC "psplus-checkpoints 1\n"
+#define INDEX_MAX   (64u << 20)
 
 bool ps_ckpt_name_valid(const char *name)
 {
@@ -117,8 +117,10 @@ static int parse_index(const char *path, const char *s, size_t len, struct ps_ck
 			uint32_t want = ps_crc32c(0, s, (size_t)(p - s));
 
 			if (num != cnt) {
-				mio_errf(err, errlen, "%s: the end line counts %" PRIu64
-					 " checkpoints, %zu are listed", path, num, cnt);
+				mio_errf(err, errlen,
+					 "%s: the end line counts %" PRIu64
+					 " checkpoints, %zu are listed",
+					 path, num, cnt);
 				goto bad;
 			}
 			if (crc != want) {
@@ -199,8 +201,7 @@ static int write_index(const char *root, const struct ps_ckpt_entry *e, size_t n
 	for (size_t i = 0; i < n; i++)
 		len += (size_t)snprintf(buf + len, cap - len, "%s %" PRIu64 " %08x\n", e[i].name,
 					e[i].created_unix_ns, e[i].meta_crc);
-	len += (size_t)snprintf(buf + len, cap - len, "end %zu %08x\n", n,
-				ps_crc32c(0, buf, len));
+	len += (size_t)snprintf(buf + len, cap - len, "end %zu %08x\n", n, ps_crc32c(0, buf, len));
 	rc = mio_replace_file(root, PS_CKPT_INDEX_FILE, buf, len, PS_MIO_CRASH_INDEX_TMP,
 			      PS_MIO_CRASH_INDEX_RENAMED, err, errlen);
 	free(buf);
@@ -255,9 +256,10 @@ int ps_ckpt_begin(const char *root, const char *name, char *dir, size_t dirlen, 
 	int lfd = -1, rc;
 
 	if (!ps_ckpt_name_valid(name)) {
-		mio_errf(err, errlen, "bad checkpoint name '%s' (1-%d of A-Z a-z 0-9 . _ -, not "
-			 "starting with '.' or '-', not 'latest' or 'index')", name ? name : "",
-			 PS_CKPT_NAME_MAX);
+		mio_errf(err, errlen,
+			 "bad checkpoint name '%s' (1-%d of A-Z a-z 0-9 . _ -, not "
+			 "starting with '.' or '-', not 'latest' or 'index')",
+			 name ? name : "", PS_CKPT_NAME_MAX);
 		return -EINVAL;
 	}
 	if (ps_ckpt_dir(root, name, dir, dirlen)) {
@@ -301,8 +303,7 @@ out:
 	return rc;
 }
 
-static int check_part_files(const char *dir, const struct ps_ckpt_meta *m, char *err,
-			    size_t errlen)
+static int check_part_files(const char *dir, const struct ps_ckpt_meta *m, char *err, size_t errlen)
 {
 	for (size_t i = 0; i < m->nvars; i++)
 		for (size_t j = 0; j < m->vars[i].nparts; j++) {
@@ -318,8 +319,8 @@ static int check_part_files(const char *dir, const struct ps_ckpt_meta *m, char 
 				return PS_ECORRUPT;
 			}
 			if ((uint64_t)st.st_size != d->size) {
-				mio_errf(err, errlen, "%s: %lld bytes, the metadata says %" PRIu64, p,
-					 (long long)st.st_size, d->size);
+				mio_errf(err, errlen, "%s: %lld bytes, the metadata says %" PRIu64,
+					 p, (long long)st.st_size, d->size);
 				return PS_ECORRUPT;
 			}
 		}
@@ -462,8 +463,10 @@ static int load_meta_entry(const char *root, const struct ps_ckpt_entry *ent,
 	}
 	crc = ps_crc32c(0, buf, len);
 	if (crc != ent->meta_crc) {
-		mio_errf(err, errlen, "%s: CRC mismatch with the index (index says 0x%08x, file has "
-			 "0x%08x)", path, ent->meta_crc, crc);
+		mio_errf(err, errlen,
+			 "%s: CRC mismatch with the index (index says 0x%08x, file has "
+			 "0x%08x)",
+			 path, ent->meta_crc, crc);
 		free(buf);
 		return PS_ECORRUPT;
 	}

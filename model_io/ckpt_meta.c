@@ -17,11 +17,11 @@
 
 /* The 16-byte header of checkpoint.meta; little-endian on disk at the offsets shown. */
 struct ps_ckpt_meta_hdr {
-	uint32_t magic;	  /*  0: PS_CKPT_META_MAGIC */
-	uint16_t format;  /*  4: PS_CKPT_FORMAT_VERSION */
-	uint16_t flags;	  /*  6: 0 */
-	uint32_t length;  /*  8: bytes of protobuf that follow */
-	uint32_t crc32c;  /* 12: CRC32C of those bytes */
+	uint32_t magic;	 /*  0: PS_CKPT_META_MAGIC */
+	uint16_t format; /*  4: PS_CKPT_FORMAT_VERSION */
+	uint16_t flags;	 /*  6: 0 */
+	uint32_t length; /*  8: bytes of protobuf that follow */
+	uint32_t crc32c; /* 12: CRC32C of those bytes */
 };
 _Static_assert(sizeof(struct ps_ckpt_meta_hdr) == PS_CKPT_META_HEADER_BYTES, "meta header size");
 _Static_assert(offsetof(struct ps_ckpt_meta_hdr, crc32c) == 12, "meta header crc offset");
@@ -152,8 +152,9 @@ static int check_var(const struct ps_ckpt_var *v, char *err, size_t errlen)
 
 	if ((unsigned)v->spec.kind > PS_VAR_HASH128 || !v->spec.width ||
 	    v->nslots > PS_OPTIM_MAX_SLOTS || v->spec.dtype != PS_DTYPE_FLOAT32) {
-		mio_errf(err, errlen, "variable '%s' (id %" PRIu64 "): bad kind, dtype, width or slots",
-			 v->name, v->id);
+		mio_errf(err, errlen,
+			 "variable '%s' (id %" PRIu64 "): bad kind, dtype, width or slots", v->name,
+			 v->id);
 		return PS_ECORRUPT;
 	}
 	if (!is_hash(v->spec.kind) && !v->spec.rows) {
@@ -167,8 +168,8 @@ static int check_var(const struct ps_ckpt_var *v, char *err, size_t errlen)
 
 		if (!p->file[0] || p->file[0] == '.' || strchr(p->file, '/') ||
 		    !memchr(p->file, '\0', sizeof(p->file))) {
-			mio_errf(err, errlen, "variable '%s': part %zu has a bad file name", v->name,
-				 i);
+			mio_errf(err, errlen, "variable '%s': part %zu has a bad file name",
+				 v->name, i);
 			return PS_ECORRUPT;
 		}
 		if (p->begin != at || p->end <= p->begin || p->end > dom) {
@@ -292,12 +293,12 @@ static int optim_from_pb(const Psplus__Ckpt__Optimizer *p, struct ps_optimizer *
 		o->sgd.learning_rate = p->learning_rate;
 		return 0;
 	case PS_OPTIM_MOMENTUM:
-		o->momentum = (struct ps_optim_momentum){p->learning_rate, p->momentum,
-							 p->use_nesterov};
+		o->momentum =
+			(struct ps_optim_momentum){p->learning_rate, p->momentum, p->use_nesterov};
 		return 0;
 	case PS_OPTIM_ADAGRAD:
-		o->adagrad = (struct ps_optim_adagrad){p->learning_rate,
-						       p->initial_accumulator_value};
+		o->adagrad =
+			(struct ps_optim_adagrad){p->learning_rate, p->initial_accumulator_value};
 		return 0;
 	case PS_OPTIM_ADAM:
 		o->adam = (struct ps_optim_adam){p->learning_rate, p->beta1, p->beta2, p->epsilon,
@@ -309,9 +310,9 @@ static int optim_from_pb(const Psplus__Ckpt__Optimizer *p, struct ps_optimizer *
 						       p->epsilon, p->initial_ms};
 		return 0;
 	case PS_OPTIM_FTRL:
-		o->ftrl = (struct ps_optim_ftrl){p->learning_rate, p->learning_rate_power, p->l1,
-						 p->l2, p->l2_shrinkage,
-						 p->initial_accumulator_value};
+		o->ftrl = (struct ps_optim_ftrl){
+			p->learning_rate, p->learning_rate_power,      p->l1, p->l2,
+			p->l2_shrinkage,  p->initial_accumulator_value};
 		return 0;
 	}
 	return PS_ECORRUPT;
@@ -503,8 +504,8 @@ static int var_from_pb(const Psplus__Ckpt__Variable *pv, struct ps_ckpt_meta *m,
 	return 0;
 }
 
-int ps_ckpt_meta_decode(const uint8_t *buf, size_t len, const char *what,
-			struct ps_ckpt_meta **out, char *err, size_t errlen)
+int ps_ckpt_meta_decode(const uint8_t *buf, size_t len, const char *what, struct ps_ckpt_meta **out,
+			char *err, size_t errlen)
 {
 	Psplus__Ckpt__Checkpoint *c;
 	struct ps_ckpt_meta *m;
@@ -532,8 +533,9 @@ int ps_ckpt_meta_decode(const uint8_t *buf, size_t len, const char *what,
 		return PS_ECORRUPT;
 	}
 	if ((uint64_t)blen + PS_CKPT_META_HEADER_BYTES > len) {
-		mio_errf(err, errlen, "%s: truncated at offset %zu (the header promises %" PRIu64
-			 " bytes)", what, len, (uint64_t)blen + PS_CKPT_META_HEADER_BYTES);
+		mio_errf(err, errlen,
+			 "%s: truncated at offset %zu (the header promises %" PRIu64 " bytes)",
+			 what, len, (uint64_t)blen + PS_CKPT_META_HEADER_BYTES);
 		return PS_ECORRUPT;
 	}
 	if ((uint64_t)blen + PS_CKPT_META_HEADER_BYTES < len) {
@@ -543,8 +545,8 @@ int ps_ckpt_meta_decode(const uint8_t *buf, size_t len, const char *what,
 	}
 	crc = ps_crc32c(0, buf + PS_CKPT_META_HEADER_BYTES, blen);
 	if (crc != want) {
-		mio_errf(err, errlen, "%s: CRC mismatch (header says 0x%08x, computed 0x%08x)", what,
-			 want, crc);
+		mio_errf(err, errlen, "%s: CRC mismatch (header says 0x%08x, computed 0x%08x)",
+			 what, want, crc);
 		return PS_ECORRUPT;
 	}
 	c = psplus__ckpt__checkpoint__unpack(NULL, blen, buf + PS_CKPT_META_HEADER_BYTES);

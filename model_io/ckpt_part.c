@@ -171,7 +171,8 @@ int ps_ckpt_part_writer_create(const struct ps_ckpt_part_writer_opts *o,
 	if (!o || !o->dir || o->kind > PS_VAR_HASH128 || !o->width ||
 	    o->nslots > PS_OPTIM_MAX_SLOTS || o->begin >= o->end ||
 	    (is_hash(o->kind) && o->end > PS_HASH_BUCKETS) || (o->file && !file_name_ok(o->file))) {
-		mio_errf(err, errlen, "part writer: bad options (kind, width, slots, range or name)");
+		mio_errf(err, errlen,
+			 "part writer: bad options (kind, width, slots, range or name)");
 		return -EINVAL;
 	}
 	w = calloc(1, sizeof(*w));
@@ -235,8 +236,8 @@ int ps_ckpt_part_writer_append(struct ps_ckpt_part_writer *w, uint64_t id, uint6
 	case PS_VAR_SPARSE:
 		if (id != h->begin + w->rows || id >= h->end) {
 			snprintf(w->errmsg, sizeof(w->errmsg),
-				 "%s: row %" PRIu64 " appended where row %" PRIu64 " is due", w->tmp,
-				 id, h->begin + w->rows);
+				 "%s: row %" PRIu64 " appended where row %" PRIu64 " is due",
+				 w->tmp, id, h->begin + w->rows);
 			return PS_EOUT_OF_RANGE;
 		}
 		break;
@@ -349,8 +350,8 @@ struct ps_ckpt_part_reader {
 	uint64_t fbegin, fend;
 	uint64_t rec_bytes;
 	size_t nfloats;
-	float *row;	   /* one record's floats */
-	int err;	   /* sticky */
+	float *row; /* one record's floats */
+	int err;    /* sticky */
 	char path[4200];
 	char errmsg[4400];
 };
@@ -427,8 +428,9 @@ int ps_ckpt_part_reader_open(const struct ps_ckpt_part_reader_opts *o,
 		goto fail;
 	}
 	if (got < sizeof(raw)) {
-		rc = reader_fail(r, PS_ECORRUPT, "truncated at offset %zu (inside the %u-byte header)",
-				 got, PS_CKPT_PART_HEADER_BYTES);
+		rc = reader_fail(r, PS_ECORRUPT,
+				 "truncated at offset %zu (inside the %u-byte header)", got,
+				 PS_CKPT_PART_HEADER_BYTES);
 		goto fail;
 	}
 	rc = ps_ckpt_part_header_decode(raw, &r->hdr, sub, sizeof(sub));
@@ -438,8 +440,7 @@ int ps_ckpt_part_reader_open(const struct ps_ckpt_part_reader_opts *o,
 	}
 	if ((uint64_t)st.st_size < PS_CKPT_PART_HEADER_BYTES + r->hdr.content_bytes) {
 		rc = reader_fail(r, PS_ECORRUPT,
-				 "truncated at offset %lld (the header promises %" PRIu64
-				 " bytes)",
+				 "truncated at offset %lld (the header promises %" PRIu64 " bytes)",
 				 (long long)st.st_size,
 				 PS_CKPT_PART_HEADER_BYTES + r->hdr.content_bytes);
 		goto fail;
@@ -500,8 +501,9 @@ static int read_record(struct ps_ckpt_part_reader *r, uint64_t key[2])
 	if (!rc)
 		rc = mio_rbuf_get(&r->rb, r->row, r->nfloats * sizeof(float));
 	if (rc == -ENODATA)
-		return reader_fail(r, PS_ECORRUPT, "truncated at offset %" PRIu64 " (row %" PRIu64
-				   ")", mio_rbuf_offset(&r->rb), r->next_row);
+		return reader_fail(r, PS_ECORRUPT,
+				   "truncated at offset %" PRIu64 " (row %" PRIu64 ")",
+				   mio_rbuf_offset(&r->rb), r->next_row);
 	if (rc)
 		return reader_fail(r, rc, "read failed at offset %" PRIu64 ": %s", at,
 				   strerror(-rc));
@@ -522,8 +524,8 @@ static int read_record(struct ps_ckpt_part_reader *r, uint64_t key[2])
 
 		if (b < h->begin || b >= h->end)
 			return reader_fail(r, PS_ECORRUPT,
-					   "key at offset %" PRIu64 " is in bucket %u, outside [%" PRIu64
-					   ", %" PRIu64 ")",
+					   "key at offset %" PRIu64
+					   " is in bucket %u, outside [%" PRIu64 ", %" PRIu64 ")",
 					   at, b, h->begin, h->end);
 	}
 	return 0;

@@ -30,19 +30,19 @@
 enum ov_state { OV_EMPTY = 0, OV_ROW = 1, OV_DELETED = 2 };
 
 struct ov_entry {
-	uint64_t lo, hi;    /* row id, or key (lo, hi) */
-	uint64_t data;	    /* row index into the arena, NO_DATA before the first write */
-	uint8_t state;	    /* enum ov_state */
-	uint8_t has_slots;  /* the arena row's slots are valid */
-	uint8_t reset;	    /* deleted somewhere in the sequence: base slots are stale */
-	uint8_t consumed;   /* matched a base row */
+	uint64_t lo, hi;   /* row id, or key (lo, hi) */
+	uint64_t data;	   /* row index into the arena, NO_DATA before the first write */
+	uint8_t state;	   /* enum ov_state */
+	uint8_t has_slots; /* the arena row's slots are valid */
+	uint8_t reset;	   /* deleted somewhere in the sequence: base slots are stale */
+	uint8_t consumed;  /* matched a base row */
 };
 
 struct overlay {
 	const struct ps_ckpt_var *v;
-	size_t nf;	    /* floats per row: (1 + nslots) * width */
+	size_t nf; /* floats per row: (1 + nslots) * width */
 	struct ov_entry *tab;
-	size_t cap, used;   /* cap is a power of two (or 0) */
+	size_t cap, used; /* cap is a power of two (or 0) */
 	float *arena;
 	size_t arows, acap; /* rows used / allocated in the arena */
 };
@@ -56,7 +56,8 @@ struct apply {
 	size_t errlen;
 };
 
-static int fail(struct apply *a, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(struct apply *a, int rc, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 static int fail(struct apply *a, int rc, const char *fmt, ...)
 {
 	va_list ap;

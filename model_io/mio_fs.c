@@ -335,8 +335,8 @@ int mio_mkdir_p(const char *dir)
 	return 0;
 }
 
-int mio_replace_file(const char *dir, const char *name, const void *data, size_t len,
-		     int crash_tmp, int crash_renamed, char *err, size_t errlen)
+int mio_replace_file(const char *dir, const char *name, const void *data, size_t len, int crash_tmp,
+		     int crash_renamed, char *err, size_t errlen)
 {
 	char tmp[4200], fin[4200];
 	int fd, rc;

@@ -64,9 +64,9 @@ struct mio_wbuf {
 	int fd;
 	uint8_t *buf;
 	size_t cap, fill;
-	uint64_t off;	/* file offset of buf[0] */
-	uint32_t crc;	/* CRC32C of everything flushed so far (from the start offset) */
-	int err;	/* first write error (sticky) */
+	uint64_t off;	  /* file offset of buf[0] */
+	uint32_t crc;	  /* CRC32C of everything flushed so far (from the start offset) */
+	int err;	  /* first write error (sticky) */
 	const char *path; /* for messages; borrowed */
 };
 
@@ -122,8 +122,8 @@ int mio_mkdir_p(const char *dir);
  * @crash_tmp / @crash_renamed: crash-test points hit after the temp file is durable and after
  * the rename (before the directory fsync).
  */
-int mio_replace_file(const char *dir, const char *name, const void *data, size_t len,
-		     int crash_tmp, int crash_renamed, char *err, size_t errlen);
+int mio_replace_file(const char *dir, const char *name, const void *data, size_t len, int crash_tmp,
+		     int crash_renamed, char *err, size_t errlen);
 /**
  * mio_read_file() - read a whole file of at most @max bytes into a malloc'd buffer.
  * Returns 0, -ENOENT, -EFBIG (larger than @max) or another negative errno, with @err filled.

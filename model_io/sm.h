@@ -75,13 +75,13 @@ const char *ps_sm_writer_errmsg(const struct ps_sm_writer *w);
 
 /** What went through a writer handle (counted by the manager for every scheme). */
 struct ps_sm_writer_stats {
-	uint64_t models;       /* successful write calls */
+	uint64_t models; /* successful write calls */
 	uint64_t dense_rows;
 	uint64_t sparse_rows;
 	uint64_t hash_rows;
 	uint64_t hash_deletes;
-	uint64_t commits;      /* successful commits */
-	uint64_t value_bytes;  /* float bytes handed over (values and slots) */
+	uint64_t commits;     /* successful commits */
+	uint64_t value_bytes; /* float bytes handed over (values and slots) */
 };
 void ps_sm_writer_stats(const struct ps_sm_writer *w, struct ps_sm_writer_stats *st);
 
@@ -113,27 +113,27 @@ int ps_sm_open_write_any(const char *url, const struct ps_sm_writer_opts *opts,
 
 /** The 64-byte delta header; little-endian on disk at the offsets shown (docs/formats.md). */
 struct ps_sm_delta_hdr {
-	uint32_t magic;		/*  0: PS_SM_DELTA_MAGIC */
-	uint16_t format;	/*  4: PS_SM_DELTA_FORMAT */
-	uint16_t flags;		/*  6: 0 */
+	uint32_t magic;		  /*  0: PS_SM_DELTA_MAGIC */
+	uint16_t format;	  /*  4: PS_SM_DELTA_FORMAT */
+	uint16_t flags;		  /*  6: 0 */
 	uint64_t created_unix_ns; /* 8: at commit */
-	uint64_t writer_id;	/* 16 */
-	uint64_t rows;		/* 24: rows in all row records */
-	uint64_t deletes;	/* 32: keys in all delete records */
-	uint64_t records;	/* 40 */
-	uint64_t content_bytes; /* 48: bytes after the header */
-	uint32_t content_crc;	/* 56: CRC32C of those bytes */
-	uint32_t header_crc;	/* 60: CRC32C of header bytes [0, 60) */
+	uint64_t writer_id;	  /* 16 */
+	uint64_t rows;		  /* 24: rows in all row records */
+	uint64_t deletes;	  /* 32: keys in all delete records */
+	uint64_t records;	  /* 40 */
+	uint64_t content_bytes;	  /* 48: bytes after the header */
+	uint32_t content_crc;	  /* 56: CRC32C of those bytes */
+	uint32_t header_crc;	  /* 60: CRC32C of header bytes [0, 60) */
 };
 
 /** Record types: one per write call (a hash model with deletes and rows gives two). */
 enum ps_sm_rec_type {
-	PS_SM_REC_DENSE = 1,	    /* rows [begin, begin + count), values only */
-	PS_SM_REC_SPARSE = 2,	    /* count u64 ids, then the rows */
-	PS_SM_REC_HASH64 = 3,	    /* count u64 keys, then the rows */
-	PS_SM_REC_HASH128 = 4,	    /* count (lo, hi) u64 pairs, then the rows */
-	PS_SM_REC_HASH64_DEL = 5,   /* count u64 keys */
-	PS_SM_REC_HASH128_DEL = 6,  /* count (lo, hi) pairs */
+	PS_SM_REC_DENSE = 1,	   /* rows [begin, begin + count), values only */
+	PS_SM_REC_SPARSE = 2,	   /* count u64 ids, then the rows */
+	PS_SM_REC_HASH64 = 3,	   /* count u64 keys, then the rows */
+	PS_SM_REC_HASH128 = 4,	   /* count (lo, hi) u64 pairs, then the rows */
+	PS_SM_REC_HASH64_DEL = 5,  /* count u64 keys */
+	PS_SM_REC_HASH128_DEL = 6, /* count (lo, hi) pairs */
 };
 
 /** The 40-byte record header, followed by the name padded to 8 bytes, then the payload. */
@@ -152,22 +152,22 @@ struct ps_sm_record_hdr {
 struct ps_sm_record {
 	enum ps_sm_rec_type type;
 	uint64_t var_id;
-	const char *var_name;  /* NUL-terminated */
+	const char *var_name; /* NUL-terminated */
 	uint32_t width, nslots;
 	uint64_t count;
-	uint64_t begin;	       /* PS_SM_REC_DENSE */
-	const uint64_t *keys;  /* sparse ids / hash64 keys (count) / hash128 (2 * count: lo, hi) */
-	const float *values;   /* count * (1 + nslots) * width; NULL for deletes */
+	uint64_t begin;	      /* PS_SM_REC_DENSE */
+	const uint64_t *keys; /* sparse ids / hash64 keys (count) / hash128 (2 * count: lo, hi) */
+	const float *values;  /* count * (1 + nslots) * width; NULL for deletes */
 };
 
 /* ---- file:// deltas: consumers --------------------------------------------------------------- */
 
 /** One line of the manifest: a complete delta. */
 struct ps_sm_manifest_entry {
-	uint64_t seq;		  /* 1, 2, ... in commit order */
+	uint64_t seq;		   /* 1, 2, ... in commit order */
 	char file[PS_SM_FILE_MAX]; /* "delta-000001.psd" */
-	uint64_t size;		  /* bytes */
-	uint32_t crc32c;	  /* content CRC (as in the header) */
+	uint64_t size;		   /* bytes */
+	uint32_t crc32c;	   /* content CRC (as in the header) */
 	uint64_t rows, deletes;
 	uint64_t writer_id;
 	uint64_t created_unix_ns;
@@ -177,8 +177,8 @@ struct ps_sm_manifest_entry {
  * ps_sm_manifest_read() - the complete deltas of folder @dir, in sequence order (malloc'd,
  * free()). A folder without a manifest has none. A corrupt manifest is PS_ECORRUPT.
  */
-int ps_sm_manifest_read(const char *dir, struct ps_sm_manifest_entry **out, size_t *n,
-			char *err, size_t errlen);
+int ps_sm_manifest_read(const char *dir, struct ps_sm_manifest_entry **out, size_t *n, char *err,
+			size_t errlen);
 
 struct ps_sm_delta_reader;
 
@@ -246,13 +246,13 @@ struct ps_ckpt_apply_opts {
 };
 
 struct ps_ckpt_apply_stats {
-	uint64_t deltas;	    /* delta files applied */
+	uint64_t deltas; /* delta files applied */
 	uint64_t first_seq, last_seq;
-	uint64_t rows_replaced;	    /* existing rows given new values */
-	uint64_t rows_inserted;	    /* hash keys new to the checkpoint */
-	uint64_t keys_deleted;	    /* hash keys removed */
-	uint64_t deletes_absent;    /* deletions of keys the result would not have had anyway */
-	uint64_t bytes_in;	    /* total bytes to read (for a progress bar) */
+	uint64_t rows_replaced;	 /* existing rows given new values */
+	uint64_t rows_inserted;	 /* hash keys new to the checkpoint */
+	uint64_t keys_deleted;	 /* hash keys removed */
+	uint64_t deletes_absent; /* deletions of keys the result would not have had anyway */
+	uint64_t bytes_in;	 /* total bytes to read (for a progress bar) */
 };
 
 /**

@@ -24,12 +24,12 @@ _Static_assert(offsetof(struct ps_sm_delta_hdr, header_crc) == 60, "delta header
 _Static_assert(sizeof(struct ps_sm_record_hdr) == PS_SM_RECORD_HEADER_BYTES, "record header size");
 _Static_assert(offsetof(struct ps_sm_record_hdr, payload_bytes) == 32, "record payload offset");
 
-#define DOFF(f)		 offsetof(struct ps_sm_delta_hdr, f)
-#define ROFF(f)		 offsetof(struct ps_sm_record_hdr, f)
-#define MANIFEST_MAGIC	 "psplus-deltas 1\n"
-#define MANIFEST_MAX	 (256u << 20)
-#define MANIFEST_FIELDS	 8
-#define PATH_BYTES	 4200
+#define DOFF(f)		offsetof(struct ps_sm_delta_hdr, f)
+#define ROFF(f)		offsetof(struct ps_sm_record_hdr, f)
+#define MANIFEST_MAGIC	"psplus-deltas 1\n"
+#define MANIFEST_MAX	(256u << 20)
+#define MANIFEST_FIELDS 8
+#define PATH_BYTES	4200
 
 int ps_sm_delta_file_name(uint64_t seq, char *out, size_t len)
 {
@@ -147,8 +147,8 @@ uint64_t ps_sm_record_payload_bytes(const struct ps_sm_record_hdr *h, bool *ok)
 
 /* ---- manifest -------------------------------------------------------------------------------- */
 
-int ps_sm_manifest_write(const char *dir, const struct ps_sm_manifest_entry *e, size_t n,
-			 char *err, size_t errlen)
+int ps_sm_manifest_write(const char *dir, const struct ps_sm_manifest_entry *e, size_t n, char *err,
+			 size_t errlen)
 {
 	size_t cap = sizeof(MANIFEST_MAGIC) + (n + 1) * 200, len;
 	char *buf = malloc(cap);
@@ -190,8 +190,8 @@ static int parse_line(const char *p, size_t len, struct ps_sm_manifest_entry *e)
 	return strcmp(want, e->file) ? -1 : 0;
 }
 
-int ps_sm_manifest_read(const char *dir, struct ps_sm_manifest_entry **out, size_t *n,
-			char *err, size_t errlen)
+int ps_sm_manifest_read(const char *dir, struct ps_sm_manifest_entry **out, size_t *n, char *err,
+			size_t errlen)
 {
 	struct ps_sm_manifest_entry *e = NULL;
 	char path[PATH_BYTES];
@@ -286,9 +286,9 @@ struct ps_sm_delta_reader {
 	struct ps_sm_delta_hdr hdr;
 	struct mio_rbuf rb;
 	int fd;
-	uint64_t nrec;	     /* records returned */
+	uint64_t nrec; /* records returned */
 	uint64_t rows, deletes;
-	uint8_t *payload;    /* the current record's keys and floats */
+	uint8_t *payload; /* the current record's keys and floats */
 	size_t payload_cap;
 	char name[PS_SM_NAME_MAX + 1];
 	int err;
@@ -374,12 +374,14 @@ int ps_sm_delta_reader_open(const char *path, struct ps_sm_delta_reader **out, c
 	if (r->hdr.content_bytes > (uint64_t)st.st_size - PS_SM_DELTA_HEADER_BYTES) {
 		rc = dr_fail(r, PS_ECORRUPT,
 			     "truncated at offset %lld (the header promises %" PRIu64 " bytes)",
-			     (long long)st.st_size, PS_SM_DELTA_HEADER_BYTES + r->hdr.content_bytes);
+			     (long long)st.st_size,
+			     PS_SM_DELTA_HEADER_BYTES + r->hdr.content_bytes);
 		goto fail;
 	}
 	if (r->hdr.content_bytes < (uint64_t)st.st_size - PS_SM_DELTA_HEADER_BYTES) {
 		rc = dr_fail(r, PS_ECORRUPT, "%" PRIu64 " trailing bytes",
-			     (uint64_t)st.st_size - PS_SM_DELTA_HEADER_BYTES - r->hdr.content_bytes);
+			     (uint64_t)st.st_size - PS_SM_DELTA_HEADER_BYTES -
+				     r->hdr.content_bytes);
 		goto fail;
 	}
 	rc = mio_rbuf_init(&r->rb, r->fd, PS_SM_DELTA_HEADER_BYTES,
@@ -441,8 +443,8 @@ int ps_sm_delta_reader_next(struct ps_sm_delta_reader *r, struct ps_sm_record *r
 				       "the header counts %" PRIu64 " records, %" PRIu64
 				       " rows, %" PRIu64 " deletes; the file holds %" PRIu64
 				       ", %" PRIu64 ", %" PRIu64,
-				       r->hdr.records, r->hdr.rows, r->hdr.deletes, r->nrec, r->rows,
-				       r->deletes);
+				       r->hdr.records, r->hdr.rows, r->hdr.deletes, r->nrec,
+				       r->rows, r->deletes);
 		if (r->rb.crc != r->hdr.content_crc) /* changed since the prescan */
 			return dr_fail(r, PS_ECORRUPT, "content CRC mismatch on the second read");
 		return 0;
@@ -454,7 +456,8 @@ int ps_sm_delta_reader_next(struct ps_sm_delta_reader *r, struct ps_sm_record *r
 	if (!ok || h.payload_bytes != want || h.name_len > PS_SM_NAME_MAX ||
 	    (h.type != PS_SM_REC_DENSE && h.begin)) {
 		return dr_fail(r, PS_ECORRUPT,
-			       "bad record header at offset %" PRIu64 " (type %u, width %u, slots %u, "
+			       "bad record header at offset %" PRIu64
+			       " (type %u, width %u, slots %u, "
 			       "count %" PRIu64 ", payload %" PRIu64 ")",
 			       at, h.type, h.width, h.nslots, h.count, h.payload_bytes);
 	}
@@ -484,7 +487,7 @@ int ps_sm_delta_reader_next(struct ps_sm_delta_reader *r, struct ps_sm_record *r
 	if ((rc = dr_get(r, r->payload, (size_t)h.payload_bytes, "a record payload")))
 		return rc;
 	del = h.type == PS_SM_REC_HASH64_DEL || h.type == PS_SM_REC_HASH128_DEL;
-	kwords = h.type == PS_SM_REC_DENSE ? 0
+	kwords = h.type == PS_SM_REC_DENSE					  ? 0
 		 : h.type == PS_SM_REC_HASH128 || h.type == PS_SM_REC_HASH128_DEL ? 2 * h.count
 										  : h.count;
 	mio_le_u64s((uint64_t *)(void *)r->payload, (size_t)kwords);

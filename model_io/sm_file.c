@@ -27,11 +27,11 @@
 struct file_writer {
 	char dir[PS_URL_PATH_MAX];
 	uint64_t writer_id;
-	int fd;			/* the current delta's temp file, or -1 */
+	int fd; /* the current delta's temp file, or -1 */
 	char tmp[PS_URL_PATH_MAX + 96];
 	struct mio_wbuf wb;
 	uint64_t rows, deletes, records;
-	int err;		/* sticky for the current delta */
+	int err; /* sticky for the current delta */
 	char errmsg[PS_URL_PATH_MAX + 256];
 };
 

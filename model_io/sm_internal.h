@@ -27,8 +27,8 @@ void ps_sm_record_header_decode(const uint8_t in[40], struct ps_sm_record_hdr *h
 uint64_t ps_sm_record_payload_bytes(const struct ps_sm_record_hdr *h, bool *ok);
 
 /** The manifest of @dir rewritten with @e[0, n) (temp, fsync, rename, fsync dir). */
-int ps_sm_manifest_write(const char *dir, const struct ps_sm_manifest_entry *e, size_t n,
-			 char *err, size_t errlen);
+int ps_sm_manifest_write(const char *dir, const struct ps_sm_manifest_entry *e, size_t n, char *err,
+			 size_t errlen);
 /** "delta-%06llu.psd". */
 int ps_sm_delta_file_name(uint64_t seq, char *out, size_t len);
 

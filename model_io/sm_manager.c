@@ -55,8 +55,10 @@ int ps_sm_open_writer(const char *url, const struct ps_sm_writer_opts *opts,
 	}
 	ops = ps_sm_manager_get(u->scheme);
 	if (!ops) {
-		mio_errf(err, errlen, "'%s': no streaming-model writer for scheme '%s' (built in: "
-			 "file, none; others come from plugins)", url, u->scheme);
+		mio_errf(err, errlen,
+			 "'%s': no streaming-model writer for scheme '%s' (built in: "
+			 "file, none; others come from plugins)",
+			 url, u->scheme);
 		free(u);
 		return PS_EUNSUPPORTED_SCHEME;
 	}
@@ -98,8 +100,8 @@ static uint64_t row_bytes(uint64_t n, uint32_t width, uint32_t nslots)
 	return n > (UINT64_C(1) << 62) / per ? 0 : n * per;
 }
 
-static int check_common(struct ps_sm_writer *w, const char *what, const char *name,
-			uint32_t width, uint32_t nslots, uint64_t n, uint64_t *bytes)
+static int check_common(struct ps_sm_writer *w, const char *what, const char *name, uint32_t width,
+			uint32_t nslots, uint64_t n, uint64_t *bytes)
 {
 	if (name && strlen(name) > PS_SM_NAME_MAX)
 		return bad(w, "%s: variable name longer than %d bytes", what, PS_SM_NAME_MAX);
@@ -138,8 +140,7 @@ int ps_sm_write_dense(struct ps_sm_writer *w, const struct ps_sm_dense_model *m)
 	if (rc)
 		return rc;
 	if (m->nrows && !m->values)
-		return bad(w, "dense model: no values for %llu rows",
-			   (unsigned long long)m->nrows);
+		return bad(w, "dense model: no values for %llu rows", (unsigned long long)m->nrows);
 	if (m->rows_begin + m->nrows < m->rows_begin)
 		return bad(w, "dense model: rows_begin + nrows overflows");
 	rc = finish_call(w, w->ops->write_dense(w->state, m));

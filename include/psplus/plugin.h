@@ -59,7 +59,7 @@ struct ps_plugin_host {
 };
 
 /** Does @host (as the loading psplus built it) have member @member? */
-#define PS_PLUGIN_HOST_HAS(host, member)                                                 \
+#define PS_PLUGIN_HOST_HAS(host, member)                                                     \
 	((host)->size >= offsetof(struct ps_plugin_host, member) + sizeof((host)->member) && \
 	 (host)->member != NULL)
 

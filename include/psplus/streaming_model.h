@@ -46,11 +46,11 @@ extern "C" {
 struct ps_sm_dense_model {
 	const char *var_name; /* NUL-terminated, <= PS_SM_NAME_MAX bytes; may be "" */
 	uint64_t var_id;
-	uint32_t width;	      /* floats per value, >= 1 */
-	uint32_t nslots;      /* slots per row after the value, 0..PS_SM_MAX_SLOTS */
-	uint64_t rows_begin;  /* first row id */
-	uint64_t nrows;	      /* may be 0 */
-	const float *values;  /* nrows x (1 + nslots) x width */
+	uint32_t width;	     /* floats per value, >= 1 */
+	uint32_t nslots;     /* slots per row after the value, 0..PS_SM_MAX_SLOTS */
+	uint64_t rows_begin; /* first row id */
+	uint64_t nrows;	     /* may be 0 */
+	const float *values; /* nrows x (1 + nslots) x width */
 };
 
 /** SparseModel: rows of a sparse (or dense) variable by id, in any order. */

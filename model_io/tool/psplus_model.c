@@ -322,8 +322,8 @@ static int cmd_list(int argc, char **argv)
 			bytes += var_bytes(&m->vars[v]);
 			parts += m->vars[v].nparts;
 		}
-		printf("%-32s %-24s %5zu %6" PRIu64 " %14" PRIu64 " %14" PRIu64 "  %s\n",
-		       e[i].name, when, m->nvars, parts, rows, bytes, m->derived_from);
+		printf("%-32s %-24s %5zu %6" PRIu64 " %14" PRIu64 " %14" PRIu64 "  %s\n", e[i].name,
+		       when, m->nvars, parts, rows, bytes, m->derived_from);
 		ps_ckpt_meta_free(m);
 	}
 	printf("%zu checkpoint%s under %s\n", n, n == 1 ? "" : "s", root);
@@ -367,8 +367,8 @@ static int cmd_show(int argc, char **argv)
 		printf("\nvariable %" PRIu64 " '%s'\n", v->id, v->name);
 		printf("  kind %s, width %u, %s %" PRIu64 ", %u slot%s%s%s\n",
 		       ps_ckpt_kind_name(v->spec.kind), v->spec.width,
-		       v->spec.kind <= PS_VAR_SPARSE ? "rows" : "live rows", var_rows(v),
-		       v->nslots, v->nslots == 1 ? "" : "s", v->nslots ? ": " : "",
+		       v->spec.kind <= PS_VAR_SPARSE ? "rows" : "live rows", var_rows(v), v->nslots,
+		       v->nslots == 1 ? "" : "s", v->nslots ? ": " : "",
 		       slot_names(v->spec.optim.kind));
 		printf("  optimizer %s\n", buf);
 		printf("  initializer %s", ibuf);
@@ -510,8 +510,8 @@ static void parse_list(const char *s, const struct ps_ckpt_var *v, bool keys, st
 			die_usage("'%s' is not a number", tok);
 		}
 		if (!keys && x.lo >= v->spec.rows)
-			die_usage("row %" PRIu64 " is out of range: '%s' has rows 0..%" PRIu64, x.lo,
-				  v->name, v->spec.rows - 1);
+			die_usage("row %" PRIu64 " is out of range: '%s' has rows 0..%" PRIu64,
+				  x.lo, v->name, v->spec.rows - 1);
 		w = realloc(w, (cnt + 1) * sizeof(*w));
 		if (!w)
 			die(EXIT_BAD_DATA, "out of memory");
@@ -567,17 +567,17 @@ static int cmd_dump(int argc, char **argv)
 	nf = (size_t)v->spec.width * (1u + v->nslots);
 	for (size_t j = 0; j < v->nparts && !rc; j++) {
 		const struct ps_ckpt_part_desc *d = &v->parts[j];
-		struct ps_ckpt_part_reader_opts o = {.path = path, .filter_begin = d->begin,
-						     .filter_end = d->end};
+		struct ps_ckpt_part_reader_opts o = {
+			.path = path, .filter_begin = d->begin, .filter_end = d->end};
 		struct ps_ckpt_part_reader *r;
 		struct ps_ckpt_row row;
 		bool any = false;
 
 		for (size_t i = 0; i < n; i++) {
-			uint64_t x = v->spec.kind == PS_VAR_HASH64    ? ps_hash_bucket64(w[i].lo)
-				     : v->spec.kind == PS_VAR_HASH128 ? ps_hash_bucket128(w[i].lo,
-											  w[i].hi)
-								      : w[i].lo;
+			uint64_t x = v->spec.kind == PS_VAR_HASH64 ? ps_hash_bucket64(w[i].lo)
+				     : v->spec.kind == PS_VAR_HASH128
+					     ? ps_hash_bucket128(w[i].lo, w[i].hi)
+					     : w[i].lo;
 
 			any |= x >= d->begin && x < d->end;
 		}
@@ -745,7 +745,9 @@ static int cmd_deltas(int argc, char **argv)
 		}
 	}
 	printf("%zu delta%s in %s%s\n", n, n == 1 ? "" : "s", dir,
-	       !verify ? "" : bad ? ", some bad" : ", every CRC good");
+	       !verify ? ""
+	       : bad   ? ", some bad"
+		       : ", every CRC good");
 	free(e);
 	return bad ? EXIT_BAD_DATA : 0;
 }
@@ -774,8 +776,8 @@ int main(int argc, char **argv)
 		const char *name;
 		int (*fn)(int, char **);
 	} cmds[] = {
-		{"list", cmd_list},	    {"show", cmd_show},	    {"verify", cmd_verify},
-		{"dump", cmd_dump},	    {"apply-deltas", cmd_apply}, {"deltas", cmd_deltas},
+		{"list", cmd_list},	{"show", cmd_show},	     {"verify", cmd_verify},
+		{"dump", cmd_dump},	{"apply-deltas", cmd_apply}, {"deltas", cmd_deltas},
 		{"remove", cmd_remove},
 	};
 

@@ -42,8 +42,10 @@ static int cw_open(const char *url, const char *rest, const struct ps_sm_writer_
 	struct count_writer *w;
 
 	if (rest[0] != '/' || strlen(rest) >= sizeof(w->path) - 8) {
-		snprintf(err, errlen, "'%s': count:// needs an absolute file path, e.g. "
-			 "count:///tmp/summary.json", url);
+		snprintf(err, errlen,
+			 "'%s': count:// needs an absolute file path, e.g. "
+			 "count:///tmp/summary.json",
+			 url);
 		return -EINVAL;
 	}
 	w = calloc(1, sizeof(*w));

@@ -83,7 +83,8 @@ void tv_add_random_keys(struct tvar *v, size_t n, uint64_t *seed)
 	float *row = malloc(tv_nf(v) * sizeof(float));
 
 	for (size_t k = 0; k < n; k++) {
-		uint64_t lo = tm_rand(seed), hi = v->spec.kind == PS_VAR_HASH128 ? tm_rand(seed) : 0;
+		uint64_t lo = tm_rand(seed),
+			 hi = v->spec.kind == PS_VAR_HASH128 ? tm_rand(seed) : 0;
 
 		for (size_t j = 0; j < tv_nf(v); j++)
 			row[j] = tm_randf(seed);
@@ -108,10 +109,10 @@ struct tvar *tm_add_var(struct tmodel *m, const char *name, uint64_t id, enum ps
 	v->spec.init.stddev = 0.01f;
 	v->spec.init.seed = id * 7;
 	v->spec.optim = ps_optimizer_defaults(optim);
-	v->nslots = optim == PS_OPTIM_SGD				  ? 0
+	v->nslots = optim == PS_OPTIM_SGD				      ? 0
 		    : optim == PS_OPTIM_MOMENTUM || optim == PS_OPTIM_ADAGRAD ? 1
-		    : optim == PS_OPTIM_CENTERED_RMSPROP		  ? 3
-									  : 2;
+		    : optim == PS_OPTIM_CENTERED_RMSPROP		      ? 3
+									      : 2;
 	if (kind == PS_VAR_DENSE || kind == PS_VAR_SPARSE) {
 		row = malloc(tv_nf(v) * sizeof(float));
 		tv_reserve(v, rows);
@@ -157,8 +158,8 @@ int tm_save(const struct tmodel *m, const char *root, const char *name, unsigned
 	ps_ckpt_meta_set_placement(meta, "blob", 4);
 	for (size_t i = 0; i < m->nvars && !rc; i++) {
 		const struct tvar *v = &m->vars[i];
-		struct ps_ckpt_var *cv = ps_ckpt_meta_add_var(meta, v->name, v->id, &v->spec,
-							      v->nslots);
+		struct ps_ckpt_var *cv =
+			ps_ckpt_meta_add_var(meta, v->name, v->id, &v->spec, v->nslots);
 		uint64_t dom = hashk(v->spec.kind) ? PS_HASH_BUCKETS : v->spec.rows;
 		unsigned np = nparts > dom ? (unsigned)dom : nparts;
 
@@ -244,8 +245,8 @@ int tm_load(const char *root, const char *name, struct tmodel *m)
 				rc = 0;
 			}
 			if (rc)
-				fprintf(stderr, "tm_load: %s\n", r ? ps_ckpt_part_reader_errmsg(r)
-								   : err);
+				fprintf(stderr, "tm_load: %s\n",
+					r ? ps_ckpt_part_reader_errmsg(r) : err);
 			ps_ckpt_part_reader_close(r);
 		}
 	}
@@ -271,7 +272,8 @@ bool tm_equal(const struct tmodel *a, const struct tmodel *b)
 		if (!y || x->n != y->n || x->nslots != y->nslots ||
 		    x->spec.width != y->spec.width || x->spec.kind != y->spec.kind ||
 		    strcmp(x->name, y->name)) {
-			fprintf(stderr, "tm_equal: variable %s differs (rows %zu)\n", x->name, x->n);
+			fprintf(stderr, "tm_equal: variable %s differs (rows %zu)\n", x->name,
+				x->n);
 			return false;
 		}
 		for (size_t r = 0; r < x->n; r++) {

@@ -32,10 +32,10 @@ static uint64_t seed = 2024;
 /* What the server's ps_optim_init_slots() would be given; fills every slot with FRESH_SLOT. */
 static void fresh_slots(void *arg, const struct ps_optimizer *o, float *row, uint32_t width)
 {
-	unsigned n = o->kind == PS_OPTIM_SGD					? 0
+	unsigned n = o->kind == PS_OPTIM_SGD					   ? 0
 		     : o->kind == PS_OPTIM_MOMENTUM || o->kind == PS_OPTIM_ADAGRAD ? 1
-		     : o->kind == PS_OPTIM_CENTERED_RMSPROP			? 3
-										: 2;
+		     : o->kind == PS_OPTIM_CENTERED_RMSPROP			   ? 3
+										   : 2;
 
 	(void)arg;
 	for (size_t i = width; i < (size_t)width * (1 + n); i++)
@@ -126,9 +126,13 @@ static void random_delta(struct ps_sm_writer *w)
 	v = &want.vars[0];
 	{
 		uint64_t b = tm_rand(&seed) % 30, cnt = 1 + tm_rand(&seed) % 10;
-		struct ps_sm_dense_model m = {.var_name = "dense", .var_id = 1, .width = 3,
-					      .nslots = slots ? v->nslots : 0, .rows_begin = b,
-					      .nrows = cnt, .values = vals};
+		struct ps_sm_dense_model m = {.var_name = "dense",
+					      .var_id = 1,
+					      .width = 3,
+					      .nslots = slots ? v->nslots : 0,
+					      .rows_begin = b,
+					      .nrows = cnt,
+					      .values = vals};
 		size_t stride = 3u * (1 + m.nslots);
 
 		rand_rows(vals, cnt * stride);
@@ -140,9 +144,11 @@ static void random_delta(struct ps_sm_writer *w)
 	 * dense variable */
 	for (int target = 1; target >= 0; target--) {
 		v = &want.vars[target];
-		struct ps_sm_sparse_model m = {.var_name = v->name, .var_id = v->id,
+		struct ps_sm_sparse_model m = {.var_name = v->name,
+					       .var_id = v->id,
 					       .width = v->spec.width,
-					       .nslots = slots ? 0 : v->nslots, .ids = ids,
+					       .nslots = slots ? 0 : v->nslots,
+					       .ids = ids,
 					       .values = vals};
 		size_t stride = v->spec.width * (1u + m.nslots);
 
@@ -167,9 +173,15 @@ static void random_delta(struct ps_sm_writer *w)
 	for (size_t i = 0; i < 5; i++)
 		ids[n++] = tm_rand(&seed); /* new */
 	{
-		struct ps_sm_hash_model m = {.var_name = "h64", .var_id = 3, .width = 2,
-					     .nslots = slots ? v->nslots : 0, .key_bits = 64,
-					     .n = n, .keys = ids, .values = vals, .ndeleted = nd,
+		struct ps_sm_hash_model m = {.var_name = "h64",
+					     .var_id = 3,
+					     .width = 2,
+					     .nslots = slots ? v->nslots : 0,
+					     .key_bits = 64,
+					     .n = n,
+					     .keys = ids,
+					     .values = vals,
+					     .ndeleted = nd,
 					     .deleted = dels};
 		size_t stride = 2u * (1 + m.nslots);
 
@@ -190,8 +202,12 @@ static void random_delta(struct ps_sm_writer *w)
 	}
 	k128[n++] = (struct ps_key128){tm_rand(&seed), tm_rand(&seed)};
 	{
-		struct ps_sm_hash_model m = {.var_name = "h128", .var_id = 4, .width = 1,
-					     .key_bits = 128, .n = n, .keys128 = k128,
+		struct ps_sm_hash_model m = {.var_name = "h128",
+					     .var_id = 4,
+					     .width = 1,
+					     .key_bits = 128,
+					     .n = n,
+					     .keys128 = k128,
 					     .values = vals};
 
 		rand_rows(vals, n);
@@ -206,8 +222,12 @@ static void random_delta(struct ps_sm_writer *w)
 		d128[nd++] = (struct ps_key128){v->lo[j], v->hi[j]};
 	}
 	{
-		struct ps_sm_hash_model m = {.var_name = "h128", .var_id = 4, .width = 1,
-					     .key_bits = 128, .ndeleted = nd, .deleted128 = d128};
+		struct ps_sm_hash_model m = {.var_name = "h128",
+					     .var_id = 4,
+					     .width = 1,
+					     .key_bits = 128,
+					     .ndeleted = nd,
+					     .deleted128 = d128};
 
 		assert_int_equal(ps_sm_write_hash(w, &m), 0);
 		for (size_t i = 0; i < nd; i++)
@@ -231,8 +251,13 @@ static int apply_v(const char *from, const char *to, uint64_t after, uint64_t up
 		   struct ps_ckpt_apply_stats *st)
 {
 	struct ps_ckpt_apply_opts o = {
-		.root = root, .base = from, .delta_dir = dd, .new_name = to, .after_seq = after,
-		.upto_seq = upto, .init_slots = fresh_slots,
+		.root = root,
+		.base = from,
+		.delta_dir = dd,
+		.new_name = to,
+		.after_seq = after,
+		.upto_seq = upto,
+		.init_slots = fresh_slots,
 	};
 
 	return ps_ckpt_apply_deltas(&o, st, err, sizeof(err));
@@ -323,15 +348,17 @@ static void test_refusals(void **state)
 {
 	float v[8] = {0};
 	uint64_t id = 3, big = 50;
-	struct ps_sm_sparse_model unknown = {.var_name = "x", .var_id = 99, .width = 2, .n = 1,
-					     .ids = &id, .values = v};
-	struct ps_sm_sparse_model renamed = {.var_name = "other", .var_id = 2, .width = 2,
-					     .n = 1, .ids = &id, .values = v};
-	struct ps_sm_sparse_model wide = {.var_id = 2, .width = 3, .n = 1, .ids = &id,
-					  .values = v};
-	struct ps_sm_sparse_model beyond = {.var_id = 2, .width = 2, .n = 1, .ids = &big,
-					    .values = v};
-	struct ps_sm_hash_model as128 = {.var_id = 3, .width = 2, .key_bits = 128, .ndeleted = 1,
+	struct ps_sm_sparse_model unknown = {
+		.var_name = "x", .var_id = 99, .width = 2, .n = 1, .ids = &id, .values = v};
+	struct ps_sm_sparse_model renamed = {
+		.var_name = "other", .var_id = 2, .width = 2, .n = 1, .ids = &id, .values = v};
+	struct ps_sm_sparse_model wide = {.var_id = 2, .width = 3, .n = 1, .ids = &id, .values = v};
+	struct ps_sm_sparse_model beyond = {
+		.var_id = 2, .width = 2, .n = 1, .ids = &big, .values = v};
+	struct ps_sm_hash_model as128 = {.var_id = 3,
+					 .width = 2,
+					 .key_bits = 128,
+					 .ndeleted = 1,
 					 .deleted128 = &(struct ps_key128){1, 2}};
 	struct ps_sm_batch b = {.nsparse = 1};
 	char path[4400];

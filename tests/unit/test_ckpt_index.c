@@ -204,8 +204,8 @@ static void test_commit_refusals(void **state)
 {
 	struct ps_ckpt_meta *m = ps_ckpt_meta_create("c1");
 	struct ps_var_spec spec = {.kind = PS_VAR_DENSE, .rows = 2, .width = 1};
-	struct ps_ckpt_part_desc d = {.file = "v1-0-2.psp", .begin = 0, .end = 2, .rows = 2,
-				      .size = 64 + 2 * 12};
+	struct ps_ckpt_part_desc d = {
+		.file = "v1-0-2.psp", .begin = 0, .end = 2, .rows = 2, .size = 64 + 2 * 12};
 	struct ps_ckpt_entry e;
 	char dir[4200];
 
@@ -221,8 +221,7 @@ static void test_commit_refusals(void **state)
 	assert_int_equal(ps_ckpt_resolve(root, "latest", &e, err, sizeof(err)), 0);
 	assert_string_equal(e.name, "ok");
 	/* Bad names never get a folder. */
-	assert_int_equal(ps_ckpt_begin(root, "../up", dir, sizeof(dir), err, sizeof(err)),
-			 -EINVAL);
+	assert_int_equal(ps_ckpt_begin(root, "../up", dir, sizeof(dir), err, sizeof(err)), -EINVAL);
 	assert_int_equal(ps_ckpt_abort(root, "c1"), 0);
 	ps_ckpt_meta_free(m);
 }
@@ -250,8 +249,8 @@ static int crash_child(int point, bool remove)
 static void test_crash_during_save(void **state)
 {
 	static const int points[] = {
-		PS_MIO_CRASH_PART_TMP,	 PS_MIO_CRASH_META_TMP,	      PS_MIO_CRASH_META_RENAMED,
-		PS_MIO_CRASH_INDEX_TMP,	 PS_MIO_CRASH_INDEX_RENAMED,
+		PS_MIO_CRASH_PART_TMP,	PS_MIO_CRASH_META_TMP,	    PS_MIO_CRASH_META_RENAMED,
+		PS_MIO_CRASH_INDEX_TMP, PS_MIO_CRASH_INDEX_RENAMED,
 	};
 	char names[8][PS_CKPT_NAME_MAX + 1];
 
@@ -273,8 +272,7 @@ static void test_crash_during_save(void **state)
 			assert_string_equal(names[0], "prev");
 			assert_int_equal(ps_ckpt_resolve(root, "next", &e, err, sizeof(err)),
 					 -ENOENT);
-			assert_int_equal(ps_ckpt_resolve(root, "latest", &e, err, sizeof(err)),
-					 0);
+			assert_int_equal(ps_ckpt_resolve(root, "latest", &e, err, sizeof(err)), 0);
 			assert_string_equal(e.name, "prev");
 		}
 		assert_intact("prev");

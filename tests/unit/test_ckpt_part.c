@@ -105,19 +105,21 @@ static void test_round_trip_every_kind(void **state)
 
 static void test_header_layout(void **state)
 {
-	struct ps_ckpt_part_hdr h = {
-		.magic = PS_CKPT_PART_MAGIC,
-		.format = 1,
-		.kind = PS_VAR_HASH128,
-		.nslots = 2,
-		.width = 0x01020304,
-		.var_id = 0x1112131415161718ull,
-		.begin = 5,
-		.end = 9,
-		.rows = 3,
-		.content_bytes = 3 * (16 + 4 * 0x01020304ull * 3),
-		.content_crc = 0xa1b2c3d4,
-	}, back;
+	struct ps_ckpt_part_hdr h =
+					{
+						.magic = PS_CKPT_PART_MAGIC,
+						.format = 1,
+						.kind = PS_VAR_HASH128,
+						.nslots = 2,
+						.width = 0x01020304,
+						.var_id = 0x1112131415161718ull,
+						.begin = 5,
+						.end = 9,
+						.rows = 3,
+						.content_bytes = 3 * (16 + 4 * 0x01020304ull * 3),
+						.content_crc = 0xa1b2c3d4,
+					},
+				back;
 	uint8_t raw[64];
 
 	ps_ckpt_part_header_encode(&h, raw);
@@ -148,8 +150,13 @@ static void test_header_layout(void **state)
 static void write_small_part(const char *dir, char *path, size_t len)
 {
 	struct ps_ckpt_part_writer_opts o = {
-		.dir = dir, .var_id = 9, .kind = PS_VAR_SPARSE, .width = 2, .nslots = 1,
-		.begin = 10, .end = 13,
+		.dir = dir,
+		.var_id = 9,
+		.kind = PS_VAR_SPARSE,
+		.width = 2,
+		.nslots = 1,
+		.begin = 10,
+		.end = 13,
 	};
 	struct ps_ckpt_part_writer *w;
 	struct ps_ckpt_part_desc d;
@@ -202,9 +209,9 @@ static void test_every_byte_flip_is_caught(void **state)
 	for (size_t off = 0; off < 136; off++) {
 		tm_copy_file(good, bad, SIZE_MAX);
 		tm_flip_byte(bad, off, 0x40);
-		assert_int_equal(ps_ckpt_part_verify(bad, NULL, 0, 0, 0, 0, NULL, NULL, err,
-						     sizeof(err)),
-				 PS_ECORRUPT);
+		assert_int_equal(
+			ps_ckpt_part_verify(bad, NULL, 0, 0, 0, 0, NULL, NULL, err, sizeof(err)),
+			PS_ECORRUPT);
 		assert_non_null(strstr(err, bad));
 		if (off < 64) {
 			/* The header protects itself: refused at open, before any row. */
@@ -279,8 +286,8 @@ static void test_filters(void **state)
 	v = ps_ckpt_meta_find_var(meta, 1);
 	assert_int_equal(ps_ckpt_var_overlaps(v, 7, 13, idx), 2);
 	for (size_t k = 0; k < 2; k++) {
-		struct ps_ckpt_part_reader_opts o = {.path = path, .filter_begin = 7,
-						     .filter_end = 13};
+		struct ps_ckpt_part_reader_opts o = {
+			.path = path, .filter_begin = 7, .filter_end = 13};
 		struct ps_ckpt_part_reader *r;
 		struct ps_ckpt_row row;
 		int rc;
@@ -305,8 +312,10 @@ static void test_filters(void **state)
 	got = 0;
 	assert_int_equal(ps_ckpt_var_overlaps(v, 1000, 40000, idx), 2);
 	for (size_t k = 0; k < v->nparts; k++) {
-		struct ps_ckpt_part_reader_opts o = {.path = path, .filter_begin = 1000,
-						     .filter_end = 40000, .verify_first = true};
+		struct ps_ckpt_part_reader_opts o = {.path = path,
+						     .filter_begin = 1000,
+						     .filter_end = 40000,
+						     .verify_first = true};
 		struct ps_ckpt_part_reader *r;
 		struct ps_ckpt_row row;
 		int rc;
@@ -342,7 +351,12 @@ static void test_filters(void **state)
 static void test_writer_refusals(void **state)
 {
 	struct ps_ckpt_part_writer_opts o = {
-		.dir = root, .var_id = 3, .kind = PS_VAR_DENSE, .width = 1, .begin = 4, .end = 6,
+		.dir = root,
+		.var_id = 3,
+		.kind = PS_VAR_DENSE,
+		.width = 1,
+		.begin = 4,
+		.end = 6,
 	};
 	struct ps_ckpt_part_writer *w;
 	struct ps_ckpt_part_desc d;

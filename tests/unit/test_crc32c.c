@@ -66,7 +66,8 @@ static void test_incremental_and_alignment(void **state)
 
 				assert_int_equal(ps_crc32c(c, buf + off + cut, len - cut), whole);
 				c = ps_crc32c_sw(0, buf + off, cut);
-				assert_int_equal(ps_crc32c_sw(c, buf + off + cut, len - cut), whole);
+				assert_int_equal(ps_crc32c_sw(c, buf + off + cut, len - cut),
+						 whole);
 			}
 		}
 	assert_int_equal(ps_crc32c(0, buf, 4096), ps_crc32c_sw(0, buf, 4096));

@@ -69,12 +69,18 @@ static void test_manager(void **state)
 	struct ps_sm_writer_stats st;
 	float v[6] = {1, 2, 3, 4, 5, 6};
 	uint64_t ids[2] = {7, 9};
-	struct ps_sm_dense_model dm = {.var_name = "d", .var_id = 1, .width = 3, .nrows = 2,
-				       .values = v};
-	struct ps_sm_sparse_model sp = {.var_name = "s", .var_id = 2, .width = 3, .n = 2,
-					.ids = ids, .values = v};
-	struct ps_sm_hash_model hm = {.var_name = "h", .var_id = 3, .width = 3, .key_bits = 64,
-				      .n = 2, .keys = ids, .values = v, .ndeleted = 1,
+	struct ps_sm_dense_model dm = {
+		.var_name = "d", .var_id = 1, .width = 3, .nrows = 2, .values = v};
+	struct ps_sm_sparse_model sp = {
+		.var_name = "s", .var_id = 2, .width = 3, .n = 2, .ids = ids, .values = v};
+	struct ps_sm_hash_model hm = {.var_name = "h",
+				      .var_id = 3,
+				      .width = 3,
+				      .key_bits = 64,
+				      .n = 2,
+				      .keys = ids,
+				      .values = v,
+				      .ndeleted = 1,
 				      .deleted = ids};
 
 	assert_ptr_equal(ps_sm_manager_get("file"), ps_sm_manager_get("file"));
@@ -146,15 +152,36 @@ static void write_delta(struct ps_sm_writer *w, int k)
 
 	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
 		v[i] = (float)k * 100 + (float)i;
-	struct ps_sm_dense_model dm = {.var_name = "dense", .var_id = 1, .width = 3,
-				       .rows_begin = (uint64_t)k, .nrows = 2, .values = v};
-	struct ps_sm_sparse_model sp = {.var_name = "sparse", .var_id = 2, .width = 3,
-					.nslots = 2, .n = 2, .ids = ids, .values = v};
-	struct ps_sm_hash_model h64 = {.var_name = "h64", .var_id = 3, .width = 3, .key_bits = 64,
-				       .n = 2, .keys = ids, .values = v, .ndeleted = 3,
+	struct ps_sm_dense_model dm = {.var_name = "dense",
+				       .var_id = 1,
+				       .width = 3,
+				       .rows_begin = (uint64_t)k,
+				       .nrows = 2,
+				       .values = v};
+	struct ps_sm_sparse_model sp = {.var_name = "sparse",
+					.var_id = 2,
+					.width = 3,
+					.nslots = 2,
+					.n = 2,
+					.ids = ids,
+					.values = v};
+	struct ps_sm_hash_model h64 = {.var_name = "h64",
+				       .var_id = 3,
+				       .width = 3,
+				       .key_bits = 64,
+				       .n = 2,
+				       .keys = ids,
+				       .values = v,
+				       .ndeleted = 3,
 				       .deleted = del64};
-	struct ps_sm_hash_model h128 = {.var_name = "", .var_id = 4, .width = 1, .key_bits = 128,
-					.n = 2, .keys128 = keys, .values = v, .ndeleted = 1,
+	struct ps_sm_hash_model h128 = {.var_name = "",
+					.var_id = 4,
+					.width = 1,
+					.key_bits = 128,
+					.n = 2,
+					.keys128 = keys,
+					.values = v,
+					.ndeleted = 1,
 					.deleted128 = dels};
 
 	assert_int_equal(ps_sm_write_dense(w, &dm), 0);
@@ -343,7 +370,7 @@ static void test_corrupt_deltas(void **state)
 		tm_flip_byte(bad, off, 0x08);
 		assert_int_equal(ps_sm_delta_verify(bad, NULL, err, sizeof(err)), PS_ECORRUPT);
 		assert_non_null(strstr(err, bad));
-		assert_non_null(strstr(err, off < 4	   ? "bad magic"
+		assert_non_null(strstr(err, off < 4    ? "bad magic"
 					    : off < 64 ? "header CRC mismatch"
 						       : "content CRC mismatch"));
 	}

@@ -44,12 +44,23 @@ static void test_example_plugin(void **state)
 	struct ps_sm_writer_stats st;
 	float v[8] = {0};
 	uint64_t keys[2] = {5, 6};
-	struct ps_sm_dense_model dm = {.var_name = "bias", .var_id = 1, .width = 2, .nrows = 2,
-				       .values = v};
-	struct ps_sm_sparse_model sp = {.var_name = "emb", .var_id = 2, .width = 2, .nslots = 1,
-					.n = 2, .ids = keys, .values = v};
-	struct ps_sm_hash_model hm = {.var_name = "h\"q", .var_id = 3, .width = 4, .key_bits = 64,
-				      .n = 2, .keys = keys, .values = v, .ndeleted = 2,
+	struct ps_sm_dense_model dm = {
+		.var_name = "bias", .var_id = 1, .width = 2, .nrows = 2, .values = v};
+	struct ps_sm_sparse_model sp = {.var_name = "emb",
+					.var_id = 2,
+					.width = 2,
+					.nslots = 1,
+					.n = 2,
+					.ids = keys,
+					.values = v};
+	struct ps_sm_hash_model hm = {.var_name = "h\"q",
+				      .var_id = 3,
+				      .width = 4,
+				      .key_bits = 64,
+				      .n = 2,
+				      .keys = keys,
+				      .values = v,
+				      .ndeleted = 2,
 				      .deleted = keys};
 	struct ps_url u;
 	const char *s;
@@ -67,8 +78,7 @@ static void test_example_plugin(void **state)
 	assert_int_equal(ps_url_parse(url, &u, err, sizeof(err)), 0);
 	assert_string_equal(u.scheme, "count");
 
-	assert_int_equal(ps_sm_open_writer("count://relative", &o, &w, err, sizeof(err)),
-			 -EINVAL);
+	assert_int_equal(ps_sm_open_writer("count://relative", &o, &w, err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "absolute file path"));
 	assert_int_equal(ps_sm_open_writer(url, &o, &w, err, sizeof(err)), 0);
 	assert_int_equal(ps_sm_write_dense(w, &dm), 0);
@@ -151,8 +161,12 @@ static void nop_close(void *s)
 static void test_registration_refusals(void **state)
 {
 	struct ps_sm_writer_ops ops = {
-		.size = sizeof(ops), .open = nop_open, .write_dense = nop_dense,
-		.write_sparse = nop_sparse, .write_hash = nop_hash, .commit = nop_commit,
+		.size = sizeof(ops),
+		.open = nop_open,
+		.write_dense = nop_dense,
+		.write_sparse = nop_sparse,
+		.write_hash = nop_hash,
+		.commit = nop_commit,
 		.close = nop_close,
 	};
 	static struct ps_sm_writer_ops keep;
