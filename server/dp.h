@@ -80,6 +80,9 @@ void ps_dp_destroy(struct ps_dp *dp);
 uint32_t ps_dp_threads(const struct ps_dp *dp);
 uint16_t ps_dp_port(const struct ps_dp *dp, uint32_t shard);
 
+/** ps_dp_msg_size() - the largest request (header included) a thread accepts, in bytes. */
+uint32_t ps_dp_msg_size(const struct ps_dp *dp);
+
 /** ps_dp_dev_info() - what the transport dev is (for the start-up log). */
 void ps_dp_dev_info(const struct ps_dp *dp, struct ps_tp_dev_info *info);
 

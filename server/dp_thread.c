@@ -620,6 +620,11 @@ uint16_t ps_dp_port(const struct ps_dp *dp, uint32_t shard)
 	return shard < dp->nthreads ? dp->threads[shard].port : 0;
 }
 
+uint32_t ps_dp_msg_size(const struct ps_dp *dp)
+{
+	return dp->msg_size;
+}
+
 void ps_dp_dev_info(const struct ps_dp *dp, struct ps_tp_dev_info *info)
 {
 	*info = dp->info;

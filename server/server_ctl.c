@@ -96,6 +96,7 @@ static int do_register(struct ps_srv *s, int fd, bool first)
 		ports[i] = ps_dp_port(s->dp, i);
 	rq.n_shard_ports = nports < 256 ? nports : 256;
 	rq.shard_ports = ports;
+	rq.msg_size = ps_dp_msg_size(s->dp);
 	rq.transport = (char *)s->opts->transport;
 	rq.auth_token.data = s->token;
 	rq.auth_token.len = s->auth ? s->token_len : 0;
