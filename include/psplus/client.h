@@ -81,7 +81,10 @@ PS_EXPORT struct ps_client_opts ps_client_opts_default(void);
  */
 PS_EXPORT int ps_client_create(const struct ps_client_opts *opts, struct ps_client **out);
 
-/** ps_client_destroy() - close every connection and free the client. Accepts NULL. */
+/**
+ * ps_client_destroy() - close every connection and free the client. Accepts NULL. Buffers still
+ * registered are unregistered (their handles become invalid; the memory stays the caller's).
+ */
 PS_EXPORT void ps_client_destroy(struct ps_client *c);
 
 /** ps_client_last_error() - the message of this thread's last failed call ("" if none). */
@@ -101,6 +104,27 @@ PS_EXPORT const char *ps_client_last_error(void);
  */
 PS_EXPORT int ps_client_declare(struct ps_client *c, const char *name,
 				const struct ps_var_spec *spec, uint32_t *var_id);
+
+/**
+ * Load hints for the placementer: what the whole job (all workers together) does with a
+ * variable. Zeros mean "unknown" (no network or query load is estimated; a hash variable
+ * without expected_keys is estimated at no memory). Hints only steer placement; they are not
+ * part of the spec (re-declarations need not repeat them; the first declaration's are kept).
+ */
+struct ps_var_load {
+	double rows_read_per_step;   /* rows pulled per job step */
+	double rows_pushed_per_step; /* rows pushed per job step */
+	double steps_per_s;	     /* job steps per second (0: the scheduler's default, 10) */
+	uint64_t expected_keys;	     /* hash variables: expected number of distinct keys */
+};
+
+/**
+ * ps_client_declare_load() - ps_client_declare() with load hints (@load may be NULL).
+ * Names are 1 to 63 bytes.
+ */
+PS_EXPORT int ps_client_declare_load(struct ps_client *c, const char *name,
+				     const struct ps_var_spec *spec, const struct ps_var_load *load,
+				     uint32_t *var_id);
 
 /*
  * ---- registered buffers ----------------------------------------------------------------------

@@ -1,0 +1,262 @@
+/*
+ * Client internals (module ps_client), shared by:
+ *   client.c        create/destroy, options, registered buffers, errors, stats
+ *   client_ctl.c    the control connection to the scheduler: kv lookup, ClusterInfo (servers,
+ *                   placement, version), DeclareReq, StepReq, BarrierReq
+ *   client_conn.c   the data-plane endpoints: the destination table built from ClusterInfo,
+ *                   connections, request slots, the registered staging region
+ *   client_dp.c     running one call's requests: windows, sends, completions, timeouts
+ *   client_ops.c    the public calls: declare, pulls, pushes, step_end, barrier
+ *   client_route.c  routing, grouping, splitting (pure; client_route.h)
+ *
+ * Threads: every public call takes c->lock for its whole duration, so everything below is
+ * used by one thread at a time; the transport loop is owned by whichever thread holds the lock.
+ */
+#ifndef PS_CLIENT_INTERNAL_H
+#define PS_CLIENT_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <psplus/client.h>
+
+#include "client/client_route.h"
+#include "common/ctl.h"
+#include "common/dp_proto.h"
+#include "common/kv.h"
+#include "common/mem.h"
+#include "scheduler/placement.h"
+#include "transport/tp_pool.h"
+#include "transport/transport.h"
+
+#define CLI_LOG "client"
+
+#define CLI_DEF_TIMEOUT_MS 30000u
+#define CLI_DEF_INFLIGHT   16u
+/* Largest window a caller may ask for: bounded by the receive buffers we post per connection. */
+#define CLI_MAX_INFLIGHT 1024u
+/* Request slots (and registered request blocks) per client, whatever the cluster size. */
+#define CLI_MAX_SLOTS 256u
+/* The transport's default message size, assumed for servers that announce none. */
+#define CLI_DEF_MSG_SIZE (64u << 10)
+/*
+ * Largest result one pull request asks for. Pull results are one-sided writes, not bounded by
+ * the message size; the cap keeps several requests in flight for a big pull (pipelining) and
+ * bounds what one server thread gathers at once.
+ */
+#define CLI_MAX_PULL_BYTES (4u << 20)
+/* Initial size of the registered staging region for pull results (grows to the largest call). */
+#define CLI_STAGE_MIN (1u << 20)
+/* Longest variable name (the DECLARE payload's name[64], NUL included). */
+#define CLI_NAME_MAX 63u
+/* Pause between ClusterInfo polls while waiting for servers to register. */
+#define CLI_POLL_MS 50
+/* Connect timeout per data-plane endpoint (bounded by the call's timeout too). */
+#define CLI_CONNECT_MS 5000u
+
+/* A request slot's (and its chunk's) progress. */
+enum cli_chunk_state {
+	CH_QUEUED = 0, /* not sent yet */
+	CH_SENT,       /* sent, answer pending */
+	CH_DONE,       /* answered (status in the chunk) */
+};
+
+/* One server as ClusterInfo describes it. */
+struct cli_server {
+	bool live;		    /* in the last ClusterInfo */
+	char host[PS_URL_HOST_MAX]; /* data-plane address */
+	char transport[16];	    /* what it announced ("tcp", "rdma", "auto") */
+	uint32_t nshards;	    /* data-path threads, >= 1 */
+	uint16_t *ports;	    /* [nshards] */
+	uint32_t msg_size;	    /* largest request it accepts */
+	uint32_t dest0;		    /* index of its shard 0 in c->dests */
+};
+
+/* One (server, shard) data-plane endpoint. */
+struct cli_dest {
+	uint32_t server, shard;
+	struct ps_tp_conn *conn; /* NULL: not connected (connected on first use) */
+	uint32_t inflight;	 /* requests sent and not answered */
+	uint32_t max_req;	 /* largest request to it, bytes (header included) */
+	uint32_t next, end;	 /* this call's chunks for it: corder[next .. end) */
+};
+
+/* A request in flight: its registered block holds the header and any staged payload. */
+struct cli_slot {
+	uint32_t req_id; /* echoed by the server; 0 when the slot is free */
+	uint32_t chunk;	 /* index in the call's chunk array */
+	uint32_t dest;
+	bool send_done; /* the send completed (the block may be reused once answered too) */
+	bool answered;	/* reply or write_imm seen */
+	uint8_t *blk;	/* from c->req_pool */
+};
+
+/* A variable this client declared. */
+struct cli_var {
+	uint32_t id;
+	char name[CLI_NAME_MAX + 1];
+	struct ps_var_spec spec;
+};
+
+struct ps_client_buf {
+	struct ps_client_buf *next;
+	struct ps_client *c;
+	uint8_t *addr;
+	size_t len;
+	struct ps_tp_mr *mr;
+};
+
+/* What one data-plane call sends (client_dp.c runs it). */
+struct cli_call {
+	uint8_t op;	/* enum ps_dp_op */
+	uint16_t flags; /* enum ps_dp_flags */
+	const struct cli_var *var;
+	uint32_t step;
+	uint32_t row_bytes; /* width * 4 */
+	uint32_t key_bytes; /* 8 or 16; 0 for dense */
+	const void *keys;   /* caller's ids/keys (sparse, hash) */
+	const float *grads; /* push: caller's gradients (rows, or the dense tensor) */
+	float *out;	    /* pull: the caller's result */
+	const struct ps_client_buf *kbuf, *gbuf, *obuf; /* registrations covering them */
+	const uint32_t *order;				/* positions grouped by destination */
+	struct cli_chunk *chunks;
+	uint32_t nchunks;
+	const struct ps_dp_declare *decl; /* DECLARE: payloads, one per chunk */
+	/* outcome */
+	uint32_t nstale; /* chunks refused with PS_ESTALE_VERSION */
+	int status;	 /* first other failure, or 0 */
+	uint32_t failed; /* its chunk */
+};
+
+struct ps_client {
+	struct ps_client_opts o;
+	char kv_path[1024];
+	pthread_mutex_t lock;
+
+	/* control plane */
+	int ctl_fd; /* -1: not connected */
+	char sched_addr[PS_CTL_ADDR_STRLEN];
+	uint64_t next_request_id;
+	bool auth;
+	size_t token_len;
+	uint8_t token[PS_CTL_TOKEN_MAX];
+
+	/* cluster */
+	uint64_t cluster_version;
+	uint32_t server_num;
+	struct cli_server *servers;	/* [server_num] */
+	struct ps_placement *placement; /* NULL before any variable exists */
+	struct cli_var *vars;
+	uint32_t nvars, vars_cap;
+
+	/* data plane */
+	struct ps_tp_dev *dev;
+	struct ps_tp_loop *loop;
+	char tp_name[8];
+	uint32_t loop_msg_size; /* our receive buffers: max of the servers' */
+	struct cli_dest *dests;
+	uint32_t ndests;
+	uint32_t *dest0, *nshards;   /* [server_num], for struct cli_shape */
+	struct ps_tp_pool *req_pool; /* request blocks */
+	uint32_t blk_size;
+	struct cli_slot *slots; /* [nslots] */
+	uint32_t nslots, slots_used;
+	uint32_t req_gen;    /* high bits of req_id */
+	struct ps_mem stage; /* registered staging region for pull results */
+	struct ps_tp_mr *stage_mr;
+	struct ps_client_buf *bufs; /* registered caller memory */
+
+	/* per-call scratch, grown to the largest call (never shrunk) */
+	uint32_t *dest_of, *order, *start, *cap;
+	size_t scratch_n; /* entries of dest_of and order */
+	uint8_t *mark;	  /* [ndests] */
+	struct cli_chunk *chunks;
+	uint32_t *corder; /* [chunks_cap]: chunk indexes grouped by destination */
+	uint32_t *cstart; /* [ndests + 1]: where each destination's chunks start in corder */
+	size_t chunks_cap;
+	uint32_t *retry_pos; /* positions of refused chunks, for the retry */
+	size_t retry_cap;
+
+	/* steps and barriers */
+	uint64_t step_next; /* the step pushes belong to: the last one ended + 1 */
+	uint64_t barrier_seq;
+
+	struct ps_client_stats st;
+};
+
+/* ---- client.c ---------------------------------------------------------------------------- */
+
+/** Set this thread's last-error message (printf-style); returns @rc for tail calls. */
+int cli_fail(int rc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/** The registration covering [p, p+len), or NULL. */
+const struct ps_client_buf *cli_buf_find(const struct ps_client *c, const void *p, size_t len);
+
+/** The declared variable @id, or NULL. */
+struct cli_var *cli_var_find(struct ps_client *c, uint32_t id);
+
+/* ---- client_ctl.c ------------------------------------------------------------------------ */
+
+/** Find the scheduler (kv) and connect, within @deadline (monotonic ns). */
+int cli_ctl_connect(struct ps_client *c, uint64_t deadline);
+
+/**
+ * Read ClusterInfo until every server is live (@all) or once, and apply it: version, servers
+ * (the destination table is rebuilt, connections kept where the endpoint is unchanged),
+ * placement.
+ */
+int cli_ctl_refresh(struct ps_client *c, bool all, uint64_t deadline);
+
+/** DeclareReq: the scheduler's id for @name, and the placement after it (applied). */
+int cli_ctl_declare(struct ps_client *c, const char *name, const struct ps_var_spec *spec,
+		    const struct ps_var_load *load, uint32_t *id, uint64_t deadline);
+
+/** StepReq / BarrierReq: wait for the scheduler's answer until @deadline. */
+int cli_ctl_step(struct ps_client *c, uint64_t step, uint64_t deadline);
+int cli_ctl_barrier(struct ps_client *c, uint64_t seq, uint64_t deadline);
+
+void cli_ctl_close(struct ps_client *c);
+
+/* ---- client_conn.c ----------------------------------------------------------------------- */
+
+/** Open the transport (dev, loop, request pool, staging) for the destinations in c->dests. */
+int cli_conn_open(struct ps_client *c, uint64_t deadline);
+
+/** Close every connection and free the transport objects. */
+void cli_conn_close_all(struct ps_client *c);
+
+/**
+ * Build the destination table for the server table @sv[@n] (about to replace c->servers):
+ * sets each server's dest0, moves the connections of endpoints that did not change and closes
+ * the others. On failure nothing changed.
+ */
+int cli_dests_rebuild(struct ps_client *c, struct cli_server *sv, uint32_t n);
+
+/** Connect destination @d if it is not (within @deadline). */
+int cli_dest_connect(struct ps_client *c, uint32_t d, uint64_t deadline);
+
+/** Make the staging region at least @len bytes (re-registers when it grows). */
+int cli_stage_reserve(struct ps_client *c, size_t len);
+
+/** The shape of variable @v for routing, or PS_EUNKNOWN_VAR if the placement lacks it. */
+int cli_shape_get(struct ps_client *c, const struct cli_var *v, struct cli_shape *sh);
+
+/** Grow the per-call scratch arrays to @n ids and @nchunks requests. */
+int cli_scratch_reserve(struct ps_client *c, size_t n, size_t nchunks);
+
+/* ---- client_dp.c ------------------------------------------------------------------------- */
+
+/**
+ * Run every chunk of @call: send with up to max_inflight requests per destination, wait for
+ * all answers. Returns 0 when every chunk was answered (call->status and nstale tell how),
+ * or PS_ETIMEOUT (outstanding requests cancelled by closing their connections).
+ */
+int cli_dp_run(struct ps_client *c, struct cli_call *call, uint64_t deadline);
+
+/* ---- client_ops.c ------------------------------------------------------------------------ */
+
+/** "server 1 (127.0.0.1:4000) shard 0" for messages. */
+void cli_dest_name(const struct ps_client *c, uint32_t d, char *buf, size_t len);
+
+#endif
