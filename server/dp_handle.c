@@ -213,6 +213,8 @@ static int pull_dense(struct dp_conn *c, const struct ps_dp_req *r, struct dp_va
 	int rc = 0;
 
 	g.bb.t = c->t;
+	if (hi > UINT64_MAX)
+		hi = UINT64_MAX; /* float indexes are u64 on the wire */
 	if (r->count && (r->begin < lo || (unsigned __int128)r->begin + r->count > hi)) {
 		*status = PS_EOUT_OF_RANGE;
 		return 0;
