@@ -37,6 +37,7 @@
 struct ctr_opts {
 	const char *kv;
 	const char *transport;
+	const char *name; /* variables <name>_emb and <name>_dense */
 	uint32_t epochs;
 	uint32_t batch;
 	uint32_t width;
@@ -98,6 +99,8 @@ static void usage(FILE *f)
 		"  --worker-id I       this worker, 0-based (default 0)\n"
 		"  --transport T       auto (default), tcp or rdma\n"
 		"  --timeout-ms N      bound on every cluster call (default 30000)\n"
+		"  --name NAME         the variables NAME_emb and NAME_dense (default ctr; another\n"
+		"                      NAME trains a fresh model on a cluster that holds one)\n"
 		"  --help              this text\n",
 		CTR_DEFAULT_WIDTH, (double)CTR_DEFAULT_ADAGRAD_LR, (double)CTR_DEFAULT_ADAM_LR);
 }
@@ -149,6 +152,7 @@ static void parse_args(int argc, char **argv, struct ctr_opts *o)
 		O_WORKER_ID,
 		O_TRANSPORT,
 		O_TIMEOUT,
+		O_NAME,
 		O_HELP
 	};
 	static const struct option longopts[] = {
@@ -165,6 +169,7 @@ static void parse_args(int argc, char **argv, struct ctr_opts *o)
 		{"worker-id", required_argument, NULL, O_WORKER_ID},
 		{"transport", required_argument, NULL, O_TRANSPORT},
 		{"timeout-ms", required_argument, NULL, O_TIMEOUT},
+		{"name", required_argument, NULL, O_NAME},
 		{"help", no_argument, NULL, O_HELP},
 		{NULL, 0, NULL, 0},
 	};
@@ -172,6 +177,7 @@ static void parse_args(int argc, char **argv, struct ctr_opts *o)
 
 	*o = (struct ctr_opts){
 		.transport = "auto",
+		.name = "ctr",
 		.epochs = 2,
 		.batch = 512,
 		.width = CTR_DEFAULT_WIDTH,
@@ -183,7 +189,7 @@ static void parse_args(int argc, char **argv, struct ctr_opts *o)
 		.timeout_ms = 30000,
 	};
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
 		switch (c) {
 		case O_KV:
 			o->kv = optarg;
@@ -240,6 +246,15 @@ static void parse_args(int argc, char **argv, struct ctr_opts *o)
 			break;
 		case O_TIMEOUT:
 			o->timeout_ms = (uint32_t)parse_u64("timeout-ms", optarg, 1, 3600000);
+			break;
+		case O_NAME:
+			/* The cluster takes names of 1 to 63 bytes; leave room for "_dense". */
+			if (!*optarg || strlen(optarg) > 56) {
+				fprintf(stderr, "psplus-ctr: --name: '%s' is not 1 to 56 bytes\n",
+					optarg);
+				exit(EXIT_USAGE);
+			}
+			o->name = optarg;
 			break;
 		case O_HELP:
 			usage(stdout);
@@ -354,7 +369,7 @@ static void on_progress(void *arg, const char *phase, uint64_t done, uint64_t to
 	double frac = total ? (double)done / (double)total : 1.0;
 	double dt;
 
-	if (p->phase != phase) {
+	if (p->phase != phase || done == 0) {
 		p->phase = phase;
 		p->t0 = now_s();
 		p->last_quarter = 0;
@@ -385,6 +400,22 @@ static void on_progress(void *arg, const char *phase, uint64_t done, uint64_t to
 
 /* ---- main -------------------------------------------------------------------------------- */
 
+/* Declare <name>_<what>, with a hint when another job's variable holds the name. */
+static int declare_one(struct ps_client *c, const char *name, const char *what,
+		       const struct ps_var_spec *spec, uint32_t *id)
+{
+	char full[64];
+	int rc;
+
+	snprintf(full, sizeof(full), "%s_%s", name, what);
+	rc = ps_client_declare(c, full, spec, id);
+	if (rc)
+		fprintf(stderr, "psplus-ctr: declare %s: %s (%s)%s\n", full, ps_strerror(rc),
+			ps_client_last_error(),
+			rc == -EEXIST ? "; another --name trains a fresh model" : "");
+	return rc;
+}
+
 static int declare_vars(struct cluster *cl, const struct ctr_opts *o, uint32_t nfields)
 {
 	struct ps_optimizer optim = ps_optimizer_defaults(o->optim);
@@ -407,16 +438,9 @@ static int declare_vars(struct cluster *cl, const struct ctr_opts *o, uint32_t n
 		optim.adagrad.learning_rate = o->lr > 0 ? o->lr : CTR_DEFAULT_ADAGRAD_LR;
 	emb.optim = optim;
 	dense.optim = optim;
-	rc = ps_client_declare(cl->c, "ctr_emb", &emb, &cl->emb);
-	if (rc) {
-		fprintf(stderr, "psplus-ctr: declare ctr_emb: %s (%s)\n", ps_strerror(rc),
-			ps_client_last_error());
-		return rc;
-	}
-	rc = ps_client_declare(cl->c, "ctr_dense", &dense, &cl->dense);
-	if (rc)
-		fprintf(stderr, "psplus-ctr: declare ctr_dense: %s (%s)\n", ps_strerror(rc),
-			ps_client_last_error());
+	rc = declare_one(cl->c, o->name, "emb", &emb, &cl->emb);
+	if (!rc)
+		rc = declare_one(cl->c, o->name, "dense", &dense, &cl->dense);
 	return rc;
 }
 

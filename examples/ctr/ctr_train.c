@@ -155,6 +155,8 @@ int ctr_trainer_epoch(struct ctr_trainer *t, struct ctr_epoch_result *res)
 	int rc;
 
 	memset(res, 0, sizeof(*res));
+	if (t->o.progress)
+		t->o.progress(t->o.progress_arg, "train", 0, total);
 	while (done < total) {
 		uint64_t n = total - done < t->o.batch ? total - done : t->o.batch;
 		uint64_t begin = t->o.train_begin + done;
@@ -188,6 +190,8 @@ int ctr_trainer_eval(struct ctr_trainer *t, struct ctr_eval_result *res)
 	int rc;
 
 	memset(res, 0, sizeof(*res));
+	if (t->o.progress)
+		t->o.progress(t->o.progress_arg, "test", 0, total);
 	while (done < total) {
 		uint64_t n = total - done < t->o.batch ? total - done : t->o.batch;
 		struct ctr_batch *b = t->batch;

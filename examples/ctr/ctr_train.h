@@ -46,7 +46,8 @@ struct ctr_train_opts {
 	uint64_t train_begin;		 /* this worker's examples of the train split: */
 	uint64_t train_end;		 /*   [train_begin, train_end) */
 	uint64_t test_n;		 /* the test split's examples [0, test_n), >= 1 */
-	/* optional: called every few batches and at the end of a pass; phase "train"/"test" */
+	/* optional: called at the start of a pass (done 0), every few batches and at its end;
+	 * phase is "train" or "test" (the same pointers every time) */
 	void (*progress)(void *arg, const char *phase, uint64_t done, uint64_t total);
 	void *progress_arg;
 };
