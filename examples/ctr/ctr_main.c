@@ -402,13 +402,13 @@ static void on_progress(void *arg, const char *phase, uint64_t done, uint64_t to
 
 /* Declare <name>_<what>, with a hint when another job's variable holds the name. */
 static int declare_one(struct ps_client *c, const char *name, const char *what,
-		       const struct ps_var_spec *spec, uint32_t *id)
+		       const struct ps_var_spec *spec, const struct ps_var_load *load, uint32_t *id)
 {
 	char full[64];
 	int rc;
 
 	snprintf(full, sizeof(full), "%s_%s", name, what);
-	rc = ps_client_declare(c, full, spec, id);
+	rc = ps_client_declare_load(c, full, spec, load, id);
 	if (rc)
 		fprintf(stderr, "psplus-ctr: declare %s: %s (%s)%s\n", full, ps_strerror(rc),
 			ps_client_last_error(),
@@ -416,7 +416,7 @@ static int declare_one(struct ps_client *c, const char *name, const char *what,
 	return rc;
 }
 
-static int declare_vars(struct cluster *cl, const struct ctr_opts *o, uint32_t nfields)
+static int declare_vars(struct cluster *cl, const struct ctr_opts *o, const struct ctr_data_opts *d)
 {
 	struct ps_optimizer optim = ps_optimizer_defaults(o->optim);
 	struct ps_var_spec emb = {
@@ -427,20 +427,35 @@ static int declare_vars(struct cluster *cl, const struct ctr_opts *o, uint32_t n
 	struct ps_var_spec dense = {
 		.kind = PS_VAR_DENSE,
 		.rows = 1,
-		.width = ctr_model_dense_width(nfields, o->width),
+		.width = ctr_model_dense_width(d->nfields, o->width),
 		.init = {.kind = PS_INIT_NORMAL, .stddev = CTR_DENSE_INIT_STDDEV, .seed = o->seed},
+	};
+	/*
+	 * Load hints for the placementer, for the whole job: a step of every worker pulls and
+	 * pushes at most batch x nfields distinct rows and the dense row once; the keys are at
+	 * most the vocabularies' total (the Zipf tail is mostly never drawn: an upper bound).
+	 */
+	struct ps_var_load emb_load = {
+		.rows_read_per_step = (double)o->batch * d->nfields * o->workers,
+		.rows_pushed_per_step = (double)o->batch * d->nfields * o->workers,
+	};
+	struct ps_var_load dense_load = {
+		.rows_read_per_step = o->workers,
+		.rows_pushed_per_step = o->workers,
 	};
 	int rc;
 
+	for (uint32_t f = 0; f < d->nfields; f++)
+		emb_load.expected_keys += d->vocab[f];
 	if (o->optim == PS_OPTIM_ADAM)
 		optim.adam.learning_rate = o->lr > 0 ? o->lr : CTR_DEFAULT_ADAM_LR;
 	else
 		optim.adagrad.learning_rate = o->lr > 0 ? o->lr : CTR_DEFAULT_ADAGRAD_LR;
 	emb.optim = optim;
 	dense.optim = optim;
-	rc = declare_one(cl->c, o->name, "emb", &emb, &cl->emb);
+	rc = declare_one(cl->c, o->name, "emb", &emb, &emb_load, &cl->emb);
 	if (!rc)
-		rc = declare_one(cl->c, o->name, "dense", &dense, &cl->dense);
+		rc = declare_one(cl->c, o->name, "dense", &dense, &dense_load, &cl->dense);
 	return rc;
 }
 
@@ -537,7 +552,7 @@ int main(int argc, char **argv)
 		ctr_data_destroy(data);
 		return 1;
 	}
-	rc = declare_vars(&cl, &o, ctr_data_nfields(data));
+	rc = declare_vars(&cl, &o, &dopts);
 	if (!rc)
 		rc = train(&o, &cl, data, &ev);
 	if (!rc) {
