@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -159,6 +160,27 @@ static int open_dev(struct ps_client *c)
 	return 0;
 }
 
+/*
+ * Request slots: a window per destination, at most CLI_MAX_SLOTS, and - when RLIMIT_MEMLOCK is
+ * limited - what a quarter of it holds (as the server sizes its bounce pools), so that an
+ * unprivileged worker starts on the default 8 MiB. Fewer slots than windows only means that
+ * destinations share them.
+ */
+static uint32_t request_slots(uint64_t want, uint32_t blk)
+{
+	struct rlimit rl;
+	uint64_t fit;
+
+	if (want > CLI_MAX_SLOTS)
+		want = CLI_MAX_SLOTS;
+	if (!getrlimit(RLIMIT_MEMLOCK, &rl) && rl.rlim_cur != RLIM_INFINITY) {
+		fit = rl.rlim_cur / 4 / blk;
+		if (want > fit)
+			want = fit;
+	}
+	return want < CLI_MIN_SLOTS ? CLI_MIN_SLOTS : (uint32_t)want;
+}
+
 int cli_conn_open(struct ps_client *c, uint64_t deadline)
 {
 	struct ps_tp_loop_opts lo = {0};
@@ -183,11 +205,7 @@ int cli_conn_open(struct ps_client *c, uint64_t deadline)
 	rc = ps_tp_loop_create(c->dev, &lo, &c->loop);
 	if (rc)
 		return cli_fail(rc, "cannot create the transport loop: %s", ps_strerror(rc));
-	nslots = c->ndests * w;
-	if (nslots > CLI_MAX_SLOTS)
-		nslots = CLI_MAX_SLOTS;
-	if (nslots < w)
-		nslots = w;
+	nslots = request_slots(c->ndests * w, msg);
 	po = (struct ps_tp_pool_opts){.block_size = msg, .nblocks = nslots, .numa_node = -1};
 	rc = ps_tp_pool_create(c->dev, &po, &c->req_pool);
 	if (rc)
@@ -310,6 +328,19 @@ int cli_shape_get(struct ps_client *c, const struct cli_var *v, struct cli_shape
 				 .dest0 = c->dest0,
 				 .nshards = c->nshards};
 	return 0;
+}
+
+void cli_refresh_if_due(struct ps_client *c, uint64_t deadline)
+{
+	int rc;
+
+	if (!c->refresh_due)
+		return;
+	c->refresh_due = false;
+	rc = cli_ctl_refresh(c, false, deadline);
+	if (rc)
+		ps_log_info(CLI_LOG, "re-reading the cluster after a lost connection: %s",
+			    ps_client_last_error());
 }
 
 int cli_scratch_reserve(struct ps_client *c, size_t n, size_t nchunks)

@@ -321,6 +321,8 @@ static void dest_lost(struct ps_client *c, struct cli_call *call, uint32_t d, in
 	ps_tp_conn_close(c->dests[d].conn);
 	c->dests[d].conn = NULL;
 	c->dests[d].inflight = 0;
+	/* The server may come back elsewhere (new ports): re-read the cluster before reconnecting. */
+	c->refresh_due = true;
 }
 
 static void on_event(struct ps_client *c, struct cli_call *call, const struct ps_tp_event *ev)

@@ -36,8 +36,10 @@
 #define CLI_DEF_INFLIGHT   16u
 /* Largest window a caller may ask for: bounded by the receive buffers we post per connection. */
 #define CLI_MAX_INFLIGHT 1024u
-/* Request slots (and registered request blocks) per client, whatever the cluster size. */
+/* Request slots (and registered request blocks) per client, whatever the cluster size... */
 #define CLI_MAX_SLOTS 256u
+/* ...and at least, whatever the memlock limit. */
+#define CLI_MIN_SLOTS 4u
 /* The transport's default message size, assumed for servers that announce none. */
 #define CLI_DEF_MSG_SIZE (64u << 10)
 /*
@@ -166,6 +168,7 @@ struct ps_client {
 	struct ps_mem stage; /* registered staging region for pull results */
 	struct ps_tp_mr *stage_mr;
 	struct ps_client_buf *bufs; /* registered caller memory */
+	bool refresh_due;	    /* a connection was lost: re-read ClusterInfo first */
 
 	/* per-call scratch, grown to the largest call (never shrunk) */
 	uint32_t *dest_of, *order, *start, *cap;
@@ -241,6 +244,13 @@ int cli_stage_reserve(struct ps_client *c, size_t len);
 
 /** The shape of variable @v for routing, or PS_EUNKNOWN_VAR if the placement lacks it. */
 int cli_shape_get(struct ps_client *c, const struct cli_var *v, struct cli_shape *sh);
+
+/**
+ * Re-read ClusterInfo if a connection was lost since the last call (a restarted server listens
+ * on new ports). A failure to reach the scheduler is not the call's failure: the old table
+ * stays.
+ */
+void cli_refresh_if_due(struct ps_client *c, uint64_t deadline);
 
 /** Grow the per-call scratch arrays to @n ids and @nchunks requests. */
 int cli_scratch_reserve(struct ps_client *c, size_t n, size_t nchunks);

@@ -187,6 +187,7 @@ static int rows_call(struct ps_client *c, uint32_t id, enum ps_var_kind kind, co
 		return 0;
 	}
 	deadline = ps_clock_deadline_ms(c->o.timeout_ms);
+	cli_refresh_if_due(c, deadline);
 	memset(&call, 0, sizeof(call));
 	call.var = v;
 	call.op = push ? (kind == PS_VAR_SPARSE ? PS_DP_PUSH_SPARSE : PS_DP_PUSH_HASH)
@@ -403,6 +404,7 @@ static int dense_call(struct ps_client *c, uint32_t id, const float *grad, float
 				what, v->name, id, nfloats, total, v->spec.rows, v->spec.width);
 	}
 	deadline = ps_clock_deadline_ms(c->o.timeout_ms);
+	cli_refresh_if_due(c, deadline);
 	memset(&call, 0, sizeof(call));
 	call.var = v;
 	call.op = push ? PS_DP_PUSH_DENSE : PS_DP_PULL_DENSE;
@@ -603,6 +605,7 @@ int ps_client_declare_load(struct ps_client *c, const char *name, const struct p
 		return rc;
 	pthread_mutex_lock(&c->lock);
 	deadline = ps_clock_deadline_ms(c->o.timeout_ms);
+	cli_refresh_if_due(c, deadline);
 	rc = cli_ctl_declare(c, name, spec, load, &id, deadline);
 	if (rc)
 		goto out;

@@ -1,0 +1,435 @@
+/*
+ * The client's stale-version retries and lost servers (client/client_ops.c, client_dp.c),
+ * against a real data plane (server/dp.h, two threads over tcp, in this process) and a fake
+ * scheduler (a thread answering ClusterInfoReq and DeclareReq with a version the test sets).
+ *
+ *   - the cluster version changes (servers and scheduler agree): the refused requests are
+ *     retried after re-reading the cluster, applied exactly once, and counted in retries;
+ *   - the scheduler lags behind the servers: the client re-reads until they agree;
+ *   - they never agree: PS_ESTALE_VERSION at the timeout, with a message, nothing changed;
+ *   - dense variables retry their refused float ranges;
+ *   - a server that goes away fails the call with PS_EPEER_LOST at once, not at the timeout.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include <psplus/client.h>
+#include <psplus/error.h>
+
+#include "common/clock.h"
+#include "common/ctl.h"
+#include "common/dp_proto.h"
+#include "common/kv.h"
+#include "scheduler/placement.h"
+#include "server/dp.h"
+
+#define V1   0x1111111111111111ull
+#define V2   0x2222222222222222ull
+#define V3   0x3333333333333333ull
+#define V4   0x4444444444444444ull
+#define MAXC 8
+
+/* The fake scheduler: one server (the in-process data plane), variables declared in order. */
+struct fake {
+	struct ps_dp *dp;
+	int lfd, stop_fd;
+	pthread_t th;
+	_Atomic uint64_t version;
+	_Atomic uint32_t info_reqs;
+	char url[128];
+	/* thread only */
+	struct ps_placement_var vars[16];
+	char names[16][64];
+	uint32_t nvars;
+	uint8_t *blob;
+	size_t blob_len;
+};
+
+static void fake_place(struct fake *f)
+{
+	struct ps_placement_budget b = {UINT64_C(1) << 40, UINT64_C(1) << 40, UINT64_C(1) << 40};
+	struct ps_placement_input in = {.vars = f->vars,
+					.nvars = f->nvars,
+					.nservers = 1,
+					.budgets = &b,
+					.steps_per_s = 1,
+					.rows_per_request = 100,
+					.cluster_version = atomic_load(&f->version)};
+	struct ps_placement *t = NULL;
+	char err[256];
+
+	assert_int_equal(ps_placement_compute(&in, &t, err, sizeof(err)), 0);
+	free(f->blob);
+	assert_int_equal(ps_placement_encode(t, &f->blob, &f->blob_len), 0);
+	ps_placement_destroy(t);
+}
+
+static void fake_answer(struct fake *f, int fd, const ps_ctl_env_t *in)
+{
+	Psplus__Ctl__ClusterInfo ci = PSPLUS__CTL__CLUSTER_INFO__INIT;
+	Psplus__Ctl__ServerInfo si = PSPLUS__CTL__SERVER_INFO__INIT, *sp = &si;
+	Psplus__Ctl__Address a = PSPLUS__CTL__ADDRESS__INIT;
+	Psplus__Ctl__DeclareResp dr = PSPLUS__CTL__DECLARE_RESP__INIT;
+	uint32_t ports[8];
+	ps_ctl_env_t out;
+
+	ps_ctl_env_init(&out, in->request_id);
+	if (in->body_case == PSPLUS__CTL__ENVELOPE__BODY_CLUSTER_INFO_REQ) {
+		atomic_fetch_add(&f->info_reqs, 1);
+		a.host = "127.0.0.1";
+		a.port = ps_dp_port(f->dp, 0);
+		for (uint32_t i = 0; i < ps_dp_threads(f->dp); i++)
+			ports[i] = ps_dp_port(f->dp, i);
+		si.server_id = 0;
+		si.data_addr = &a;
+		si.transport = "tcp";
+		si.shard_ports = ports;
+		si.n_shard_ports = ps_dp_threads(f->dp);
+		si.msg_size = ps_dp_msg_size(f->dp);
+		ci.cluster_version = atomic_load(&f->version);
+		ci.server_num = 1;
+		ci.n_servers = 1;
+		ci.servers = &sp;
+		if (f->nvars) {
+			fake_place(f); /* the table carries the version */
+			ci.placement.data = f->blob;
+			ci.placement.len = f->blob_len;
+		}
+		out.body_case = PSPLUS__CTL__ENVELOPE__BODY_CLUSTER_INFO;
+		out.cluster_info = &ci;
+	} else if (in->body_case == PSPLUS__CTL__ENVELOPE__BODY_DECLARE_REQ) {
+		struct ps_dp_declare d;
+		struct ps_var_spec vs;
+		uint32_t id = 0;
+
+		assert_int_equal(ps_dp_declare_decode(in->declare_req->spec.data,
+						      in->declare_req->spec.len, &d),
+				 0);
+		assert_int_equal(ps_dp_spec_decode(&d, &vs), 0);
+		for (uint32_t i = 0; i < f->nvars; i++)
+			if (!strcmp(f->names[i], in->declare_req->name))
+				id = f->vars[i].id;
+		if (!id) {
+			struct ps_placement_var *v = &f->vars[f->nvars];
+
+			snprintf(f->names[f->nvars], 64, "%s", in->declare_req->name);
+			memset(v, 0, sizeof(*v));
+			v->name = f->names[f->nvars];
+			v->id = id = f->nvars + 1;
+			v->kind = vs.kind == PS_VAR_DENSE    ? PS_PLACE_DENSE
+				  : vs.kind == PS_VAR_SPARSE ? PS_PLACE_SPARSE
+							     : PS_PLACE_HASH;
+			v->rows = vs.kind <= PS_VAR_SPARSE ? vs.rows : 0;
+			v->width = vs.width;
+			f->nvars++;
+		}
+		fake_place(f);
+		dr.var_id = id;
+		dr.cluster_version = atomic_load(&f->version);
+		dr.placement.data = f->blob;
+		dr.placement.len = f->blob_len;
+		out.body_case = PSPLUS__CTL__ENVELOPE__BODY_DECLARE_RESP;
+		out.declare_resp = &dr;
+	} else {
+		fail_msg("fake scheduler: unexpected %s", ps_ctl_body_name(in));
+	}
+	assert_int_equal(ps_ctl_send(fd, &out, 1000, -1), 0);
+}
+
+static void *fake_thread(void *arg)
+{
+	struct fake *f = arg;
+	struct pollfd p[2 + MAXC];
+	struct ps_ctl_reader rd[MAXC];
+	int fds[MAXC], n = 0;
+
+	for (;;) {
+		p[0] = (struct pollfd){.fd = f->stop_fd, .events = POLLIN};
+		p[1] = (struct pollfd){.fd = f->lfd, .events = POLLIN};
+		for (int i = 0; i < n; i++)
+			p[2 + i] = (struct pollfd){.fd = fds[i], .events = POLLIN};
+		if (poll(p, 2 + n, 1000) < 0 || p[0].revents)
+			break;
+		if (p[1].revents && n < MAXC) {
+			int fd = accept4(f->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+			if (fd >= 0) {
+				fds[n] = fd;
+				ps_ctl_reader_init(&rd[n++], 0);
+			}
+		}
+		for (int i = 0; i < n; i++) {
+			ps_ctl_env_t *in;
+			int rc;
+
+			if (!p[2 + i].revents)
+				continue;
+			while ((rc = ps_ctl_reader_read_fd(&rd[i], fds[i], &in)) == 1) {
+				fake_answer(f, fds[i], in);
+				ps_ctl_env_free(in);
+			}
+			if (rc < 0) { /* closed: drop it (order does not matter) */
+				close(fds[i]);
+				ps_ctl_reader_fini(&rd[i]);
+				fds[i] = fds[n - 1];
+				rd[i] = rd[n - 1];
+				n--;
+				break; /* p[] no longer matches fds[]: poll again */
+			}
+		}
+	}
+	for (int i = 0; i < n; i++) {
+		close(fds[i]);
+		ps_ctl_reader_fini(&rd[i]);
+	}
+	return NULL;
+}
+
+static struct fake *fake_start(void)
+{
+	/* Few bounce blocks: every test of this process counts against one memlock budget. */
+	struct ps_dp_opts o = {
+		.transport = "tcp", .host = "127.0.0.1", .threads = 2, .bounce_blocks = 4};
+	struct fake *f = calloc(1, sizeof(*f));
+	struct ps_kv_entry e = {.host = "127.0.0.1", .server_num = 1};
+	char err[256];
+
+	assert_non_null(f);
+	assert_int_equal(ps_dp_create(&o, &f->dp), 0);
+	atomic_store(&f->version, V1);
+	ps_dp_set_cluster_version(f->dp, V1);
+	assert_int_equal(ps_ctl_listen("127.0.0.1", 0, &f->lfd), 0);
+	assert_int_equal(ps_ctl_sock_name(f->lfd, false, err, sizeof(err), &e.port), 0);
+	snprintf(f->url, sizeof(f->url), "file:///tmp/psplus_retry_%d.kv", (int)getpid());
+	assert_int_equal(ps_kv_publish(f->url, &e, err, sizeof(err)), 0);
+	f->stop_fd = eventfd(0, EFD_CLOEXEC);
+	assert_int_equal(pthread_create(&f->th, NULL, fake_thread, f), 0);
+	return f;
+}
+
+static void fake_stop(struct fake *f)
+{
+	uint64_t one = 1;
+	char err[256];
+
+	assert_int_equal(write(f->stop_fd, &one, 8), 8);
+	pthread_join(f->th, NULL);
+	close(f->stop_fd);
+	close(f->lfd);
+	ps_kv_remove(f->url, NULL, err, sizeof(err));
+	ps_dp_destroy(f->dp);
+	free(f->blob);
+	free(f);
+}
+
+static struct ps_client *client(struct fake *f, uint32_t timeout_ms)
+{
+	struct ps_client_opts o = ps_client_opts_default();
+	struct ps_client *c = NULL;
+
+	o.kv_path = f->url;
+	o.transport = "tcp";
+	o.timeout_ms = timeout_ms;
+	assert_int_equal(ps_client_create(&o, &c), 0);
+	return c;
+}
+
+static uint64_t retries(struct ps_client *c)
+{
+	struct ps_client_stats st;
+
+	ps_client_stats_get(c, &st);
+	return st.retries;
+}
+
+static struct ps_var_spec sgd(enum ps_var_kind k, uint64_t rows, uint32_t width)
+{
+	struct ps_var_spec s = {.kind = k, .rows = rows, .width = width};
+
+	s.init.kind = PS_INIT_CONSTANT;
+	s.init.value = 1.0f;
+	s.optim = ps_optimizer_defaults(PS_OPTIM_SGD);
+	s.optim.sgd.learning_rate = 1.0f;
+	return s;
+}
+
+/* Flip the scheduler's version after a delay (a scheduler that lags behind the servers). */
+struct flip {
+	struct fake *f;
+	uint64_t to;
+	int ms;
+};
+
+static void *flip_later(void *arg)
+{
+	struct flip *fl = arg;
+
+	usleep((useconds_t)fl->ms * 1000);
+	atomic_store(&fl->f->version, fl->to);
+	return NULL;
+}
+
+static void test_stale_retry(void **state)
+{
+	struct fake *f = fake_start();
+	struct ps_client *c = client(f, 3000);
+	struct ps_var_spec s = sgd(PS_VAR_SPARSE, 1000, 4);
+	uint64_t ids[200];
+	float g[200 * 4], out[200 * 4];
+	uint32_t id, reqs0;
+	struct flip fl;
+	pthread_t th;
+	int rc;
+
+	(void)state;
+	assert_int_equal(ps_client_declare(c, "s", &s, &id), 0);
+	for (int i = 0; i < 200; i++) {
+		ids[i] = (uint64_t)i * 5; /* rows on both threads */
+		for (int j = 0; j < 4; j++)
+			g[i * 4 + j] = 0.25f;
+	}
+	assert_int_equal(ps_client_sparse_push(c, id, ids, 200, g), 0);
+	assert_int_equal(retries(c), 0);
+
+	/* A restore: servers and scheduler both move to V2. The push is refused by every
+	 * thread, the cluster re-read, the push re-sent, and applied once. */
+	reqs0 = atomic_load(&f->info_reqs);
+	ps_dp_set_cluster_version(f->dp, V2);
+	atomic_store(&f->version, V2);
+	assert_int_equal(ps_client_sparse_push(c, id, ids, 200, g), 0);
+	assert_true(retries(c) >= 2); /* one refused request per thread at least */
+	assert_true(atomic_load(&f->info_reqs) > reqs0);
+	assert_int_equal(ps_client_sparse_pull(c, id, ids, 200, out), 0);
+	for (int i = 0; i < 200 * 4; i++)
+		assert_true(out[i] == 1.0f - 2 * 0.25f); /* two pushes, each applied once */
+
+	/* The scheduler lags: servers at V3, the scheduler says V2 for 300 ms more. */
+	ps_dp_set_cluster_version(f->dp, V3);
+	fl = (struct flip){.f = f, .to = V3, .ms = 300};
+	pthread_create(&th, NULL, flip_later, &fl);
+	assert_int_equal(ps_client_sparse_pull(c, id, ids, 200, out), 0);
+	pthread_join(th, NULL);
+	assert_true(out[0] == 0.5f);
+
+	/* They never agree: PS_ESTALE_VERSION at the timeout, and the push changed nothing. */
+	ps_dp_set_cluster_version(f->dp, V4);
+	rc = ps_client_sparse_push(c, id, ids, 200, g);
+	assert_int_equal(rc, PS_ESTALE_VERSION);
+	assert_non_null(strstr(ps_client_last_error(), "'s'"));
+	atomic_store(&f->version, V4);
+	assert_int_equal(ps_client_sparse_pull(c, id, ids, 200, out), 0);
+	for (int i = 0; i < 200 * 4; i++)
+		assert_true(out[i] == 0.5f);
+	ps_client_destroy(c);
+	fake_stop(f);
+}
+
+static void test_stale_dense(void **state)
+{
+	struct fake *f = fake_start();
+	struct ps_client *c = client(f, 3000);
+	struct ps_var_spec s = sgd(PS_VAR_DENSE, 50, 3);
+	float g[150], out[150];
+	uint64_t r0;
+	uint32_t id;
+
+	(void)state;
+	assert_int_equal(ps_client_declare(c, "d", &s, &id), 0);
+	for (int i = 0; i < 150; i++)
+		g[i] = (float)i;
+	ps_dp_set_cluster_version(f->dp, V2);
+	atomic_store(&f->version, V2);
+	r0 = retries(c);
+	assert_int_equal(ps_client_dense_push(c, id, g, 150), 0);
+	assert_true(retries(c) > r0);
+	ps_dp_set_cluster_version(f->dp, V3);
+	atomic_store(&f->version, V3);
+	assert_int_equal(ps_client_dense_pull(c, id, out, 150), 0);
+	for (int i = 0; i < 150; i++)
+		assert_true(out[i] == 1.0f - (float)i);
+	/* Declaring again after a change re-sends DECLARE with the new version. */
+	ps_dp_set_cluster_version(f->dp, V4);
+	atomic_store(&f->version, V4);
+	assert_int_equal(ps_client_declare(c, "d", &s, &id), 0);
+	ps_client_destroy(c);
+	fake_stop(f);
+}
+
+static void test_server_lost(void **state)
+{
+	struct fake *f = fake_start();
+	struct ps_client *c = client(f, 5000);
+	struct ps_var_spec s = sgd(PS_VAR_SPARSE, 100, 4);
+	uint64_t ids[4] = {1, 2, 60, 70}, t0;
+	float out[16];
+	uint32_t id;
+	int rc;
+
+	(void)state;
+	assert_int_equal(ps_client_declare(c, "s", &s, &id), 0);
+	assert_int_equal(ps_client_sparse_pull(c, id, ids, 4, out), 0);
+	/* The server's data plane goes away: the call fails fast with PS_EPEER_LOST. */
+	ps_dp_destroy(f->dp);
+	{
+		struct ps_dp_opts o = {
+			.transport = "tcp", .host = "127.0.0.1", .threads = 2, .bounce_blocks = 4};
+
+		/* A new data plane on other ports, so the fake scheduler still has one to describe
+		 * (the client does not look before its next failure). */
+		assert_int_equal(ps_dp_create(&o, &f->dp), 0);
+		ps_dp_set_cluster_version(f->dp, V1);
+	}
+	t0 = ps_clock_now_ms();
+	rc = ps_client_sparse_pull(c, id, ids, 4, out);
+	assert_int_equal(rc, PS_EPEER_LOST);
+	assert_true(ps_clock_now_ms() - t0 < 2000);
+	assert_non_null(strstr(ps_client_last_error(), "server 0"));
+	/* The next call re-reads the cluster and reaches the new data plane, which holds no
+	 * variables (a restarted server starts empty until a restore). */
+	rc = ps_client_sparse_pull(c, id, ids, 4, out);
+	assert_int_equal(rc, PS_EUNKNOWN_VAR);
+	assert_non_null(strstr(ps_client_last_error(), "server 0"));
+	ps_client_destroy(c);
+	fake_stop(f);
+}
+
+/*
+ * Each test in its own process: registered memory is counted against RLIMIT_MEMLOCK per
+ * process and never given back by the tally (common/mem.c), and three data planes plus their
+ * clients would not fit the default 8 MiB together.
+ */
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_stale_retry),
+		cmocka_unit_test(test_stale_dense),
+		cmocka_unit_test(test_server_lost),
+	};
+	int failed = 0;
+
+	for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
+		int st = 0;
+		pid_t p = fork();
+
+		if (p == 0)
+			_exit(_cmocka_run_group_tests(tests[i].name, &tests[i], 1, NULL, NULL) ? 1
+											       : 0);
+		if (p < 0 || waitpid(p, &st, 0) != p || !WIFEXITED(st) || WEXITSTATUS(st))
+			failed++;
+	}
+	return failed ? 1 : 0;
+}
