@@ -51,7 +51,7 @@ struct ps_dp_opts {
 	uint32_t recv_depth, msg_size, send_depth, max_conns;
 	/*
 	 * 64 KiB bounce blocks per thread (registered). 0: 256 (16 MiB) where RLIMIT_MEMLOCK can
-	 * be raised, else a quarter of the limit over the threads (at least 4). One pull may copy
+	 * be raised, else an eighth of the limit over the threads (at least 4). One pull may copy
 	 * at most min(blocks, half the gather list) blocks of rows: a bigger snapshot pull is
 	 * refused with -E2BIG.
 	 */

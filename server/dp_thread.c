@@ -423,8 +423,9 @@ static void thread_teardown(struct dp_thread *t)
 
 /*
  * Bounce blocks per thread when not configured: 16 MiB where the memlock limit can be raised
- * (pools are registered, so they count against it), else a quarter of the limit split over the
- * threads - the rest is for the transport's own buffers and, on rdma, the table memory.
+ * (pools are registered, so they count against it), else an eighth of the limit split over the
+ * threads - the rest is for the transport's own buffers (on rdma, recv_depth x msg_size per
+ * connection) and the table memory.
  */
 static uint32_t default_bounce_blocks(uint32_t threads)
 {
@@ -433,7 +434,7 @@ static uint32_t default_bounce_blocks(uint32_t threads)
 
 	if (getrlimit(RLIMIT_MEMLOCK, &rl) || rl.rlim_max == RLIM_INFINITY)
 		return DP_BOUNCE_BLOCKS;
-	n = rl.rlim_cur / 4 / threads / DP_BOUNCE_BLOCK;
+	n = rl.rlim_cur / 8 / threads / DP_BOUNCE_BLOCK;
 	return n < 4 ? 4 : n > DP_BOUNCE_BLOCKS ? DP_BOUNCE_BLOCKS : (uint32_t)n;
 }
 
