@@ -18,6 +18,8 @@ set -uo pipefail
 TESTS=(
 	test_verbs_basic
 	test_rdma_transport
+	test_server_dp_rxe
+	test_server_dp_sync_rxe
 )
 
 if (($# != 1)) || [[ ! -d $1 ]]; then

@@ -22,19 +22,41 @@
 static int nopen; /* dpt objects open: the fake's counters are process-wide */
 #endif
 
+/*
+ * The address everything listens on and connects to: loopback (tcp; the fake device owns it
+ * too), or in the rxe guest the first soft-RoCE device's address.
+ */
+static const char *host(void)
+{
+	const char *a = getenv("PS_RXE0_ADDR");
+
+#ifdef DPT_REAL_RDMA
+	return a && *a ? a : "127.0.0.1";
+#else
+	(void)a;
+	return "127.0.0.1";
+#endif
+}
+
 void dpt_open(struct dpt *d, const struct ps_dp_opts *o, uint32_t client_recv_depth)
 {
 	struct ps_dp_opts def = {.transport = DPT_TRANSPORT,
-				 .bind_addr = "127.0.0.1",
-				 .host = "127.0.0.1",
+				 .bind_addr = host(),
+				 .host = host(),
 				 .threads = 2,
 				 .numa_node = -1,
 				 .bounce_blocks = 8};
 	struct ps_tp_dev_opts dop = {
-		.kind = DPT_TRANSPORT, .bind_addr = "127.0.0.1", .numa_node = -1};
+		.kind = DPT_TRANSPORT, .bind_addr = host(), .numa_node = -1};
 	struct ps_tp_loop_opts lo = {.recv_depth = client_recv_depth, .max_conns = 64};
 
 	memset(d, 0, sizeof(*d));
+#ifdef DPT_REAL_RDMA
+	if (!ps_tp_rdma_available()) {
+		print_message("SKIP: no active RDMA device (run in the rxe guest)\n");
+		exit(77);
+	}
+#endif
 	assert_int_equal(ps_dp_create(o ? o : &def, &d->dp), 0);
 #ifdef DPT_FAKE
 	nopen++;
@@ -83,8 +105,7 @@ struct ps_tp_conn *dpt_connect(struct dpt *d, uint32_t shard)
 	struct ps_tp_conn *c = NULL;
 
 	/* The server's threads poll their own loops: a blocking connect just works. */
-	assert_int_equal(ps_tp_connect(d->loop, "127.0.0.1", ps_dp_port(d->dp, shard), NULL, &c),
-			 0);
+	assert_int_equal(ps_tp_connect(d->loop, host(), ps_dp_port(d->dp, shard), NULL, &c), 0);
 	return c;
 }
 
