@@ -105,19 +105,33 @@ static struct cli_slot *slot_of(struct ps_client *c, uint32_t req_id)
 	return i < c->nslots && req_id && c->slots[i].req_id == req_id ? &c->slots[i] : NULL;
 }
 
-/* Record a chunk's answer; the first failure other than a stale version stops the call. */
+/*
+ * Record a chunk's answer. A stale version, and -E2BIG for a pull of more than one row (the
+ * server's bounce budget: the destination's rows per pull are halved), mark it for another
+ * round; the first other failure stops the call.
+ */
 static void chunk_answer(struct ps_client *c, struct cli_call *call, struct cli_slot *s, int st)
 {
 	struct cli_chunk *ch = &call->chunks[s->chunk];
+	struct cli_dest *ds = &c->dests[s->dest];
+	uint32_t rows = call->op == PS_DP_PULL_DENSE ? ch->n / call->var->spec.width : ch->n;
 
 	if (s->answered)
 		return;
 	s->answered = true;
-	c->dests[s->dest].inflight--;
+	ds->inflight--;
 	ch->state = CH_DONE;
 	ch->status = st;
 	if (st == PS_ESTALE_VERSION) {
+		ch->state = CH_RETRY;
 		call->nstale++;
+		call->nretry++;
+	} else if (st == -E2BIG && is_pull(call->op) && rows > 1) {
+		ch->state = CH_RETRY;
+		call->nretry++;
+		/* Half, rounded up: the same rows again go in two requests, not three. */
+		if (!ds->pull_rows || (rows + 1) / 2 < ds->pull_rows)
+			ds->pull_rows = (rows + 1) / 2;
 	} else if (st && !call->status) {
 		call->status = st;
 		call->failed = s->chunk;
@@ -412,7 +426,7 @@ int cli_dp_run(struct ps_client *c, struct cli_call *call, uint64_t deadline)
 	struct ps_tp_event evs[POLL_BATCH];
 	int n = 0, rc;
 
-	call->nstale = 0;
+	call->nstale = call->nretry = 0;
 	call->status = 0;
 	for (uint32_t i = 0; i < call->nchunks; i++)
 		call->chunks[i].state = CH_QUEUED;

@@ -43,11 +43,17 @@
 /* The transport's default message size, assumed for servers that announce none. */
 #define CLI_DEF_MSG_SIZE (64u << 10)
 /*
- * Largest result one pull request asks for. Pull results are one-sided writes, not bounded by
- * the message size; the cap keeps several requests in flight for a big pull (pipelining) and
- * bounds what one server thread gathers at once.
+ * Rows one pull request asks for. Results are one-sided writes, not bounded by the message
+ * size, but a server thread writes at most about a thousand rows straight from table memory
+ * (its transport's gather list) and copies the rest through a bounce budget of its own (at
+ * least 256 KiB per pull on a default memlock limit; docs/wire.md, "Server behaviour"). So a
+ * request asks for CLI_PULL_ZC_ROWS rows plus what CLI_PULL_BOUNCE bytes hold - everything
+ * through the budget when the server copies every row (hash admission) - and halves that for a
+ * destination that still answers -E2BIG.
  */
-#define CLI_MAX_PULL_BYTES (4u << 20)
+#define CLI_PULL_ZC_ROWS   1000u
+#define CLI_PULL_BOUNCE	   (128u << 10)
+#define CLI_MAX_PULL_BYTES (4u << 20) /* and never more result than this per request */
 /* Initial size of the registered staging region for pull results (grows to the largest call). */
 #define CLI_STAGE_MIN (1u << 20)
 /* Longest variable name (the DECLARE payload's name[64], NUL included). */
@@ -62,6 +68,7 @@ enum cli_chunk_state {
 	CH_QUEUED = 0, /* not sent yet */
 	CH_SENT,       /* sent, answer pending */
 	CH_DONE,       /* answered (status in the chunk) */
+	CH_RETRY,      /* answered PS_ESTALE_VERSION, or -E2BIG for a pull that can be split */
 };
 
 /* One server as ClusterInfo describes it. */
@@ -82,6 +89,7 @@ struct cli_dest {
 	uint32_t inflight;	 /* requests sent and not answered */
 	uint32_t max_req;	 /* largest request to it, bytes (header included) */
 	uint32_t next, end;	 /* this call's chunks for it: corder[next .. end) */
+	uint32_t pull_rows;	 /* learnt from -E2BIG: rows per pull request it takes (0: ?) */
 };
 
 /* A request in flight: its registered block holds the header and any staged payload. */
@@ -127,6 +135,7 @@ struct cli_call {
 	const struct ps_dp_declare *decl; /* DECLARE: payloads, one per chunk */
 	/* outcome */
 	uint32_t nstale; /* chunks refused with PS_ESTALE_VERSION */
+	uint32_t nretry; /* chunks to send again (CH_RETRY): stale ones and split pulls */
 	int status;	 /* first other failure, or 0 */
 	uint32_t failed; /* its chunk */
 };

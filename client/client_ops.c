@@ -98,28 +98,37 @@ static int enter(struct ps_client *c, uint32_t id, enum ps_var_kind kind, const 
 
 /*
  * Ids per request to each destination (dense: floats). Pushes are bounded by the destination's
- * message size; pulls by it (ids) and by CLI_MAX_PULL_BYTES of result, at least one row.
+ * message size; pulls by it (ids) and by the rows a server thread serves without -E2BIG
+ * (CLI_PULL_ZC_ROWS, CLI_PULL_BOUNCE, and what the destination taught us), at least one row.
  * -EMSGSIZE when one row of a push fits no request.
  */
 static int caps(struct ps_client *c, const struct cli_call *call, bool push)
 {
+	const struct ps_var_spec *sp = &call->var->spec;
 	uint32_t kb = call->key_bytes, rb = call->row_bytes;
+	/* Hash admission makes the server copy every row it answers. */
+	bool copied = (sp->kind == PS_VAR_HASH64 || sp->kind == PS_VAR_HASH128) &&
+		      sp->admit_prob > 0.f && sp->admit_prob < 1.f;
+	uint64_t rows = (copied ? 0 : CLI_PULL_ZC_ROWS) + CLI_PULL_BOUNCE / rb;
 
+	if (rows > CLI_MAX_PULL_BYTES / rb)
+		rows = CLI_MAX_PULL_BYTES / rb;
 	for (uint32_t d = 0; d < c->ndests; d++) {
 		uint32_t room =
 			c->dests[d].max_req < c->blk_size ? c->dests[d].max_req : c->blk_size;
-		uint64_t body = room > PS_DP_REQ_BYTES ? room - PS_DP_REQ_BYTES : 0, n;
+		uint64_t body = room > PS_DP_REQ_BYTES ? room - PS_DP_REQ_BYTES : 0, n, r = rows;
 		char name[400];
 
+		if (c->dests[d].pull_rows && c->dests[d].pull_rows < r)
+			r = c->dests[d].pull_rows;
+		if (!r)
+			r = 1;
 		if (!kb)
-			n = push ? (body / rb) * (rb / 4) : CLI_MAX_PULL_BYTES / 4;
+			n = push ? (body / rb) * (rb / 4) : r * (rb / 4);
 		else if (push)
 			n = body / (kb + rb);
 		else
-			n = body / kb < CLI_MAX_PULL_BYTES / rb ? body / kb
-								: CLI_MAX_PULL_BYTES / rb;
-		if (!push && !n && body >= kb)
-			n = 1; /* a row wider than the pull cap still goes, alone */
+			n = body / kb < r ? body / kb : r;
 		if (!n) {
 			cli_dest_name(c, d, name, sizeof(name));
 			return cli_fail(
@@ -279,9 +288,9 @@ static int rows_call(struct ps_client *c, uint32_t id, enum ps_var_kind kind, co
 			rc = call_fail(c, &call, what);
 			goto out;
 		}
-		if (!call.nstale)
+		if (!call.nretry)
 			goto out;
-		/* Retry only the refused requests: their positions, routed afresh. */
+		/* Send again only the refused requests: their positions, routed afresh. */
 		if (c->retry_cap < m) {
 			uint32_t *r = realloc(c->retry_pos, m * sizeof(*r));
 
@@ -294,11 +303,11 @@ static int rows_call(struct ps_client *c, uint32_t id, enum ps_var_kind kind, co
 		}
 		m = 0;
 		for (uint32_t k = 0; k < call.nchunks; k++)
-			if (call.chunks[k].status == PS_ESTALE_VERSION)
+			if (call.chunks[k].state == CH_RETRY)
 				for (uint32_t j = 0; j < call.chunks[k].n; j++)
 					c->retry_pos[m++] = c->order[call.chunks[k].first + j];
 		pos = c->retry_pos;
-		rc = stale_refresh(c, &call, what, deadline);
+		rc = call.nstale ? stale_refresh(c, &call, what, deadline) : 0;
 		if (rc)
 			goto out;
 	}
@@ -458,11 +467,11 @@ static int dense_call(struct ps_client *c, uint32_t id, const float *grad, float
 			rc = call_fail(c, &call, what);
 			break;
 		}
-		if (!call.nstale)
+		if (!call.nretry)
 			break;
 		next.n = 0;
 		for (uint32_t k = 0; k < call.nchunks && !rc; k++)
-			if (call.chunks[k].status == PS_ESTALE_VERSION)
+			if (call.chunks[k].state == CH_RETRY)
 				rc = ranges_add(&next, call.chunks[k].fbegin,
 						call.chunks[k].fbegin + call.chunks[k].n);
 		if (rc) {
@@ -475,7 +484,7 @@ static int dense_call(struct ps_client *c, uint32_t id, const float *grad, float
 			todo = next;
 			next = t;
 		}
-		rc = stale_refresh(c, &call, what, deadline);
+		rc = call.nstale ? stale_refresh(c, &call, what, deadline) : 0;
 	}
 	free(todo.r);
 	free(next.r);

@@ -22,11 +22,15 @@
  *
  * Errors: every function returns 0 or a negative code (include/psplus/error.h); ps_strerror()
  * gives the text and ps_client_last_error() the detailed message of the calling thread's last
- * failure (which variable, which server, which id). Nothing aborts on bad input; a failed call
- * changes no stored row on any server.
+ * failure (which variable, which server, which id). Nothing aborts on bad input. Bad input (an
+ * unknown variable, a wrong kind or size, an id out of range) is refused before anything is
+ * sent, so it changes no stored row anywhere; a failure on one server during a push (it died,
+ * the call timed out) can leave the requests other servers already applied in place.
  *
  * Stale cluster versions (after a restore or a placement change) are handled inside: the
- * client re-reads the cluster and retries the request, up to the call's timeout.
+ * client re-reads the cluster and re-sends the requests that were refused (only those: the
+ * others were applied), up to the call's timeout. docs/client.md has routing, consistency per
+ * training mode and retries in detail.
  *
  * Threads: one client may be used by several threads at once (calls are serialised on an
  * internal lock per client; use one client per thread for parallel traffic). Handles
@@ -150,6 +154,11 @@ PS_EXPORT void ps_client_unregister_buffer(struct ps_client_buf *b);
  * Widths are checked against the declaration; ids against [0, rows). Ids and keys may repeat
  * within a call: a pull returns the row once per occurrence, a push sums the gradients of
  * repeated ids before the optimizer runs (TensorFlow's sparse-apply rule).
+ *
+ * PS_SYNC_SYNC: each worker pushes each variable at most once per step (a second push of the
+ * step is -EALREADY), and the push goes to every server thread holding the variable (an empty
+ * one where none of its ids live), in one request per thread: a push needing more than one
+ * request to a thread (more than about msg_size bytes) is -EMSGSIZE.
  */
 
 /** ps_client_dense_pull() - the whole dense variable into @out (rows x width floats). */
@@ -191,11 +200,15 @@ PS_EXPORT int ps_client_hash128_push(struct ps_client *c, uint32_t var_id,
  * PS_SYNC_ASYNC: returns at once. PS_SYNC_BOUNDED: returns when no worker is more than
  * staleness steps behind @step. PS_SYNC_SYNC: returns when every worker ended @step and the
  * summed update of the step is applied, so the next pulls see it. PS_ETIMEOUT after the
- * client's timeout (e.g. a worker died).
+ * client's timeout (e.g. a worker died). Pushes made after it returned belong to step @step + 1.
  */
 PS_EXPORT int ps_client_step_end(struct ps_client *c, uint64_t step);
 
-/** ps_client_barrier() - wait until every worker reached the same barrier (numbered calls). */
+/**
+ * ps_client_barrier() - wait until every worker reached the same barrier. Barriers are numbered
+ * by call (the n-th call of each worker meets the n-th of the others), so every worker must make
+ * the same calls; one that timed out has still used its number.
+ */
 PS_EXPORT int ps_client_barrier(struct ps_client *c);
 
 /*

@@ -199,11 +199,13 @@ static void *fake_thread(void *arg)
 	return NULL;
 }
 
-static struct fake *fake_start(void)
+static struct fake *fake_start_bounce(uint32_t bounce_blocks)
 {
 	/* Few bounce blocks: every test of this process counts against one memlock budget. */
-	struct ps_dp_opts o = {
-		.transport = "tcp", .host = "127.0.0.1", .threads = 2, .bounce_blocks = 4};
+	struct ps_dp_opts o = {.transport = "tcp",
+			       .host = "127.0.0.1",
+			       .threads = 2,
+			       .bounce_blocks = bounce_blocks};
 	struct fake *f = calloc(1, sizeof(*f));
 	struct ps_kv_entry e = {.host = "127.0.0.1", .server_num = 1};
 	char err[256];
@@ -219,6 +221,11 @@ static struct fake *fake_start(void)
 	f->stop_fd = eventfd(0, EFD_CLOEXEC);
 	assert_int_equal(pthread_create(&f->th, NULL, fake_thread, f), 0);
 	return f;
+}
+
+static struct fake *fake_start(void)
+{
+	return fake_start_bounce(4);
 }
 
 static void fake_stop(struct fake *f)
@@ -412,12 +419,59 @@ static void test_server_lost(void **state)
  * process and never given back by the tally (common/mem.c), and three data planes plus their
  * clients would not fit the default 8 MiB together.
  */
+/*
+ * A server thread with one bounce block answers -E2BIG to a pull whose rows past its gather list
+ * need more: the client halves its rows per request for that thread and gets everything.
+ */
+static void test_pull_split(void **state)
+{
+	struct fake *f = fake_start_bounce(1);
+	struct ps_client *c = client(f, 5000);
+	struct ps_var_spec s = sgd(PS_VAR_SPARSE, 4000, 64);
+	enum { N = 2800 };
+	uint64_t *ids = malloc(N * sizeof(*ids)), r0;
+	float *out = malloc((size_t)N * 64 * sizeof(float)), *g = calloc(64, sizeof(float));
+	struct ps_client_stats st;
+	uint32_t id;
+
+	(void)state;
+	assert_int_equal(ps_client_declare(c, "wide", &s, &id), 0);
+	/* Row i: one row pushed so the rows differ (row 7 becomes 1 - 0.5). */
+	g[3] = 0.5f;
+	{
+		uint64_t seven = 7;
+
+		assert_int_equal(ps_client_sparse_push(c, id, &seven, 1, g), 0);
+	}
+	for (int i = 0; i < N; i++)
+		ids[i] = (uint64_t)(i * 7) % 4000; /* 1,429 and 1,371 rows per thread */
+	ps_client_stats_get(c, &st);
+	r0 = st.requests;
+	assert_int_equal(ps_client_sparse_pull(c, id, ids, N, out), 0);
+	ps_client_stats_get(c, &st);
+	assert_int_equal(st.requests - r0, 2 + 4); /* one per thread refused, then halves */
+	for (int i = 0; i < N; i++)
+		for (int j = 0; j < 64; j++)
+			assert_true(out[i * 64 + j] == (ids[i] == 7 && j == 3 ? 0.5f : 1.0f));
+	/* The destinations remember: the next pull goes in halves at once. */
+	r0 = st.requests;
+	assert_int_equal(ps_client_sparse_pull(c, id, ids, N, out), 0);
+	ps_client_stats_get(c, &st);
+	assert_int_equal(st.requests - r0, 4);
+	free(ids);
+	free(out);
+	free(g);
+	ps_client_destroy(c);
+	fake_stop(f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_stale_retry),
 		cmocka_unit_test(test_stale_dense),
 		cmocka_unit_test(test_server_lost),
+		cmocka_unit_test(test_pull_split),
 	};
 	int failed = 0;
 
