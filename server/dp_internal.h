@@ -31,6 +31,7 @@
 #define DP_POLL_BATCH	 32	     /* events per ps_tp_poll */
 #define DP_IDLE_POLL_MS	 50	     /* poll timeout when idle: bounds the stop latency */
 #define DP_GATHER_MAX	 4096u	     /* longest gather list we build (rdma) */
+#define DP_MAX_ORPHANS	 16	     /* accepted connections we could not take, closed later */
 
 /*
  * Header at the start of every reply and bounce block. A block that is the ctx of a
@@ -133,6 +134,8 @@ struct dp_thread {
 	struct ps_tp_sge *sgl; /* [gather_max] */
 
 	struct dp_conn *conns;
+	struct ps_tp_conn *orphans[DP_MAX_ORPHANS]; /* to close at the end of the batch */
+	uint32_t norphans;
 	struct dp_conn *plist; /* connections with waiting requests, FIFO by first wait */
 	struct dp_conn **plist_tail;
 	uint64_t seen_version; /* the cluster version this thread last acted on */

@@ -184,9 +184,12 @@ static void conn_accept(struct dp_thread *t, struct ps_tp_conn *tc)
 	if (!c || !c->pend) {
 		ps_log_warn(DP_LOG, "thread %u: out of memory accepting %s; closing it", t->idx,
 			    ps_tp_conn_peer(tc));
-		if (c)
-			free(c);
-		ps_tp_conn_close(tc);
+		free(c);
+		/* Not now: later events of this batch may name it. At the end of the batch. */
+		if (t->norphans < DP_MAX_ORPHANS)
+			t->orphans[t->norphans++] = tc;
+		else
+			ps_tp_conn_close(tc);
 		return;
 	}
 	c->tc = tc;
@@ -231,7 +234,16 @@ static struct dp_pend *pend_front(struct dp_conn *c)
 
 static void pend_push(struct dp_conn *c, const struct dp_pend *p)
 {
-	/* Cannot overflow: each entry holds one of the connection's recv_depth buffers. */
+	/* Each entry holds one of the connection's recv_depth buffers: a full ring is a peer
+	 * that sent beyond its credits, which the transport refuses before we see it. */
+	if (c->pend_n == c->pend_cap) {
+		ps_log_warn(DP_LOG,
+			    "thread %u: %s has more requests waiting than receive buffers; "
+			    "closing it",
+			    c->t->idx, c->peer);
+		c->dead = true;
+		return;
+	}
 	c->pend[(c->pend_head + c->pend_n) % c->pend_cap] = *p;
 	c->pend_n++;
 }
@@ -314,6 +326,9 @@ static void sweep_dead(struct dp_thread *t)
 {
 	struct dp_conn *c = t->conns, *next;
 	struct dp_conn **pp;
+
+	while (t->norphans)
+		ps_tp_conn_close(t->orphans[--t->norphans]);
 
 	/* Unlink dead connections from the wait list first: it points into them. */
 	for (pp = &t->plist; *pp;) {
@@ -407,6 +422,8 @@ static void *thread_main(void *arg)
 
 static void thread_teardown(struct dp_thread *t)
 {
+	while (t->norphans)
+		ps_tp_conn_close(t->orphans[--t->norphans]);
 	while (t->conns)
 		conn_free(t, t->conns);
 	ps_tp_listener_close(t->lst);

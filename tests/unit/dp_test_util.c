@@ -46,8 +46,7 @@ void dpt_open(struct dpt *d, const struct ps_dp_opts *o, uint32_t client_recv_de
 				 .threads = 2,
 				 .numa_node = -1,
 				 .bounce_blocks = 8};
-	struct ps_tp_dev_opts dop = {
-		.kind = DPT_TRANSPORT, .bind_addr = host(), .numa_node = -1};
+	struct ps_tp_dev_opts dop = {.kind = DPT_TRANSPORT, .bind_addr = host(), .numa_node = -1};
 	struct ps_tp_loop_opts lo = {.recv_depth = client_recv_depth, .max_conns = 64};
 
 	memset(d, 0, sizeof(*d));
