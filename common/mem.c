@@ -95,32 +95,54 @@ void ps_mem_memlock_describe(char *buf, size_t len)
 	fmt_limit(rl.rlim_cur, buf, len);
 }
 
+/*
+ * Bytes this process has pinned or locked now: VmPin (pages pinned by RDMA registrations, counted
+ * against RLIMIT_MEMLOCK since Linux 3.2) plus VmLck (mlock). Read from the kernel rather than
+ * counted here, so deregistered memory is given back and registrations made by any code count.
+ */
+static size_t pinned_now(void)
+{
+	char line[256];
+	size_t total = 0;
+	unsigned long kb;
+	FILE *f = fopen("/proc/self/status", "re");
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "VmPin: %lu kB", &kb) == 1 ||
+		    sscanf(line, "VmLck: %lu kB", &kb) == 1)
+			total += (size_t)kb << 10;
+	}
+	fclose(f);
+	return total;
+}
+
 int ps_mem_memlock_ensure(size_t need, char *err, size_t errlen)
 {
 	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-	static size_t locked; /* what this process asked for so far */
 	struct rlimit rl, want;
 	char cur[32], hard[32], needs[32], totals[32];
 	size_t total;
 	int rc = 0;
 
 	pthread_mutex_lock(&lock);
-	total = locked + need;
+	total = pinned_now() + need;
 	if (getrlimit(RLIMIT_MEMLOCK, &rl)) {
 		rc = -errno;
 		goto out;
 	}
 	if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= total)
-		goto ok;
-	/* Ask for unlimited first (root can), then for just what is needed. */
+		goto out;
+	/* Ask for unlimited first (root can), then for as much as the hard limit allows. */
 	want.rlim_cur = want.rlim_max = RLIM_INFINITY;
 	if (!setrlimit(RLIMIT_MEMLOCK, &want))
-		goto ok;
+		goto out;
 	if (rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= total) {
 		want.rlim_cur = rl.rlim_max;
 		want.rlim_max = rl.rlim_max;
 		if (!setrlimit(RLIMIT_MEMLOCK, &want))
-			goto ok;
+			goto out;
 	}
 	fmt_limit(rl.rlim_cur, cur, sizeof(cur));
 	fmt_limit(rl.rlim_max, hard, sizeof(hard));
@@ -133,9 +155,6 @@ int ps_mem_memlock_ensure(size_t need, char *err, size_t errlen)
 		 "LimitMEMLOCK=infinity in the systemd unit",
 		 needs, totals, totals, cur, hard);
 	rc = -ENOMEM;
-	goto out;
-ok:
-	locked = total;
 out:
 	pthread_mutex_unlock(&lock);
 	return rc;

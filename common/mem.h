@@ -43,7 +43,9 @@ PS_EXPORT int ps_mem_alloc(size_t len, int numa_node, unsigned flags, struct ps_
 PS_EXPORT void ps_mem_free(struct ps_mem *m);
 
 /**
- * ps_mem_memlock_ensure() - make sure @need more bytes may be locked (pinned).
+ * ps_mem_memlock_ensure() - make sure @need more bytes may be locked (pinned), on top of what
+ * the process has pinned now (VmPin + VmLck of /proc/self/status: deregistered memory counts no
+ * more).
  *
  * Raises the soft RLIMIT_MEMLOCK (and the hard one when privileged) if it is too low. Returns
  * 0, or -ENOMEM with @err telling the current limits, the amount needed and how to allow it.

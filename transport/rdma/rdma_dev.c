@@ -460,8 +460,8 @@ int ps_rdma_reg(struct rd_dev *d, void *addr, size_t len, int access, struct ibv
 		return rc;
 	/*
 	 * Pinning failed: most often RLIMIT_MEMLOCK. Raise it where allowed and try once more,
-	 * else say what is missing. (Not checked up front: the limit check counts cumulatively and
-	 * would refuse connections after enough churn even though deregistration unpins.)
+	 * else say what is missing. (Not checked up front: the common case needs no system call
+	 * beyond the registration itself.)
 	 */
 	rc2 = ps_mem_memlock_ensure(len, err, sizeof(err));
 	if (!rc2) {
