@@ -1,14 +1,19 @@
 /*
- * The client's stale-version retries and lost servers (client/client_ops.c, client_dp.c),
- * against a real data plane (server/dp.h, two threads over tcp, in this process) and a fake
- * scheduler (a thread answering ClusterInfoReq and DeclareReq with a version the test sets).
+ * The client's data path (client/client_ops.c, client_dp.c, client_conn.c) against a real data
+ * plane (server/dp.h, two threads in this process) and a fake scheduler (a thread answering
+ * ClusterInfoReq and DeclareReq with a version the test sets). Built twice: over tcp
+ * (test_client_dp) and over the rdma backend on the fake verbs layer (test_client_dp_fake:
+ * every registration, rkey and gather bounds-checked by the fake, nothing left registered).
  *
  *   - the cluster version changes (servers and scheduler agree): the refused requests are
  *     retried after re-reading the cluster, applied exactly once, and counted in retries;
  *   - the scheduler lags behind the servers: the client re-reads until they agree;
  *   - they never agree: PS_ESTALE_VERSION at the timeout, with a message, nothing changed;
  *   - dense variables retry their refused float ranges;
- *   - a server that goes away fails the call with PS_EPEER_LOST at once, not at the timeout.
+ *   - a server that goes away fails the call with PS_EPEER_LOST at once, not at the timeout;
+ *   - a pull refused with -E2BIG is split;
+ *   - registered caller memory moves zero copy both ways (nothing staged, nothing copied by the
+ *     transport), plain memory through the staging and request blocks (still no transport copy).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -36,6 +41,13 @@
 #include "common/kv.h"
 #include "scheduler/placement.h"
 #include "server/dp.h"
+
+#ifndef CDT_TRANSPORT
+#define CDT_TRANSPORT "tcp" /* test_client_dp_fake: "rdma" over the fake verbs layer */
+#endif
+#ifdef CDT_FAKE
+#include "tests/unit/fake_verbs.h"
+#endif
 
 #define V1   0x1111111111111111ull
 #define V2   0x2222222222222222ull
@@ -96,7 +108,7 @@ static void fake_answer(struct fake *f, int fd, const ps_ctl_env_t *in)
 			ports[i] = ps_dp_port(f->dp, i);
 		si.server_id = 0;
 		si.data_addr = &a;
-		si.transport = "tcp";
+		si.transport = CDT_TRANSPORT;
 		si.shard_ports = ports;
 		si.n_shard_ports = ps_dp_threads(f->dp);
 		si.msg_size = ps_dp_msg_size(f->dp);
@@ -202,7 +214,7 @@ static void *fake_thread(void *arg)
 static struct fake *fake_start_bounce(uint32_t bounce_blocks)
 {
 	/* Few bounce blocks: every test of this process counts against one memlock budget. */
-	struct ps_dp_opts o = {.transport = "tcp",
+	struct ps_dp_opts o = {.transport = CDT_TRANSPORT,
 			       .host = "127.0.0.1",
 			       .threads = 2,
 			       .bounce_blocks = bounce_blocks};
@@ -241,6 +253,18 @@ static void fake_stop(struct fake *f)
 	ps_dp_destroy(f->dp);
 	free(f->blob);
 	free(f);
+#ifdef CDT_FAKE
+	{
+		struct fake_verbs_counts n;
+
+		/* Every registration and verbs object of the client and the server is gone. */
+		if (fake_verbs_live_objects(&n))
+			fail_msg(
+				"live verbs objects: mr %d qp %d cq %d pd %d ctx %d misuse %d (%s)",
+				n.mrs, n.qps, n.cqs, n.pds, n.contexts, n.misuse,
+				fake_verbs_last_misuse());
+	}
+#endif
 }
 
 static struct ps_client *client(struct fake *f, uint32_t timeout_ms)
@@ -249,7 +273,7 @@ static struct ps_client *client(struct fake *f, uint32_t timeout_ms)
 	struct ps_client *c = NULL;
 
 	o.kv_path = f->url;
-	o.transport = "tcp";
+	o.transport = CDT_TRANSPORT;
 	o.timeout_ms = timeout_ms;
 	assert_int_equal(ps_client_create(&o, &c), 0);
 	return c;
@@ -392,8 +416,10 @@ static void test_server_lost(void **state)
 	/* The server's data plane goes away: the call fails fast with PS_EPEER_LOST. */
 	ps_dp_destroy(f->dp);
 	{
-		struct ps_dp_opts o = {
-			.transport = "tcp", .host = "127.0.0.1", .threads = 2, .bounce_blocks = 4};
+		struct ps_dp_opts o = {.transport = CDT_TRANSPORT,
+				       .host = "127.0.0.1",
+				       .threads = 2,
+				       .bounce_blocks = 4};
 
 		/* A new data plane on other ports, so the fake scheduler still has one to describe
 		 * (the client does not look before its next failure). */
@@ -465,13 +491,66 @@ static void test_pull_split(void **state)
 	fake_stop(f);
 }
 
+static void test_zero_copy(void **state)
+{
+	struct fake *f = fake_start();
+	struct ps_client *c = client(f, 5000);
+	struct ps_var_spec s = sgd(PS_VAR_SPARSE, 4000, 16);
+	enum { N = 3000 };
+	uint64_t *ids = malloc(N * sizeof(*ids));
+	float *out = malloc((size_t)N * 16 * sizeof(float));
+	float *g = malloc((size_t)N * 16 * sizeof(float));
+	struct ps_client_buf *bi, *bo, *bg;
+	struct ps_client_stats a, b;
+	uint32_t id;
+
+	(void)state;
+	assert_int_equal(ps_client_declare(c, "zc", &s, &id), 0);
+	for (int i = 0; i < N; i++) {
+		ids[i] = (uint64_t)i; /* ascending: already grouped by thread */
+		for (int j = 0; j < 16; j++)
+			g[i * 16 + j] = 0.125f;
+	}
+	assert_int_equal(ps_client_register_buffer(c, ids, N * sizeof(*ids), &bi), 0);
+	assert_int_equal(ps_client_register_buffer(c, out, (size_t)N * 16 * 4, &bo), 0);
+	assert_int_equal(ps_client_register_buffer(c, g, (size_t)N * 16 * 4, &bg), 0);
+	ps_client_stats_get(c, &a);
+	assert_int_equal(ps_client_sparse_push(c, id, ids, N, g), 0);
+	assert_int_equal(ps_client_sparse_pull(c, id, ids, N, out), 0);
+	ps_client_stats_get(c, &b);
+	assert_string_equal(b.transport, CDT_TRANSPORT);
+	assert_true(b.bytes_staged == a.bytes_staged);
+	assert_true(b.transport_copied == 0);
+	assert_true(b.bytes_pulled - a.bytes_pulled == (uint64_t)N * 16 * 4);
+	assert_true(b.bytes_pushed - a.bytes_pushed == (uint64_t)N * 16 * 4);
+	for (int i = 0; i < N * 16; i++)
+		assert_true(out[i] == 1.0f - 0.125f);
+	/* Reversed ids in plain memory: staged both ways, still nothing copied by the transport. */
+	ps_client_unregister_buffer(bo);
+	ps_client_unregister_buffer(bg);
+	ps_client_unregister_buffer(bi);
+	for (int i = 0; i < N; i++)
+		ids[i] = (uint64_t)(N - 1 - i);
+	assert_int_equal(ps_client_sparse_push(c, id, ids, N, g), 0);
+	assert_int_equal(ps_client_sparse_pull(c, id, ids, N, out), 0);
+	ps_client_stats_get(c, &a);
+	assert_true(a.bytes_staged - b.bytes_staged >= (uint64_t)N * (8 + 16 * 4) * 2);
+	assert_true(a.transport_copied == 0);
+	for (int i = 0; i < N * 16; i++)
+		assert_true(out[i] == 1.0f - 0.25f);
+	free(ids);
+	free(out);
+	free(g);
+	ps_client_destroy(c);
+	fake_stop(f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_stale_retry),
-		cmocka_unit_test(test_stale_dense),
-		cmocka_unit_test(test_server_lost),
-		cmocka_unit_test(test_pull_split),
+		cmocka_unit_test(test_stale_retry), cmocka_unit_test(test_stale_dense),
+		cmocka_unit_test(test_server_lost), cmocka_unit_test(test_pull_split),
+		cmocka_unit_test(test_zero_copy),
 	};
 	int failed = 0;
 
