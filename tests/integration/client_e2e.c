@@ -6,7 +6,8 @@
  *                               pull again against values computed here; zero-copy and staged
  *                               paths; big calls split over many requests; bad input (id out of
  *                               range changes no row, unknown variable, wrong width, wrong
- *                               kind, re-declaration with another spec, push before declare)
+ *                               kind, re-declaration with another spec, push before declare);
+ *                               four threads sharing one client
  *   client_e2e KV_URL bounded   two workers (threads, one client each), staleness 1: the fast
  *                               one waits exactly when it is more than one step ahead
  *   client_e2e KV_URL sync      two workers in synchronous mode: a push is not applied until
@@ -332,6 +333,71 @@ static void basic_hash(struct ps_client *c)
 	free(want);
 }
 
+/* Four threads share one client: calls are serialised, errors stay per thread. */
+struct sharer {
+	struct ps_client *c;
+	uint32_t var, t;
+	int rc;
+	bool own_error; /* saw its own message after its bad call */
+};
+
+static void *sharer_main(void *arg)
+{
+	struct sharer *s = arg;
+	uint64_t ids[250], bad = 1000;
+	float g[250 * 4], out[250 * 4];
+
+	for (int i = 0; i < 250; i++)
+		ids[i] = s->t * 250 + (uint64_t)i;
+	for (int i = 0; i < 250 * 4; i++)
+		g[i] = 1.0f;
+	for (int k = 0; k < 20 && !s->rc; k++) {
+		s->rc = ps_client_sparse_push(s->c, s->var, ids, 250, g);
+		if (!s->rc)
+			s->rc = ps_client_sparse_pull(s->c, s->var, ids, 250, out);
+		if (!s->rc && k == 10 && s->t == 2) {
+			/* A bad call in the middle: this thread's message, nobody else's. */
+			int rc = ps_client_sparse_pull(s->c, s->var, &bad, 1, out);
+
+			s->own_error = rc == PS_EOUT_OF_RANGE &&
+				       strstr(ps_client_last_error(), "id 1000") != NULL;
+		}
+	}
+	return NULL;
+}
+
+static void basic_threads(struct ps_client *c)
+{
+	struct ps_var_spec s = sgd_spec(PS_VAR_SPARSE, 1000, 4, 0.0f, 1.0f);
+	struct sharer sh[4];
+	pthread_t th[4];
+	float *out = malloc(1000 * 4 * sizeof(float)), want = -20.0f;
+	uint64_t *ids = malloc(1000 * sizeof(*ids));
+	bool ok = true;
+	uint32_t id;
+
+	must(ps_client_declare(c, "shared", &s, &id), "declare shared");
+	for (uint32_t t = 0; t < 4; t++) {
+		sh[t] = (struct sharer){.c = c, .var = id, .t = t};
+		pthread_create(&th[t], NULL, sharer_main, &sh[t]);
+	}
+	for (int t = 0; t < 4; t++) {
+		pthread_join(th[t], NULL);
+		ok &= !sh[t].rc;
+	}
+	check(ok, "4 threads on one client: 20 pushes and pulls each");
+	check(sh[2].own_error, "the failing thread read its own error message");
+	check(!strstr(ps_client_last_error(), "id 1000"), "other threads' messages stay theirs");
+	for (uint64_t i = 0; i < 1000; i++)
+		ids[i] = i;
+	must(ps_client_sparse_pull(c, id, ids, 1000, out), "pull shared");
+	for (int i = 0; i < 4000 && ok; i++)
+		ok = out[i] == want;
+	check(ok, "every row of 'shared' got its 20 updates (-20)");
+	free(out);
+	free(ids);
+}
+
 static int run_basic(void)
 {
 	struct ps_client *c = client(0, 1, PS_SYNC_ASYNC, 0), *c2;
@@ -345,6 +411,7 @@ static int run_basic(void)
 	basic_dense(c);
 	basic_sparse(c);
 	basic_hash(c);
+	basic_threads(c);
 	rc = ps_client_sparse_pull(c, 999, &id0, 1, f);
 	check(rc == PS_EUNKNOWN_VAR, "pull of unknown variable 999 is PS_EUNKNOWN_VAR (%s)",
 	      ps_err_name(rc));

@@ -3,7 +3,8 @@
 # 127.0.0.1, --threads 2 each) and the client_e2e driver:
 #   basic    dense/sparse/hash64/hash128 with SGD: pull, push, pull against computed values;
 #            zero copy and staging; calls split over many requests; id out of range (no row
-#            changed), unknown variable, wrong width or kind, re-declaration, push before declare
+#            changed), unknown variable, wrong width or kind, re-declaration, push before declare;
+#            four threads on one client
 #   bounded  two workers with staleness 1: the fast one waits when one step ahead
 #   sync     two workers in synchronous mode: one update with the summed gradients per step
 # -smem 4 (MiB per server) makes the 100,000-row sparse variable two parts, one per server.
