@@ -49,8 +49,10 @@ static int call_fail(struct ps_client *c, const struct cli_call *call, const cha
 	if (rc == PS_ETIMEOUT)
 		return cli_fail(rc, "%s '%s' (id %u): no answer from %s within %u ms", what,
 				call->var->name, call->var->id, name, c->o.timeout_ms);
-	return cli_fail(rc, "%s '%s' (id %u): %s answered %s (%s)", what, call->var->name,
-			call->var->id, name, ps_strerror(rc), ps_err_name(rc));
+	/* A reply's status, or the transport's word on the request (a refused connect, a lost
+	 * peer): either way the destination and the code say what happened. */
+	return cli_fail(rc, "%s '%s' (id %u): %s: %s (%s)", what, call->var->name, call->var->id,
+			name, ps_strerror(rc), ps_err_name(rc));
 }
 
 /* Stale answers: re-read the cluster, pausing if it did not change (a server lags behind). */
