@@ -441,6 +441,106 @@ static void test_server_lost(void **state)
 }
 
 /*
+ * A server thread with one bounce block answers -E2BIG to a pull whose rows past its gather list
+ * need more: the client halves its rows per request for that thread and gets everything.
+ */
+static void test_pull_split(void **state)
+{
+	struct fake *f = fake_start_bounce(1);
+	struct ps_client *c = client(f, 5000);
+	struct ps_var_spec s = sgd(PS_VAR_SPARSE, 4000, 64);
+	enum { N = 2800 };
+	uint64_t *ids = malloc(N * sizeof(*ids)), r0;
+	float *out = malloc((size_t)N * 64 * sizeof(float)), *g = calloc(64, sizeof(float));
+	struct ps_client_stats st;
+	uint32_t id;
+
+	(void)state;
+	assert_int_equal(ps_client_declare(c, "wide", &s, &id), 0);
+	/* Row i: one row pushed so the rows differ (row 7 becomes 1 - 0.5). */
+	g[3] = 0.5f;
+	{
+		uint64_t seven = 7;
+
+		assert_int_equal(ps_client_sparse_push(c, id, &seven, 1, g), 0);
+	}
+	for (int i = 0; i < N; i++)
+		ids[i] = (uint64_t)(i * 7) % 4000; /* 1,429 and 1,371 rows per thread */
+	ps_client_stats_get(c, &st);
+	r0 = st.requests;
+	assert_int_equal(ps_client_sparse_pull(c, id, ids, N, out), 0);
+	ps_client_stats_get(c, &st);
+	assert_int_equal(st.requests - r0, 2 + 4); /* one per thread refused, then halves */
+	for (int i = 0; i < N; i++)
+		for (int j = 0; j < 64; j++)
+			assert_true(out[i * 64 + j] == (ids[i] == 7 && j == 3 ? 0.5f : 1.0f));
+	/* The destinations remember: the next pull goes in halves at once. */
+	r0 = st.requests;
+	assert_int_equal(ps_client_sparse_pull(c, id, ids, N, out), 0);
+	ps_client_stats_get(c, &st);
+	assert_int_equal(st.requests - r0, 4);
+	free(ids);
+	free(out);
+	free(g);
+	ps_client_destroy(c);
+	fake_stop(f);
+}
+
+static void test_zero_copy(void **state)
+{
+	struct fake *f = fake_start();
+	struct ps_client *c = client(f, 5000);
+	struct ps_var_spec s = sgd(PS_VAR_SPARSE, 4000, 16);
+	enum { N = 3000 };
+	uint64_t *ids = malloc(N * sizeof(*ids));
+	float *out = malloc((size_t)N * 16 * sizeof(float));
+	float *g = malloc((size_t)N * 16 * sizeof(float));
+	struct ps_client_buf *bi, *bo, *bg;
+	struct ps_client_stats a, b;
+	uint32_t id;
+
+	(void)state;
+	assert_int_equal(ps_client_declare(c, "zc", &s, &id), 0);
+	for (int i = 0; i < N; i++) {
+		ids[i] = (uint64_t)i; /* ascending: already grouped by thread */
+		for (int j = 0; j < 16; j++)
+			g[i * 16 + j] = 0.125f;
+	}
+	assert_int_equal(ps_client_register_buffer(c, ids, N * sizeof(*ids), &bi), 0);
+	assert_int_equal(ps_client_register_buffer(c, out, (size_t)N * 16 * 4, &bo), 0);
+	assert_int_equal(ps_client_register_buffer(c, g, (size_t)N * 16 * 4, &bg), 0);
+	ps_client_stats_get(c, &a);
+	assert_int_equal(ps_client_sparse_push(c, id, ids, N, g), 0);
+	assert_int_equal(ps_client_sparse_pull(c, id, ids, N, out), 0);
+	ps_client_stats_get(c, &b);
+	assert_string_equal(b.transport, CDT_TRANSPORT);
+	assert_true(b.bytes_staged == a.bytes_staged);
+	assert_true(b.transport_copied == 0);
+	assert_true(b.bytes_pulled - a.bytes_pulled == (uint64_t)N * 16 * 4);
+	assert_true(b.bytes_pushed - a.bytes_pushed == (uint64_t)N * 16 * 4);
+	for (int i = 0; i < N * 16; i++)
+		assert_true(out[i] == 1.0f - 0.125f);
+	/* Reversed ids in plain memory: staged both ways, still nothing copied by the transport. */
+	ps_client_unregister_buffer(bo);
+	ps_client_unregister_buffer(bg);
+	ps_client_unregister_buffer(bi);
+	for (int i = 0; i < N; i++)
+		ids[i] = (uint64_t)(N - 1 - i);
+	assert_int_equal(ps_client_sparse_push(c, id, ids, N, g), 0);
+	assert_int_equal(ps_client_sparse_pull(c, id, ids, N, out), 0);
+	ps_client_stats_get(c, &a);
+	assert_true(a.bytes_staged - b.bytes_staged >= (uint64_t)N * (8 + 16 * 4) * 2);
+	assert_true(a.transport_copied == 0);
+	for (int i = 0; i < N * 16; i++)
+		assert_true(out[i] == 1.0f - 0.25f);
+	free(ids);
+	free(out);
+	free(g);
+	ps_client_destroy(c);
+	fake_stop(f);
+}
+
+/*
  * Each test in its own process, as libuv does: a test that fails half-way leaves no data plane,
  * registration or fake-verbs state behind for the next one.
  */
