@@ -219,9 +219,12 @@ int dp_sync_push(struct dp_thread *t, struct dp_var *v, const struct ps_dp_req *
 		rc = accum_reserve(t, v, n, kb);
 		if (rc)
 			return rc;
-		memcpy(s->keys + s->n * kb, keys, n * kb);
-		memcpy(s->grads + s->n * v->width, grads, n * v->width * sizeof(float));
-		s->n += n;
+		/* An empty push (a worker with no ids on this shard) still counts as its share. */
+		if (n) {
+			memcpy(s->keys + s->n * kb, keys, n * kb);
+			memcpy(s->grads + s->n * v->width, grads, n * v->width * sizeof(float));
+			s->n += n;
+		}
 	}
 	s->active = true;
 	s->step = r->step;
