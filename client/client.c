@@ -85,10 +85,12 @@ void ps_client_destroy(struct ps_client *c)
 	/* Registrations the caller did not undo go before the dev; their memory stays theirs. */
 	for (b = c->bufs; b; b = next) {
 		next = b->next;
-		ps_tp_mr_dereg(b->mr);
+		cli_buf_dereg(c, b);
 		free(b);
 	}
+	c->bufs = NULL;
 	cli_conn_close_all(c);
+	cli_dests_free(c);
 	cli_ctl_close(c);
 	ps_placement_destroy(c->placement);
 	for (uint32_t i = 0; c->servers && i < c->server_num; i++)
@@ -140,6 +142,7 @@ int ps_client_create(const struct ps_client_opts *opts, struct ps_client **out)
 	if (!c->o.max_inflight)
 		c->o.max_inflight = CLI_DEF_INFLIGHT;
 	c->ctl_fd = -1;
+	c->epfd = -1;
 	pthread_mutex_init(&c->lock, NULL);
 	deadline = ps_clock_deadline_ms(c->o.timeout_ms);
 	if (opts->auth_token_file) {
@@ -165,9 +168,9 @@ int ps_client_create(const struct ps_client_opts *opts, struct ps_client **out)
 	}
 	ps_log_info(CLI_LOG,
 		    "worker %u of %u connected: scheduler %s, %u servers, %u data-path "
-		    "endpoints over %s",
+		    "endpoints over %s (%u local device%s)",
 		    c->o.worker_id, c->o.num_workers, c->sched_addr, c->server_num, c->ndests,
-		    c->tp_name);
+		    c->tp_name, c->ndevs, c->ndevs == 1 ? "" : "s");
 	*out = c;
 	return 0;
 fail:
@@ -198,12 +201,12 @@ int ps_client_register_buffer(struct ps_client *c, void *addr, size_t len,
 	b = calloc(1, sizeof(*b));
 	if (!b)
 		return cli_fail(-ENOMEM, "out of memory");
+	b->c = c;
+	b->addr = addr;
+	b->len = len;
 	pthread_mutex_lock(&c->lock);
-	rc = ps_tp_mr_reg(c->dev, addr, len, &b->mr);
+	rc = cli_buf_reg(c, b);
 	if (!rc) {
-		b->c = c;
-		b->addr = addr;
-		b->len = len;
 		b->next = c->bufs;
 		c->bufs = b;
 	}
@@ -230,7 +233,7 @@ void ps_client_unregister_buffer(struct ps_client_buf *b)
 		;
 	if (*pp)
 		*pp = b->next;
-	ps_tp_mr_dereg(b->mr);
+	cli_buf_dereg(c, b);
 	pthread_mutex_unlock(&c->lock);
 	free(b);
 }
@@ -247,16 +250,11 @@ struct cli_var *cli_var_find(struct ps_client *c, uint32_t id)
 
 void ps_client_stats_get(struct ps_client *c, struct ps_client_stats *out)
 {
-	struct ps_tp_stats ts;
-
 	if (!c || !out)
 		return;
 	pthread_mutex_lock(&c->lock);
 	*out = c->st;
-	if (c->dev) {
-		ps_tp_stats_get(c->dev, &ts);
-		out->transport_copied = ts.bytes_copied;
-	}
+	out->transport_copied = cli_tp_copied(c);
 	snprintf(out->transport, sizeof(out->transport), "%s", c->tp_name);
 	pthread_mutex_unlock(&c->lock);
 }

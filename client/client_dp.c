@@ -69,16 +69,17 @@ static void put_floats(uint8_t *dst, const float *src, size_t n)
 #endif
 }
 
-/* A free slot index, or -1. */
-static int slot_get(struct ps_client *c)
+/* A free slot index with a block of dev @dev, or -1. */
+static int slot_get(struct ps_client *c, uint32_t dev)
 {
 	if (c->slots_used == c->nslots)
 		return -1;
 	for (uint32_t i = 0; i < c->nslots; i++) {
 		if (!c->slots[i].req_id) {
-			c->slots[i].blk = ps_tp_pool_get(c->req_pool);
+			c->slots[i].blk = ps_tp_pool_get(c->devs[dev].pool);
 			if (!c->slots[i].blk)
 				return -1;
+			c->slots[i].dev = dev;
 			if (!++c->req_gen || !(c->req_gen & 0xffff))
 				c->req_gen = 1;
 			c->slots[i].req_id = (c->req_gen & 0xffff) << 16 | i;
@@ -92,7 +93,7 @@ static int slot_get(struct ps_client *c)
 
 static void slot_put(struct ps_client *c, struct cli_slot *s)
 {
-	ps_tp_pool_put(c->req_pool, s->blk);
+	ps_tp_pool_put(c->devs[s->dev].pool, s->blk);
 	s->blk = NULL;
 	s->req_id = 0;
 	c->slots_used--;
@@ -151,7 +152,8 @@ static void slot_maybe_free(struct ps_client *c, struct cli_slot *s)
 static int build(struct ps_client *c, struct cli_call *call, struct cli_chunk *ch, uint8_t *blk,
 		 struct ps_tp_sge *sge, uint32_t *payload)
 {
-	const struct ps_tp_mr *bmr = ps_tp_pool_mr(c->req_pool);
+	uint32_t dev = c->dests[ch->dest].dev;
+	const struct ps_tp_mr *bmr = ps_tp_pool_mr(c->devs[dev].pool);
 	uint32_t kb = call->key_bytes, rb = call->row_bytes, off = PS_DP_REQ_BYTES, nsge = 1;
 	bool run = ch->n && call->order && cli_run_contiguous(call->order, ch->first, ch->n);
 	bool dense = call->op == PS_DP_PULL_DENSE || call->op == PS_DP_PUSH_DENSE;
@@ -171,7 +173,7 @@ static int build(struct ps_client *c, struct cli_call *call, struct cli_chunk *c
 		if (HOST_IS_WIRE && call->gbuf) {
 			sge[1] = (struct ps_tp_sge){.addr = call->grads + ch->fbegin,
 						    .len = ch->n * 4,
-						    .mr = call->gbuf->mr};
+						    .mr = call->gbuf->mr[dev]};
 			return 2;
 		}
 		put_floats(blk + off, call->grads + ch->fbegin, ch->n);
@@ -184,7 +186,7 @@ static int build(struct ps_client *c, struct cli_call *call, struct cli_chunk *c
 		sge[nsge++] = (struct ps_tp_sge){.addr = (const uint8_t *)call->keys +
 							 (size_t)call->order[ch->first] * kb,
 						 .len = ch->n * kb,
-						 .mr = call->kbuf->mr};
+						 .mr = call->kbuf->mr[dev]};
 	} else {
 		for (uint32_t k = 0; k < ch->n; k++)
 			put_words(blk + off + k * kb,
@@ -202,7 +204,7 @@ static int build(struct ps_client *c, struct cli_call *call, struct cli_chunk *c
 		sge[nsge++] = (struct ps_tp_sge){.addr = (const uint8_t *)call->grads +
 							 (size_t)call->order[ch->first] * rb,
 						 .len = ch->n * rb,
-						 .mr = call->gbuf->mr};
+						 .mr = call->gbuf->mr[dev]};
 		return (int)nsge;
 	}
 	/* Staged rows follow staged keys in the block; after gathered keys they need their own
@@ -233,7 +235,7 @@ static int send_chunk(struct ps_client *c, struct cli_call *call, uint32_t ci)
 	uint32_t payload;
 	int si, nsge, rc;
 
-	si = slot_get(c);
+	si = slot_get(c, ds->dev);
 	if (si < 0)
 		return -EAGAIN;
 	s = &c->slots[si];
@@ -441,10 +443,9 @@ int cli_dp_run(struct ps_client *c, struct cli_call *call, uint64_t deadline)
 			return 0;
 		if (!ps_clock_remaining_ms(deadline))
 			break;
-		n = ps_tp_poll(c->loop, evs, POLL_BATCH,
-			       ps_clock_remaining_ms(deadline) < 100
-				       ? ps_clock_remaining_ms(deadline)
-				       : 100);
+		n = cli_poll(c, evs, POLL_BATCH,
+			     ps_clock_remaining_ms(deadline) < 100 ? ps_clock_remaining_ms(deadline)
+								   : 100);
 		if (n < 0)
 			break;
 		for (int i = 0; i < n; i++)

@@ -4,7 +4,9 @@
  *   client_ctl.c    the control connection to the scheduler: kv lookup, ClusterInfo (servers,
  *                   placement, version), DeclareReq, StepReq, BarrierReq
  *   client_conn.c   the data-plane endpoints: the destination table built from ClusterInfo,
- *                   connections, request slots, the registered staging region
+ *                   connections, per-call scratch
+ *   client_dev.c    transport devs (one per local RDMA device the servers are reached
+ *                   through), their loops, request pools, the staging region, registrations
  *   client_dp.c     running one call's requests: windows, sends, completions, timeouts
  *   client_ops.c    the public calls: declare, pulls, pushes, step_end, barrier
  *   client_route.c  routing, grouping, splitting (pure; client_route.h)
@@ -62,6 +64,8 @@
 #define CLI_POLL_MS 50
 /* Connect timeout per data-plane endpoint (bounded by the call's timeout too). */
 #define CLI_CONNECT_MS 5000u
+/* Most transport devs (local RDMA devices the servers are reached through) per client. */
+#define CLI_MAX_DEVS 8u
 
 /* A request slot's (and its chunk's) progress. */
 enum cli_chunk_state {
@@ -82,9 +86,24 @@ struct cli_server {
 	uint32_t dest0;		    /* index of its shard 0 in c->dests */
 };
 
+/*
+ * One transport dev with its loop. rdma_cm runs a connection over the device that owns the
+ * route to the peer, so a worker reaching servers through several local RDMA devices (a
+ * multi-rail host; one soft-RoCE device per server in the test guest) needs one dev per device.
+ * tcp needs one. Memory the requests use is registered on every dev.
+ */
+struct cli_dev {
+	struct ps_tp_dev *dev;
+	struct ps_tp_loop *loop;
+	struct ps_tp_pool *pool;   /* request blocks */
+	struct ps_tp_mr *stage_mr; /* the staging region's registration here */
+	char local[64];		   /* the local address whose device this is; "" for tcp */
+};
+
 /* One (server, shard) data-plane endpoint. */
 struct cli_dest {
 	uint32_t server, shard;
+	uint32_t dev;		 /* index in c->devs: the local device its route uses */
 	struct ps_tp_conn *conn; /* NULL: not connected (connected on first use) */
 	uint32_t inflight;	 /* requests sent and not answered */
 	uint32_t max_req;	 /* largest request to it, bytes (header included) */
@@ -97,9 +116,10 @@ struct cli_slot {
 	uint32_t req_id; /* echoed by the server; 0 when the slot is free */
 	uint32_t chunk;	 /* index in the call's chunk array */
 	uint32_t dest;
+	uint32_t dev;	/* the dev whose pool the block came from */
 	bool send_done; /* the send completed (the block may be reused once answered too) */
 	bool answered;	/* reply or write_imm seen */
-	uint8_t *blk;	/* from c->req_pool */
+	uint8_t *blk;	/* from c->devs[dev].pool */
 };
 
 /* A variable this client declared. */
@@ -114,7 +134,7 @@ struct ps_client_buf {
 	struct ps_client *c;
 	uint8_t *addr;
 	size_t len;
-	struct ps_tp_mr *mr;
+	struct ps_tp_mr *mr[CLI_MAX_DEVS]; /* one registration per dev */
 };
 
 /* What one data-plane call sends (client_dp.c runs it). */
@@ -162,20 +182,21 @@ struct ps_client {
 	uint32_t nvars, vars_cap;
 
 	/* data plane */
-	struct ps_tp_dev *dev;
-	struct ps_tp_loop *loop;
+	bool rdma; /* the transport chosen at create */
+	struct cli_dev devs[CLI_MAX_DEVS];
+	uint32_t ndevs;
+	int epfd;	    /* several devs: an epoll set of their loops' fds; else -1 */
+	uint32_t poll_next; /* the dev polled first next time (fairness) */
 	char tp_name[8];
-	uint32_t loop_msg_size; /* our receive buffers: max of the servers' */
+	struct ps_tp_loop_opts lo; /* for every loop */
 	struct cli_dest *dests;
 	uint32_t ndests;
-	uint32_t *dest0, *nshards;   /* [server_num], for struct cli_shape */
-	struct ps_tp_pool *req_pool; /* request blocks */
-	uint32_t blk_size;
-	struct cli_slot *slots; /* [nslots] */
+	uint32_t *dest0, *nshards; /* [server_num], for struct cli_shape */
+	uint32_t blk_size;	   /* request block size: the largest server message */
+	struct cli_slot *slots;	   /* [nslots] */
 	uint32_t nslots, slots_used;
-	uint32_t req_gen;    /* high bits of req_id */
-	struct ps_mem stage; /* registered staging region for pull results */
-	struct ps_tp_mr *stage_mr;
+	uint32_t req_gen;	    /* high bits of req_id */
+	struct ps_mem stage;	    /* staging region for pull results, registered on every dev */
 	struct ps_client_buf *bufs; /* registered caller memory */
 	bool refresh_due;	    /* a connection was lost: re-read ClusterInfo first */
 
@@ -230,10 +251,26 @@ int cli_ctl_barrier(struct ps_client *c, uint64_t seq, uint64_t deadline);
 
 void cli_ctl_close(struct ps_client *c);
 
-/* ---- client_conn.c ----------------------------------------------------------------------- */
+/* ---- client_conn.c, client_dev.c ----------------------------------------------------------------------- */
 
-/** Open the transport (dev, loop, request pool, staging) for the destinations in c->dests. */
+/**
+ * Choose the transport and open a dev (loop, request pool, staging registration) for every local
+ * device the servers in c->servers are reached through; assign each destination its dev.
+ */
 int cli_conn_open(struct ps_client *c, uint64_t deadline);
+
+/** Poll every dev's loop: up to @max events, waiting up to @wait_ms when there are none. */
+int cli_poll(struct ps_client *c, struct ps_tp_event *evs, int max, int wait_ms);
+
+/** The dev of the local device the route to @host uses (opened if it is not yet). */
+int cli_dev_for(struct ps_client *c, const char *host, uint32_t *idx);
+
+/** Register @b on every dev (undone on failure) / deregister it everywhere. */
+int cli_buf_reg(struct ps_client *c, struct ps_client_buf *b);
+void cli_buf_dereg(struct ps_client *c, struct ps_client_buf *b);
+
+/** Payload bytes the transport copied, over every dev. */
+uint64_t cli_tp_copied(const struct ps_client *c);
 
 /** Close every connection and free the transport objects. */
 void cli_conn_close_all(struct ps_client *c);
@@ -244,6 +281,9 @@ void cli_conn_close_all(struct ps_client *c);
  * the others. On failure nothing changed.
  */
 int cli_dests_rebuild(struct ps_client *c, struct cli_server *sv, uint32_t n);
+
+/** Free the destination table (its connections closed already). */
+void cli_dests_free(struct ps_client *c);
 
 /** Connect destination @d if it is not (within @deadline). */
 int cli_dest_connect(struct ps_client *c, uint32_t d, uint64_t deadline);

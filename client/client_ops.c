@@ -261,7 +261,7 @@ static int rows_call(struct ps_client *c, uint32_t id, enum ps_var_kind kind, co
 			if (call.obuf && cli_run_contiguous(c->order, ch->first, ch->n)) {
 				ch->dst = (uint8_t *)out +
 					  (size_t)c->order[ch->first] * call.row_bytes;
-				ch->mr = call.obuf->mr;
+				ch->mr = call.obuf->mr[c->dests[ch->dest].dev];
 			} else {
 				if (!c->stage.addr || c->stage.len < m * call.row_bytes) {
 					rc = cli_stage_reserve(c, m * call.row_bytes);
@@ -270,14 +270,15 @@ static int rows_call(struct ps_client *c, uint32_t id, enum ps_var_kind kind, co
 				}
 				ch->dst = (uint8_t *)c->stage.addr +
 					  (size_t)ch->first * call.row_bytes;
-				ch->mr = c->stage_mr;
+				ch->mr = c->devs[c->dests[ch->dest].dev].stage_mr;
 			}
 		}
 		rc = cli_dp_run(c, &call, deadline);
 		for (uint32_t k = 0; !push && k < call.nchunks; k++) {
 			const struct cli_chunk *ch = &call.chunks[k];
 
-			if (ch->state != CH_DONE || ch->status || ch->mr != c->stage_mr)
+			if (ch->state != CH_DONE || ch->status ||
+			    ch->mr != c->devs[c->dests[ch->dest].dev].stage_mr)
 				continue;
 			for (uint32_t j = 0; j < ch->n; j++)
 				memcpy((uint8_t *)out +
@@ -454,7 +455,8 @@ static int dense_call(struct ps_client *c, uint32_t id, const float *grad, float
 			uint8_t *base = call.obuf ? (uint8_t *)out : (uint8_t *)c->stage.addr;
 
 			ch->dst = base + ch->fbegin * 4;
-			ch->mr = call.obuf ? call.obuf->mr : c->stage_mr;
+			ch->mr = call.obuf ? call.obuf->mr[c->dests[ch->dest].dev]
+					   : c->devs[c->dests[ch->dest].dev].stage_mr;
 		}
 		rc = cli_dp_run(c, &call, deadline);
 		for (uint32_t k = 0; !push && !call.obuf && k < call.nchunks; k++) {

@@ -400,6 +400,7 @@ static void basic_threads(struct ps_client *c)
 
 static int run_basic(void)
 {
+	const char *want = getenv("PS_E2E_TRANSPORT") ? getenv("PS_E2E_TRANSPORT") : "tcp";
 	struct ps_client *c = client(0, 1, PS_SYNC_ASYNC, 0), *c2;
 	struct ps_client_stats st;
 	float f[4];
@@ -407,7 +408,8 @@ static int run_basic(void)
 	int rc;
 
 	ps_client_stats_get(c, &st);
-	check(!strcmp(st.transport, "tcp"), "client transport: %s", st.transport);
+	check(!strcmp(st.transport, want), "client transport: %s (servers: %s)", st.transport,
+	      want);
 	basic_dense(c);
 	basic_sparse(c);
 	basic_hash(c);
@@ -422,6 +424,9 @@ static int run_basic(void)
 	      ps_err_name(rc));
 	ps_client_destroy(c2);
 	ps_client_stats_get(c, &st);
+	if (!strcmp(want, "rdma"))
+		check(st.transport_copied == 0,
+		      "the rdma transport copied no payload (%" PRIu64 " B)", st.transport_copied);
 	printf("stats: requests %" PRIu64 ", retries %" PRIu64 ", pulled %" PRIu64
 	       " B, pushed %" PRIu64 " B, staged %" PRIu64 " B, transport copied %" PRIu64 " B\n",
 	       st.requests, st.retries, st.bytes_pulled, st.bytes_pushed, st.bytes_staged,

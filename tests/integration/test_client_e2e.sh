@@ -9,6 +9,8 @@
 #   sync     two workers in synchronous mode: one update with the summed gradients per step
 # -smem 4 (MiB per server) makes the 100,000-row sparse variable two parts, one per server.
 # usage: test_client_e2e.sh PSPLUS_BINARY CLIENT_E2E_BINARY    (KEEP_LOGS=1 keeps the logs)
+# In the soft-RoCE guest (scripts/rxe-run.sh), over verbs, one rxe device per server:
+#   PS_E2E_TRANSPORT=rdma PS_E2E_HOSTS="$PS_RXE0_ADDR $PS_RXE1_ADDR" test_client_e2e.sh ...
 set -uo pipefail
 bin=$1
 drv=$2
@@ -17,6 +19,9 @@ kv=$work/sched.kv
 url=file://$kv
 fail=0
 declare -A pid=()
+transport=${PS_E2E_TRANSPORT:-tcp}
+read -r -a hosts <<<"${PS_E2E_HOSTS:-127.0.0.1 127.0.0.1}"
+export PS_E2E_TRANSPORT=$transport
 
 cleanup() {
 	local p
@@ -49,8 +54,8 @@ log_has() { grep -qE -- "$2" "$work/$1.log"; }
 pid[sched]=$!
 wait_for 5000 test -s "$kv" || { echo "FAIL: the scheduler did not publish $url"; fail=1; exit 1; }
 for i in 0 1; do
-	"$bin" -r server -sp "$url" -si $i -bc False --transport tcp --host 127.0.0.1 \
-		--threads 2 2>"$work/s$i.log" &
+	"$bin" -r server -sp "$url" -si $i -bc False --transport "$transport" \
+		--host "${hosts[$i]}" --threads 2 2>"$work/s$i.log" &
 	pid[s$i]=$!
 done
 if ! wait_for 10000 log_has sched "all 2 servers registered"; then
@@ -58,7 +63,7 @@ if ! wait_for 10000 log_has sched "all 2 servers registered"; then
 	fail=1
 	exit 1
 fi
-echo "PASS: scheduler and 2 servers (2 data-path threads each) up"
+echo "PASS: scheduler and 2 servers (2 data-path threads each, $transport) up"
 
 for t in basic bounded sync; do
 	echo "--- $t"

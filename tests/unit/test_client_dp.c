@@ -558,8 +558,8 @@ int main(void)
 		pid_t p = fork();
 
 		if (p == 0)
-			_exit(_cmocka_run_group_tests(tests[i].name, &tests[i], 1, NULL, NULL) ? 1
-											       : 0);
+			exit(_cmocka_run_group_tests(tests[i].name, &tests[i], 1, NULL, NULL) ? 1
+											      : 0);
 		if (p < 0 || waitpid(p, &st, 0) != p || !WIFEXITED(st) || WEXITSTATUS(st))
 			failed++;
 	}
