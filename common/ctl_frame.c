@@ -131,28 +131,21 @@ void ps_ctl_env_free(ps_ctl_env_t *env)
 		psplus__ctl__envelope__free_unpacked(env, NULL);
 }
 
+/*
+ * The body's name is the name of its oneof field in proto/control.proto ("register_req",
+ * "declare_resp", ...): body_case is that field's number, so the generated descriptor names
+ * every message, including any added later, with no list here to fall behind.
+ */
 const char *ps_ctl_body_name(const ps_ctl_env_t *env)
 {
-	switch (env ? env->body_case : PSPLUS__CTL__ENVELOPE__BODY__NOT_SET) {
-	case PSPLUS__CTL__ENVELOPE__BODY_REGISTER_REQ:
-		return "register_req";
-	case PSPLUS__CTL__ENVELOPE__BODY_REGISTER_RESP:
-		return "register_resp";
-	case PSPLUS__CTL__ENVELOPE__BODY_HEARTBEAT:
-		return "heartbeat";
-	case PSPLUS__CTL__ENVELOPE__BODY_HEARTBEAT_RESP:
-		return "heartbeat_resp";
-	case PSPLUS__CTL__ENVELOPE__BODY_CLUSTER_INFO_REQ:
-		return "cluster_info_req";
-	case PSPLUS__CTL__ENVELOPE__BODY_CLUSTER_INFO:
-		return "cluster_info";
-	case PSPLUS__CTL__ENVELOPE__BODY_SHUTDOWN:
-		return "shutdown";
-	case PSPLUS__CTL__ENVELOPE__BODY_STATUS:
-		return "status";
-	default:
+	const ProtobufCFieldDescriptor *f;
+
+	if (!env || env->body_case == PSPLUS__CTL__ENVELOPE__BODY__NOT_SET)
 		return "none";
-	}
+	f = protobuf_c_message_descriptor_get_field(&psplus__ctl__envelope__descriptor,
+						    (unsigned)env->body_case);
+	/* A value that names no field, or a field outside the oneof, is not a body. */
+	return f && (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) ? f->name : "none";
 }
 
 /* ---- incremental reader ---------------------------------------------------------------- */

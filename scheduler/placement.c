@@ -5,8 +5,9 @@
  *   2. hash:   new hash variables are spread over all servers, bucket ranges proportional to
  *              what each server has left;
  *   3. rows:   new dense/sparse variables and the ranges phase 1 could not keep, largest first,
- *              cut into parts of about part_fraction of a server, each part on the least-loaded
- *              server (a min-heap on the highest of its three utilisations) that has room;
+ *              split over the least-loaded servers (a min-heap on the highest of their three
+ *              utilisations) that have room and hold no part of the variable yet, one part
+ *              each, in proportion to their room;
  *   4. table:  parts sorted, names copied, the id index built.
  *
  * This file holds the phases and the input checks; placing parts (accounting, the heap, the
@@ -14,6 +15,10 @@
  *
  * Every estimate is a whole number (ps_placement_estimate), so the running per-server sums are
  * exact, and "fits" is decided on the same numbers the table reports.
+ *
+ * No server ever holds two parts of one variable: its data-path threads keep one part per
+ * variable (server/dp_var.c refuses a second DECLARE with another range) and clients group a
+ * call's ids per (server, shard), so a second part could be neither declared nor addressed.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -121,12 +126,17 @@ static int setup(struct pl_ctx *c)
 	c->srv = calloc(ns, sizeof(*c->srv));
 	c->heap = calloc(ns, sizeof(*c->heap));
 	c->aside = calloc(ns, sizeof(*c->aside));
+	c->held = calloc(ns, sizeof(*c->held));
+	c->cand = calloc(ns, sizeof(*c->cand));
+	c->cap = calloc(ns, sizeof(*c->cap));
+	c->take = calloc(ns, sizeof(*c->take));
 	c->hq = calloc(ns, sizeof(*c->hq));
 	c->hb = calloc(ns, sizeof(*c->hb));
 	c->hs = calloc(ns, sizeof(*c->hs));
 	c->vars = calloc(c->nvars ? c->nvars : 1, sizeof(*c->vars));
 	c->order = calloc(c->nvars ? c->nvars : 1, sizeof(*c->order));
-	if (!c->srv || !c->heap || !c->aside || !c->hq || !c->hb || !c->hs || !c->vars || !c->order)
+	if (!c->srv || !c->heap || !c->aside || !c->held || !c->cand || !c->cap || !c->take ||
+	    !c->hq || !c->hb || !c->hs || !c->vars || !c->order)
 		return ps_placement_fail(c, -ENOMEM, "out of memory");
 	for (uint32_t s = 0; s < ns; s++) {
 		c->srv[s].budget[PS_PLACEMENT_MEM] = (double)in->budgets[s].mem_bytes;
@@ -138,7 +148,6 @@ static int setup(struct pl_ctx *c)
 	}
 	for (uint32_t i = 0; i < c->nvars; i++) {
 		struct pl_var *v = &c->vars[i];
-		double k;
 
 		v->in = &in->vars[i];
 		v->domain = v->in->kind == PS_PLACE_HASH ? PS_PLACEMENT_BUCKETS : v->in->rows;
@@ -152,17 +161,6 @@ static int setup(struct pl_ctx *c)
 
 			if (share > v->size)
 				v->size = share;
-		}
-		/* Parts of about part_fraction of an average server, all of one size. */
-		k = ceil(v->size / c->frac);
-		if (!(k >= 1))
-			k = 1;
-		if (k >= (double)v->domain) { /* also an infinite size: one unit per part */
-			v->target = 1;
-		} else {
-			uint64_t kk = (uint64_t)k;
-
-			v->target = v->domain / kk + (v->domain % kk != 0);
 		}
 		c->order[i] = i;
 	}
@@ -275,7 +273,11 @@ static int check_set(struct pl_ctx *c)
 	return 0;
 }
 
-/* Phase 1: keep previous parts that still fit, in id order; the rest becomes todo ranges. */
+/*
+ * Phase 1: keep previous parts that still fit, in id order; the rest becomes todo ranges. A
+ * previous table with two parts of a variable on one server (written before the one-part rule)
+ * keeps the first and re-places the others.
+ */
 static int keep_previous(struct pl_ctx *c)
 {
 	int rc = 0;
@@ -283,17 +285,20 @@ static int keep_previous(struct pl_ctx *c)
 	for (uint32_t i = 0; i < c->nvars && c->in->prev && rc == 0; i++) {
 		struct pl_var *v = &c->vars[c->order[i]];
 		const struct ps_placement_entry *e = prev_entry(c, v);
+		uint32_t stamp = pl_stamp(c, v);
 
 		v->matched = e != NULL;
-		v->merge_from = UINT32_MAX;
 		for (uint32_t p = 0; e && p < e->nparts && rc == 0; p++) {
 			const struct ps_placement_part *pp = &e->parts[p];
 			struct ps_placement_load l = pl_est(c, v, pp->end - pp->begin);
 
-			if (pp->server < c->ns && pl_fits(&c->srv[pp->server], &l))
+			if (pp->server < c->ns && c->held[pp->server] != stamp &&
+			    pl_fits(&c->srv[pp->server], &l)) {
 				rc = ps_placement_add_part(c, v, pp->begin, pp->end, pp->server);
-			else
+				c->held[pp->server] = stamp;
+			} else {
 				rc = ps_placement_add_todo(c, v, pp->begin, pp->end);
+			}
 		}
 	}
 	return rc;
@@ -415,6 +420,10 @@ static void ctx_free(struct pl_ctx *c)
 	free(c->srv);
 	free(c->heap);
 	free(c->aside);
+	free(c->held);
+	free(c->cand);
+	free(c->cap);
+	free(c->take);
 	free(c->hq);
 	free(c->hb);
 	free(c->hs);

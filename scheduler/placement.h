@@ -11,7 +11,9 @@
  *   dense, sparse  rows [0, rows); every part is a contiguous row range on one server.
  *   hash           buckets [0, 65536): a key is hashed (ps_placement_key_hash) and its low 16
  *                  bits pick the bucket; every part is a contiguous bucket range.
- * The parts of a variable are sorted by begin and cover its domain exactly once.
+ * The parts of a variable are sorted by begin and cover its domain exactly once, and no server
+ * holds two parts of one variable (a server's data-path threads keep one part per variable, and
+ * clients group a call's ids per (server, shard)).
  *
  * The placement table is the single source of truth for routing and carries the cluster
  * version. Tables are immutable after ps_placement_compute()/ps_placement_decode() return, so
@@ -32,7 +34,7 @@
 #define PS_PLACEMENT_MAX_SERVERS 65536u
 /* Longest variable name, in bytes (no NUL inside). */
 #define PS_PLACEMENT_NAME_MAX 255u
-/* Default largest part, as a fraction of one average server's budget (see part_fraction). */
+/* Default part size, as a fraction of one average server's budget (see part_fraction). */
 #define PS_PLACEMENT_PART_FRACTION 0.25
 /* Bytes of request + reply headers counted per request in the network estimate. */
 #define PS_PLACEMENT_REQ_BYTES 64u
@@ -111,7 +113,12 @@ struct ps_placement_input {
 	const struct ps_placement *prev;
 	double steps_per_s;	 /* job steps per second, the whole job (>= 0, finite) */
 	double rows_per_request; /* default batching for variables that give 0 */
-	double part_fraction; /* largest part vs one server; 0 means PS_PLACEMENT_PART_FRACTION */
+	/*
+	 * Target part size vs one average server; 0 means PS_PLACEMENT_PART_FRACTION. A dense or
+	 * sparse variable is spread over ceil(its size / part_fraction) servers, at most all of
+	 * them, so a part is larger when there are fewer servers than that.
+	 */
+	double part_fraction;
 	uint64_t cluster_version; /* copied into the table */
 };
 
@@ -156,10 +163,13 @@ struct ps_placement {
  * @err:    if not NULL, receives a one-line reason on failure.
  *
  * Deterministic: the same input gives the same table, and permuting @in->vars only permutes
- * the table's vars[]. Hash variables are spread over all servers, bucket ranges proportional to
- * what each server has left; dense and sparse variables larger than part_fraction of a server
- * are split into parts of about that size, each on the least-loaded server (highest of its
- * three utilisations) that has room; smaller ones go whole to the least-loaded server.
+ * the table's vars[]. Every server holds at most one part of each variable. Hash variables are
+ * spread over all servers, one bucket range each, proportional to what each server has left;
+ * a dense or sparse variable goes to the least-loaded servers (highest of their three
+ * utilisations) with room: ceil(size / part_fraction) of them (at most all), more if they
+ * cannot hold it together, one part each, rows in proportion to their room. With @in->prev,
+ * parts that still fit stay exactly; a range that cannot stay goes to servers holding no part
+ * of its variable, or the placement is refused.
  *
  * Returns 0; -EINVAL for malformed input (message names the field and variable); -ENOMEM;
  * PS_EOVER_BUDGET when the variables do not fit, with a message that names the variable, the

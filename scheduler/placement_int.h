@@ -53,10 +53,13 @@ struct pl_var {
 	uint64_t domain;
 	struct ps_placement_load need; /* the whole variable as one part */
 	double size;		       /* largest share of an average server, for ordering */
-	uint64_t target;	       /* units per part (rows or buckets) */
+	/*
+	 * [nparts], at most one per server: a server's data-path threads hold one part of each
+	 * variable (a second DECLARE of it is -EEXIST) and clients group ids per (server,
+	 * shard), so a variable never has two parts on one server.
+	 */
 	struct ps_placement_part *parts;
 	uint32_t nparts, cap;
-	uint32_t merge_from;   /* parts before this index are never extended (kept parts) */
 	struct pl_range *todo; /* ranges phase 1 could not keep */
 	uint32_t ntodo, todo_cap;
 	bool matched; /* the previous table has it with the same kind and domain */
@@ -69,12 +72,20 @@ struct pl_ctx {
 	struct pl_server *srv;
 	uint32_t *heap, nheap;
 	uint32_t *aside; /* servers popped but without room for the current variable */
+	/*
+	 * held[s] == the stamp of the variable being placed (its index + 1) when server s holds
+	 * a part of it: phases 1 and 3 give such a server no second part.
+	 */
+	uint32_t *held;
+	uint32_t *cand; /* phase 3: the servers chosen for a range, least-loaded first */
+	uint64_t *cap;	/* phase 3: units of the range each of them can hold (max_fit) */
+	uint64_t *take; /* phase 3: units each of them gets */
 	struct pl_var *vars;
 	uint32_t nvars;
 	uint32_t *order; /* variable indexes, sorted per phase */
 	double mean_budget[NDIMS];
 	double left[NDIMS]; /* sum over servers of avail(), kept up to date by charge() */
-	double *hq;	    /* hash spreading: quota per server */
+	double *hq;	    /* hash spreading: quota per server; phase 3: weight per candidate */
 	uint64_t *hb;	    /* hash spreading: buckets per server */
 	uint32_t *hs;	    /* hash spreading: server order */
 	char *err;
@@ -90,6 +101,12 @@ static inline struct ps_placement_load pl_est(const struct pl_ctx *c, const stru
 					      uint64_t units)
 {
 	return ps_placement_estimate(v->in, units, c->steps, c->rpr);
+}
+
+/* The mark of @v in c->held[]: never 0, so a zeroed array marks nothing. */
+static inline uint32_t pl_stamp(const struct pl_ctx *c, const struct pl_var *v)
+{
+	return (uint32_t)(v - c->vars) + 1;
 }
 
 static inline double pl_avail(const struct pl_server *s, int d)
@@ -136,7 +153,10 @@ int ps_placement_add_todo(struct pl_ctx *c, struct pl_var *v, uint64_t begin, ui
 /* PS_EOVER_BUDGET unless @need fits in what all servers have left together. */
 int ps_placement_check_total(struct pl_ctx *c, const struct pl_var *v,
 			     const struct ps_placement_load *need);
-/* Phase 3 for one range: parts of v->target units on the least-loaded servers with room. */
+/*
+ * Phase 3 for one range: split over the least-loaded servers with room that hold no part of
+ * @v yet, one part each, in proportion to their room (docs/placement.md, "Rows").
+ */
 int ps_placement_place_range(struct pl_ctx *c, struct pl_var *v, uint64_t begin, uint64_t end);
 /* Phase 2 for one new hash variable: bucket ranges on all servers. */
 int ps_placement_spread_hash(struct pl_ctx *c, struct pl_var *v);

@@ -1,7 +1,8 @@
 /*
  * Placing parts (ps_placement_compute's phases 2 and 3): per-server accounting, the
- * least-loaded heap, the largest part that fits, the refusal messages, row ranges on the
- * least-loaded servers and hash variables over all servers. See docs/placement.md.
+ * least-loaded heap, the largest part that fits, the refusal messages, row ranges split over
+ * the least-loaded servers (one part per server) and hash variables over all servers (one
+ * bucket range per server). See docs/placement.md.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -133,25 +134,15 @@ static void charge(struct pl_ctx *c, uint32_t server, const struct ps_placement_
 }
 
 /*
- * Record [begin, end) of @v on @server and charge its estimate. A range that continues the
- * previous part of the same placement on the same server extends it: the merged estimate is
- * never above the sum of the two (requests and rounding are subadditive), so it still fits.
- * Kept parts are never extended, so a part that stays keeps its exact boundaries.
+ * Record [begin, end) of @v on @server and charge its estimate. Callers never give a server a
+ * second part of a variable (c->held), so parts are never merged: a part that stays keeps its
+ * exact boundaries, and a new one is exactly the range it was given.
  */
 int ps_placement_add_part(struct pl_ctx *c, struct pl_var *v, uint64_t begin, uint64_t end,
 			  uint32_t server)
 {
 	struct ps_placement_part *p;
 
-	if (v->nparts > v->merge_from && v->parts[v->nparts - 1].server == server &&
-	    v->parts[v->nparts - 1].end == begin) {
-		p = &v->parts[v->nparts - 1];
-		charge(c, server, &p->load, -1);
-		p->end = end;
-		p->load = pl_est(c, v, end - p->begin);
-		charge(c, server, &p->load, 1);
-		return 0;
-	}
 	if (v->nparts == v->cap) {
 		uint32_t cap = v->cap ? 2 * v->cap : 4;
 		struct ps_placement_part *np = realloc(v->parts, cap * sizeof(*np));
@@ -227,77 +218,204 @@ int ps_placement_check_total(struct pl_ctx *c, const struct pl_var *v,
 	return 0;
 }
 
-/* No server has room for one more unit of @v: name the dimension that stops most servers. */
-static int refuse_range(struct pl_ctx *c, const struct pl_var *v, uint64_t begin, uint64_t end)
+/*
+ * Units [first, end) of @v fit nowhere. c->cand[0..ncand) are the servers chosen for the range
+ * that began before @first, each able to hold c->cap[i] units of it (ncand is 0 when nothing
+ * was chosen); the message describes the servers as if those were filled. Servers that hold a
+ * part of @v already (c->held == @stamp; a @stamp of 0 marks none) take no second part and are
+ * left out of the counts. Names the dimension that stops the most servers. With candidates,
+ * c->hb (the hash phase's scratch, unused in phase 3) maps a server to its room + 1.
+ */
+static int refuse_range(struct pl_ctx *c, const struct pl_var *v, uint64_t first, uint64_t end,
+			uint32_t ncand, uint32_t stamp)
 {
-	struct ps_placement_load one = pl_est(c, v, 1), rest = pl_est(c, v, end - begin);
-	uint32_t lack[NDIMS] = {0};
-	double most[NDIMS] = {0}, used[NDIMS], left[NDIMS], budget[NDIMS];
+	struct ps_placement_load one = pl_est(c, v, 1), rest = pl_est(c, v, end - first);
+	uint32_t lack[NDIMS] = {0}, stop[NDIMS] = {0}, nel = 0, nheld = 0;
+	double most[NDIMS] = {0}, left[NDIMS] = {0};
 	const char *unit = v->in->kind == PS_PLACE_HASH ? "bucket" : "row";
+	char tail[160] = "";
 	int d, worst = 0;
 
+	if (ncand) {
+		/* Each cap is below the range's units (else they would fit): + 1 cannot wrap. */
+		memset(c->hb, 0, c->ns * sizeof(*c->hb));
+		for (uint32_t i = 0; i < ncand; i++)
+			c->hb[c->cand[i]] = c->cap[i] + 1;
+	}
 	for (uint32_t s = 0; s < c->ns; s++) {
-		for (d = 0; d < NDIMS; d++) {
-			double a = pl_avail(&c->srv[s], d);
+		const struct pl_server *sv = &c->srv[s];
+		struct ps_placement_load fill = {{0}}, next = one;
 
+		if (stamp && c->held[s] == stamp) {
+			nheld++;
+			continue;
+		}
+		nel++;
+		if (ncand && c->hb[s]) {
+			fill = pl_est(c, v, c->hb[s] - 1);
+			next = pl_est(c, v, c->hb[s]);
+		}
+		for (d = 0; d < NDIMS; d++) {
+			double a = pl_avail(sv, d) - fill.v[d];
+
+			if (a < 0)
+				a = 0;
 			if (one.v[d] > a)
 				lack[d]++;
+			if (sv->bg[d] + sv->load[d] + next.v[d] > sv->budget[d])
+				stop[d]++;
 			if (a > most[d])
 				most[d] = a;
+			left[d] += a;
 		}
 	}
+	if (nel == 0)
+		return ps_placement_fail(
+			c, PS_EOVER_BUDGET,
+			"variable '%s' (id %" PRIu32 ", %s): %ss [%" PRIu64 ", %" PRIu64
+			") of its previous placement must move, and all %" PRIu32
+			" servers already hold a part of it (a server holds at most one part of a "
+			"variable)",
+			v->in->name, v->in->id, pl_kind_name(v->in->kind), unit, first, end, c->ns);
 	for (d = 1; d < NDIMS; d++)
-		if (lack[d] > lack[worst])
+		if (stop[d] > stop[worst])
 			worst = d;
-	totals(c, used, left, budget);
+	if (nheld)
+		snprintf(tail, sizeof(tail),
+			 "; %" PRIu32 " servers already hold a part of it and take no second one",
+			 nheld);
 	d = worst;
 	return ps_placement_fail(
 		c, PS_EOVER_BUDGET,
 		"variable '%s' (id %" PRIu32 ", %s): %s budget: %ss [%" PRIu64 ", %" PRIu64
 		") do not fit: they need at least %.0f %s, %.0f available on %" PRIu32
 		" servers, and %" PRIu32 " servers lack the %.0f %s one %s needs (most left on "
-		"one server: %.0f)",
+		"one server: %.0f)%s",
 		v->in->name, v->in->id, pl_kind_name(v->in->kind), ps_placement_dim_name(d), unit,
-		begin, end, rest.v[d], pl_dim_unit(d), left[d], c->ns, lack[d], one.v[d],
-		pl_dim_unit(d), unit, most[d]);
+		first, end, rest.v[d], pl_dim_unit(d), left[d], nel, lack[d], one.v[d],
+		pl_dim_unit(d), unit, most[d], tail);
 }
 
 /* ---- phase 3: row ranges on the least-loaded servers ---------------------------------------- */
 
+/*
+ * How many servers a range of @n units should be spread over: enough for parts of about
+ * part_fraction of an average server (its size is the highest of need / mean budget over the
+ * dimensions), at most one per unit and one per server.
+ */
+static uint32_t parts_wanted(const struct pl_ctx *c, const struct ps_placement_load *need,
+			     uint64_t n)
+{
+	double size = 0, k;
+
+	for (int d = 0; d < NDIMS; d++) {
+		double share = need->v[d] > 0
+				       ? (c->mean_budget[d] > 0 ? need->v[d] / c->mean_budget[d]
+								: INFINITY)
+				       : 0;
+
+		if (share > size)
+			size = share;
+	}
+	k = ceil(size / c->frac); /* infinite for an infinite size: capped below */
+	if (!(k >= 1))
+		k = 1;
+	if (k > (double)c->ns)
+		k = (double)c->ns;
+	if (k > (double)n)
+		k = (double)n;
+	return (uint32_t)k;
+}
+
+/*
+ * A candidate's weight: the fraction of the range it could hold alone (the lowest, over the
+ * dimensions the range uses, of what it has left / what the range needs). Ranges are split in
+ * proportion to it, so each chosen server gives up about the same fraction of its room.
+ */
+static double room_weight(const struct pl_server *s, const struct ps_placement_load *need)
+{
+	double w = INFINITY;
+
+	for (int d = 0; d < NDIMS; d++) {
+		if (need->v[d] > 0) {
+			double x = pl_avail(s, d) / need->v[d];
+
+			if (x < w)
+				w = x;
+		}
+	}
+	return isinf(w) ? 1 : w;
+}
+
+/*
+ * Phase 3 for one range of @v. Servers are taken from the least-loaded heap until there are
+ * parts_wanted() of them and together they can hold the range; a server without room for one
+ * unit, or holding a part of @v already, is set aside until the range is placed (loads only
+ * grow, so it has no room later either). The range is then cut in proportion to the chosen
+ * servers' room (room_weight), never above what each can hold (max_fit: every estimate grows
+ * with the units, so any share up to it fits), one part per server, least-loaded first.
+ */
 int ps_placement_place_range(struct pl_ctx *c, struct pl_var *v, uint64_t begin, uint64_t end)
 {
-	uint32_t naside = 0;
-	uint64_t cur = begin;
+	uint64_t n = end - begin, sum = 0, left = n, cur = begin;
+	struct ps_placement_load need = pl_est(c, v, n);
+	uint32_t stamp = pl_stamp(c, v), want, k = 0, naside = 0;
+	double wsum = 0;
 	int rc = 0;
 
-	v->merge_from = v->nparts;
-	while (cur < end && rc == 0) {
-		uint64_t want = end - cur < v->target ? end - cur : v->target, r = 0;
-		uint32_t s = NOT_IN_HEAP;
+	for (uint32_t p = 0; p < v->nparts; p++)
+		c->held[v->parts[p].server] = stamp;
+	want = parts_wanted(c, &need, n);
+	while (c->nheap && (k < want || sum < n)) {
+		uint32_t x = heap_pop(c);
+		uint64_t r = c->held[x] == stamp ? 0 : max_fit(c, &c->srv[x], v, n);
 
-		/*
-		 * A server without room for one unit now has none for the rest of this variable
-		 * either (loads only grow), so it is kept aside until the variable is done.
-		 */
-		while (c->nheap) {
-			uint32_t x = heap_pop(c);
-
-			r = max_fit(c, &c->srv[x], v, want);
-			if (r) {
-				s = x;
-				break;
-			}
+		if (r == 0) {
 			c->aside[naside++] = x;
+			continue;
 		}
-		if (s == NOT_IN_HEAP) {
-			rc = refuse_range(c, v, cur, end);
-			break;
-		}
-		rc = ps_placement_add_part(c, v, cur, cur + r, s);
-		cur += r;
-		pl_set_util(&c->srv[s]);
-		heap_push(c, s);
+		c->cand[k] = x;
+		c->cap[k] = r;
+		c->hq[k] = room_weight(&c->srv[x], &need);
+		wsum += c->hq[k];
+		sum = r >= n - sum ? n : sum + r; /* saturates at n: no overflow */
+		k++;
 	}
+	if (sum < n) {
+		rc = refuse_range(c, v, begin + sum, end, k, stamp);
+		goto restore;
+	}
+	if (!(wsum > 0) || !isfinite(wsum)) { /* no usable weights: equal shares */
+		for (uint32_t i = 0; i < k; i++)
+			c->hq[i] = 1;
+		wsum = k;
+	}
+	/* Shares by weight, floored and capped; what rounding leaves goes to the first with room. */
+	for (uint32_t i = 0; i < k; i++) {
+		double t = (double)n * (c->hq[i] / wsum);
+		uint64_t x = t >= (double)c->cap[i] ? c->cap[i] : (uint64_t)t;
+
+		c->take[i] = x < left ? x : left;
+		left -= c->take[i];
+	}
+	for (uint32_t i = 0; i < k && left; i++) {
+		uint64_t more = c->cap[i] - c->take[i];
+
+		more = more < left ? more : left;
+		c->take[i] += more;
+		left -= more;
+	}
+	for (uint32_t i = 0; i < k && rc == 0; i++) {
+		if (!c->take[i])
+			continue;
+		rc = ps_placement_add_part(c, v, cur, cur + c->take[i], c->cand[i]);
+		c->held[c->cand[i]] = stamp;
+		cur += c->take[i];
+		pl_set_util(&c->srv[c->cand[i]]);
+	}
+restore:
+	for (uint32_t i = 0; i < k; i++)
+		heap_push(c, c->cand[i]);
 	while (naside)
 		heap_push(c, c->aside[--naside]);
 	return rc;
@@ -370,7 +488,6 @@ int ps_placement_spread_hash(struct pl_ctx *c, struct pl_var *v)
 	uint32_t naside = 0;
 	int rc;
 
-	v->merge_from = v->nparts;
 	/* Weight: the fraction of the variable a server could hold alone. */
 	for (uint32_t s = 0; s < c->ns; s++) {
 		double w = INFINITY;
@@ -439,7 +556,7 @@ int ps_placement_spread_hash(struct pl_ctx *c, struct pl_var *v)
 	if (pool) {
 		uint64_t first = PS_PLACEMENT_BUCKETS - pool;
 
-		return refuse_range(c, v, first, PS_PLACEMENT_BUCKETS);
+		return refuse_range(c, v, first, PS_PLACEMENT_BUCKETS, 0, 0);
 	}
 	for (uint32_t s = 0; s < c->ns; s++) {
 		rc = ps_placement_add_part(c, v, begin, begin + c->hb[s], s);

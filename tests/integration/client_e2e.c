@@ -398,6 +398,77 @@ static void basic_threads(struct ps_client *c)
 	free(ids);
 }
 
+/*
+ * A sparse variable larger than one server's budget: 300,000 rows x 4 floats (4.8 MB) on two
+ * 4 MiB servers. The placementer used to cut it into five parts over the two servers, and the
+ * server holding a second part refused its DECLARE (-EEXIST); now it is two parts, one per
+ * server. Rows at both ends of the id range (one on each server) and in between are pulled,
+ * pushed and pulled again, then every row.
+ */
+#define B_ROWS 300000
+
+static void basic_big_sparse(struct ps_client *c)
+{
+	struct ps_var_spec s = sgd_spec(PS_VAR_SPARSE, B_ROWS, S_W, 2.0f, 0.5f);
+	enum { N = 3000 };
+	uint64_t *ids = malloc(B_ROWS * sizeof(*ids));
+	float *out = malloc((size_t)B_ROWS * S_W * sizeof(float));
+	float *g = malloc((size_t)N * S_W * sizeof(float));
+	float *want = malloc((size_t)N * S_W * sizeof(float));
+	uint8_t *pushed = calloc(B_ROWS, 1);
+	bool ok = true;
+	uint32_t id;
+	int rc;
+
+	rc = ps_client_declare(c, "big_sparse", &s, &id);
+	check(rc == 0, "declare a %d-row sparse variable (4.8 MB) over two 4 MiB servers (%s)",
+	      B_ROWS, ps_err_name(rc));
+	if (rc)
+		goto out;
+	/* The first 1,000 rows, the last 1,000, and 1,000 distinct rows between them. */
+	for (int i = 0; i < 1000; i++) {
+		ids[i] = (uint64_t)i;
+		ids[1000 + i] = B_ROWS - 1000 + (uint64_t)i;
+		ids[2000 + i] = 1000 + (uint64_t)i * 297;
+	}
+	must(ps_client_sparse_pull(c, id, ids, N, out), "big_sparse pull");
+	for (int i = 0; i < N * S_W; i++)
+		want[i] = 2.0f;
+	check(same(out, want, (size_t)N * S_W, "big_sparse"),
+	      "big_sparse: rows 0..999, %d..%d and between pulled: 2.0", B_ROWS - 1000, B_ROWS - 1);
+	for (int i = 0; i < N; i++) {
+		pushed[ids[i]] = 1;
+		for (int j = 0; j < S_W; j++) {
+			g[i * S_W + j] = grad_of(ids[i], (uint32_t)j);
+			want[i * S_W + j] = 2.0f - 0.5f * g[i * S_W + j];
+		}
+	}
+	must(ps_client_sparse_push(c, id, ids, N, g), "big_sparse push");
+	must(ps_client_sparse_pull(c, id, ids, N, out), "big_sparse pull after push");
+	check(same(out, want, (size_t)N * S_W, "big_sparse"),
+	      "big_sparse: the pushed rows at both ends hold 2 - 0.5 g");
+	for (uint64_t r = 0; r < B_ROWS; r++)
+		ids[r] = r;
+	must(ps_client_sparse_pull(c, id, ids, B_ROWS, out), "big_sparse pull of every row");
+	for (uint64_t r = 0; r < B_ROWS && ok; r++) {
+		for (int j = 0; j < S_W && ok; j++) {
+			float w = pushed[r] ? 2.0f - 0.5f * grad_of(r, (uint32_t)j) : 2.0f;
+
+			ok = fabsf(out[r * S_W + j] - w) <= 1e-5f * (1 + fabsf(w));
+			if (!ok)
+				printf("  row %" PRIu64 " col %d: %g, expected %g\n", r, j,
+				       out[r * S_W + j], w);
+		}
+	}
+	check(ok, "big_sparse: every one of the %d rows holds what the pushes made of it", B_ROWS);
+out:
+	free(pushed);
+	free(want);
+	free(g);
+	free(out);
+	free(ids);
+}
+
 static int run_basic(void)
 {
 	const char *want = getenv("PS_E2E_TRANSPORT") ? getenv("PS_E2E_TRANSPORT") : "tcp";
@@ -414,6 +485,7 @@ static int run_basic(void)
 	basic_sparse(c);
 	basic_hash(c);
 	basic_threads(c);
+	basic_big_sparse(c);
 	rc = ps_client_sparse_pull(c, 999, &id0, 1, f);
 	check(rc == PS_EUNKNOWN_VAR, "pull of unknown variable 999 is PS_EUNKNOWN_VAR (%s)",
 	      ps_err_name(rc));

@@ -1,8 +1,10 @@
 /*
  * The placementer (scheduler/placement*.c): each budget binding on its own, the refusal
- * messages, hash spreading, exact coverage, determinism, stability against a previous table,
- * live stats, routing against a brute-force scan, the shard rules, the blob (round trip, every
- * truncation, every corrupted field, every bit flip) and a 1,000-server x 10,000-variable run.
+ * messages, hash spreading, exact coverage, at most one part of a variable per server (in every
+ * table checked, including random ones with previous tables), determinism, stability against a
+ * previous table, live stats, routing against a brute-force scan, the shard rules, the blob
+ * (round trip, every truncation, every corrupted field, every bit flip) and a 1,000-server x
+ * 10,000-variable run.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -78,14 +80,17 @@ static struct ps_placement_input input(const struct ps_placement_var *v, uint32_
 
 /*
  * Every invariant of a computed table: variables in input order, parts tiling [0, domain) in
- * order, servers in range, each part's estimate equal to the model's, per-server totals equal
- * to the sums of their parts, and totals plus background within every budget.
+ * order, servers in range, no server holding two parts of one variable (a server's data-path
+ * threads hold one part per variable), each part's estimate equal to the model's, per-server
+ * totals equal to the sums of their parts, and totals plus background within every budget.
  */
 static void check_table(const struct ps_placement *t, const struct ps_placement_input *in)
 {
 	struct ps_placement_load *sum = calloc(in->nservers, sizeof(*sum));
+	uint32_t *last = calloc(in->nservers, sizeof(*last)); /* last variable (index + 1) seen */
 
 	assert_non_null(sum);
+	assert_non_null(last);
 	assert_int_equal(t->nvars, in->nvars);
 	assert_int_equal(t->nservers, in->nservers);
 	assert_true(t->cluster_version == in->cluster_version);
@@ -110,6 +115,10 @@ static void check_table(const struct ps_placement *t, const struct ps_placement_
 			if (j)
 				assert_true(p->begin == e->parts[j - 1].end);
 			assert_true(p->server < in->nservers);
+			if (last[p->server] == i + 1)
+				fail_msg("variable '%s' (id %u) has two parts on server %u",
+					 e->name, e->id, p->server);
+			last[p->server] = i + 1;
 			for (int d = 0; d < PS_PLACEMENT_NDIMS; d++) {
 				assert_true(p->load.v[d] == l.v[d]);
 				sum[p->server].v[d] += l.v[d];
@@ -124,6 +133,7 @@ static void check_table(const struct ps_placement *t, const struct ps_placement_
 				    t->server_budget[s].v[d]);
 		}
 	}
+	free(last);
 	free(sum);
 }
 
@@ -181,7 +191,8 @@ static void test_memory_binds(void **state)
 
 	budgets(b, 4, GB, BIG, BIG);
 	assert_int_equal(compute(&in, &t, err), 0);
-	assert_true(t->vars[0].nparts >= 4);
+	/* 3.2 GB on 1 GB servers needs all four: one part on each, never two on one. */
+	assert_int_equal(t->vars[0].nparts, 4);
 	assert_int_equal(servers_used(&t->vars[0], 4), 4);
 	assert_true(max_util(t, PS_PLACEMENT_MEM) > 0.75);
 	assert_true(max_util(t, PS_PLACEMENT_MEM) <= 1.0);
@@ -467,6 +478,220 @@ static void test_random_coverage(void **state)
 	assert_true(placed > 20 && refused > 5);
 }
 
+/* ---- one part of a variable per server ------------------------------------------------------ */
+
+/*
+ * The case that could not be declared: a 300,000-row sparse variable (width 4, SGD: 4.8 MB) on
+ * the two 4 MiB servers of test_client_e2e.sh. Cut into parts of a quarter of a server and
+ * alternated, it was 5 parts, so one server held three and refused the second DECLARE
+ * (-EEXIST). Now: two parts, one per server, halves of the rows.
+ */
+static void test_split_over_distinct_servers(void **state)
+{
+	struct ps_placement_budget b[3] = {{0}};
+	struct ps_placement_var v[1] = {var("big", 1, PS_PLACE_SPARSE, 300000, 4, 0, 0, 0, 0)};
+	struct ps_placement_input in = input(v, 1, b, 2, 10);
+	const struct ps_placement_entry *e;
+	struct ps_placement *t;
+	char err[512];
+
+	budgets(b, 2, 4u << 20, 1000u << 20, 1000000);
+	assert_int_equal(compute(&in, &t, err), 0);
+	e = &t->vars[0];
+	assert_int_equal(e->nparts, 2);
+	assert_int_equal(servers_used(e, 2), 2);
+	assert_true(e->parts[0].end == 150000);
+	ps_placement_destroy(t);
+
+	/*
+	 * Servers of 1, 2 and 3 GB and a 3 GB dense variable: one part on each, rows in
+	 * proportion to the room (0.5, 1 and 1.5 GB), so all three end half full.
+	 */
+	for (uint32_t s = 0; s < 3; s++)
+		b[s] = (struct ps_placement_budget){(s + 1) * GB, BIG, BIG};
+	v[0] = var("w", 2, PS_PLACE_DENSE, 3000, 250000, 0, 0, 0, 1); /* 1 MB rows */
+	in.nservers = 3;
+	assert_int_equal(compute(&in, &t, err), 0);
+	e = &t->vars[0];
+	assert_int_equal(e->nparts, 3);
+	for (uint32_t j = 0; j < 3; j++) {
+		const struct ps_placement_part *p = &e->parts[j];
+
+		assert_true(p->end - p->begin == 500 * (p->server + 1));
+	}
+	assert_true(max_util(t, PS_PLACEMENT_MEM) == 0.5);
+	ps_placement_destroy(t);
+
+	/* 5.25 GB, 2.6 average servers: 11 parts of a quarter of a server are wanted, 3 servers
+	 * exist - one part on each, all 87.5% full. */
+	v[0].rows = 5250;
+	assert_int_equal(compute(&in, &t, err), 0);
+	assert_int_equal(t->vars[0].nparts, 3);
+	assert_true(max_util(t, PS_PLACEMENT_MEM) == 0.875);
+	ps_placement_destroy(t);
+}
+
+/*
+ * With a previous table: a range that cannot stay goes to servers holding no part of its
+ * variable, or is refused - never a second part beside a kept one.
+ */
+static void test_moved_range_not_doubled(void **state)
+{
+	struct ps_placement_budget b[4] = {{0}};
+	/* 1.2 GB in 1 MB rows; part_fraction 1: spread over two servers. */
+	struct ps_placement_var v[1] = {var("m", 3, PS_PLACE_DENSE, 1200, 250000, 0, 0, 0, 1)};
+	struct ps_placement_input in = input(v, 1, b, 4, 1);
+	struct ps_placement *t1, *t2;
+	const struct ps_placement_entry *e;
+	char err[512];
+
+	in.part_fraction = 1;
+	budgets(b, 4, GB, BIG, BIG);
+	assert_int_equal(compute(&in, &t1, err), 0);
+	e = &t1->vars[0];
+	assert_int_equal(e->nparts, 2);
+	assert_int_equal(e->parts[0].server, 0);
+	assert_int_equal(e->parts[1].server, 1);
+	assert_true(e->parts[0].end == 600);
+
+	/*
+	 * Server 0 shrinks to 500 MB: its 600 MB part cannot stay. The rows go to the
+	 * least-loaded servers without a part of the variable - server 0 itself (now empty, 500
+	 * MB of room) and server 2 (1 GB) - in proportion to their room: 200 and 400 rows. None
+	 * goes beside the kept part on server 1, which has 400 MB free.
+	 */
+	b[0].mem_bytes = 500000000;
+	in.prev = t1;
+	assert_int_equal(compute(&in, &t2, err), 0);
+	e = &t2->vars[0];
+	assert_int_equal(e->nparts, 3);
+	assert_true(e->parts[0].begin == 0 && e->parts[0].end == 200);
+	assert_int_equal(e->parts[0].server, 0);
+	assert_true(e->parts[1].begin == 200 && e->parts[1].end == 600);
+	assert_int_equal(e->parts[1].server, 2);
+	assert_true(e->parts[2].begin == 600 && e->parts[2].end == 1200);
+	assert_int_equal(e->parts[2].server, 1);
+	ps_placement_destroy(t2);
+
+	/* Servers 2 and 3 have 100 MB, server 0 200 MB: 400 MB for 600 MB of rows. The 400 MB
+	 * free beside the kept part on server 1 are not used, so it is refused. */
+	b[0].mem_bytes = 200000000;
+	b[2].mem_bytes = b[3].mem_bytes = 100000000;
+	assert_int_equal(compute(&in, &t2, err), PS_EOVER_BUDGET);
+	printf("refusal: %s\n", err);
+	assert_non_null(strstr(err, "'m' (id 3, dense): memory budget: rows [400, 600) do not "
+				    "fit: they need at least 200000000 bytes, 0 available on 3 "
+				    "servers"));
+	assert_non_null(strstr(err, "1 servers already hold a part of it and take no second one"));
+	ps_placement_destroy(t1);
+}
+
+/* Fill @v[0..nv) with random variables named from @names (as test_random_coverage does). */
+static void random_vars(struct ps_placement_var *v, uint32_t nv, char (*names)[16], uint32_t first)
+{
+	for (uint32_t i = 0; i < nv; i++) {
+		enum ps_place_kind k = (enum ps_place_kind)(rnd() % 3);
+
+		snprintf(names[i], sizeof(names[i]), "v%u", first + i);
+		v[i] = var(names[i], first + i, k,
+			   rnd_range(k == PS_PLACE_HASH ? 0 : 1, (uint64_t)1 << rnd_range(0, 26)),
+			   (uint32_t)rnd_range(1, 64), (uint32_t)rnd_range(0, 2),
+			   (double)rnd_range(0, 5000), (double)rnd_range(0, 5000),
+			   (double)rnd_range(0, 500));
+	}
+}
+
+/*
+ * Random clusters placed, then placed again with the first table as previous and one change:
+ * more variables, a server more, a server fewer, or one server's budgets halved. Every table
+ * passes check_table (one part of a variable per server included); every part on a surviving
+ * server whose budgets did not change stays exactly; a refusal names a budget or the one-part
+ * rule. A server fewer drops the variables with a part on every server: the removed server's
+ * range has nowhere to go (test_stability), so they would refuse nearly every round.
+ */
+static void test_random_previous(void **state)
+{
+	enum { NV = 40, NS = 24 };
+	struct ps_placement_var v[2 * NV];
+	struct ps_placement_budget b[NS + 1] = {{0}};
+	char names[2 * NV][16];
+	int placed[4] = {0}, refused[4] = {0};
+
+	rng_state = 77;
+	for (int round = 0; round < 400; round++) {
+		uint32_t ns = (uint32_t)rnd_range(2, NS), nv = (uint32_t)rnd_range(1, NV);
+		struct ps_placement_input in = input(v, nv, b, ns, (double)rnd_range(1, 50));
+		struct ps_placement *t1, *t2;
+		int change = round % 4, rc;
+		uint32_t shrunk = UINT32_MAX;
+		char err[512];
+
+		for (uint32_t s = 0; s <= ns; s++)
+			b[s] = (struct ps_placement_budget){rnd_range(1, 64) * GB / 8,
+							    rnd_range(1, 100) * 10000000,
+							    rnd_range(1, 100) * 1000};
+		random_vars(v, nv, names, 0);
+		if (compute(&in, &t1, err) != 0)
+			continue;
+		in.prev = t1;
+		if (change == 0) {
+			uint32_t add = (uint32_t)rnd_range(1, NV);
+
+			random_vars(v + nv, add, names + nv, nv);
+			in.nvars = nv + add;
+		} else if (change == 1) {
+			in.nservers = ns + 1;
+		} else if (change == 2) {
+			uint32_t n = 0;
+
+			for (uint32_t i = 0; i < nv; i++)
+				if (servers_used(&t1->vars[i], ns) < ns)
+					v[n++] = v[i];
+			in.nvars = n;
+			in.nservers = ns - 1;
+		} else {
+			shrunk = (uint32_t)rnd_range(0, ns - 1);
+			b[shrunk].mem_bytes /= 2;
+			b[shrunk].net_bytes_per_s /= 2;
+			b[shrunk].qps /= 2;
+		}
+		rc = compute(&in, &t2, err);
+		if (rc) {
+			assert_int_equal(rc, PS_EOVER_BUDGET);
+			if (!strstr(err, " budget") && !strstr(err, "already hold a part"))
+				fail_msg("refusal without a reason: %s", err);
+			refused[change]++;
+			ps_placement_destroy(t1);
+			continue;
+		}
+		placed[change]++;
+		for (uint32_t i = 0; i < t1->nvars; i++) {
+			const struct ps_placement_entry *a = &t1->vars[i];
+			const struct ps_placement_entry *e = ps_placement_find(t2, a->id);
+
+			for (uint32_t j = 0; e && j < a->nparts; j++) {
+				const struct ps_placement_part *p = &a->parts[j];
+				int64_t k = ps_placement_part_index(e, p->begin);
+
+				if (p->server >= in.nservers || p->server == shrunk)
+					continue;
+				assert_true(k >= 0);
+				assert_true(e->parts[k].begin == p->begin &&
+					    e->parts[k].end == p->end);
+				assert_int_equal(e->parts[k].server, p->server);
+			}
+		}
+		ps_placement_destroy(t2);
+		ps_placement_destroy(t1);
+	}
+	printf("random previous: placed/refused: more variables %d/%d, a server more %d/%d, "
+	       "a server fewer %d/%d, a server halved %d/%d\n",
+	       placed[0], refused[0], placed[1], refused[1], placed[2], refused[2], placed[3],
+	       refused[3]);
+	for (int k = 0; k < 4; k++)
+		assert_true(placed[k] > 10);
+}
+
 /* ---- determinism and stability -------------------------------------------------------------- */
 
 /* name, id, kind, rows, width, elem_bytes, slots, read/step, pushed/step, rows/request */
@@ -530,11 +755,11 @@ static void test_stability(void **state)
 {
 	enum { NS = 12 };
 	struct ps_placement_budget b[NS] = {{0}};
-	struct ps_placement_var more[NMIXED + 1];
+	struct ps_placement_var more[NMIXED + 1], sub[NMIXED + 1];
 	struct ps_placement_input in = input(mixed, NMIXED, b, NS, 20);
 	struct ps_placement *t1, *t2, *t3;
 	char err[512];
-	uint32_t kept = 0, moved = 0;
+	uint32_t kept = 0, moved = 0, nsub = 0;
 
 	budgets(b, NS, 4 * GB, GB, 200000);
 	assert_int_equal(compute(&in, &t1, err), 0);
@@ -550,12 +775,30 @@ static void test_stability(void **state)
 		same_parts(&t1->vars[i], &t2->vars[i]);
 	assert_int_equal(t2->vars[NMIXED].nparts, 1);
 
-	/* One server fewer: only the parts it held move (hash ones included). */
+	/*
+	 * One server fewer. A variable with a part on every server (the hash ones, and ad_emb,
+	 * 15 GB on 4 GB servers) has nowhere to put the removed server's range: every server
+	 * left holds a part of it and takes no second one, so the placement is refused.
+	 */
 	in.nservers = NS - 1;
 	in.prev = t2;
+	assert_int_equal(compute(&in, &t3, err), PS_EOVER_BUDGET);
+	printf("refusal: %s\n", err);
+	assert_non_null(strstr(err, "of its previous placement must move, and all 11 servers "
+				    "already hold a part of it"));
+
+	/* Without them: only the parts the removed server held move, each to a server that
+	 * holds no part of its variable (check_table). */
+	for (uint32_t i = 0; i < NMIXED + 1; i++)
+		if (servers_used(&t2->vars[i], NS) < NS)
+			sub[nsub++] = more[i];
+	assert_true(nsub >= 5);
+	in.vars = sub;
+	in.nvars = nsub;
 	assert_int_equal(compute(&in, &t3, err), 0);
-	for (uint32_t i = 0; i < NMIXED + 1; i++) {
-		const struct ps_placement_entry *old = &t2->vars[i], *e = &t3->vars[i];
+	for (uint32_t i = 0; i < nsub; i++) {
+		const struct ps_placement_entry *old = ps_placement_find(t2, sub[i].id);
+		const struct ps_placement_entry *e = &t3->vars[i];
 
 		for (uint32_t j = 0; j < old->nparts; j++) {
 			const struct ps_placement_part *p = &old->parts[j];
@@ -936,17 +1179,17 @@ static double now_s(void)
 static void test_simulation(void **state)
 {
 	enum { NS = 1000, NV = 10000 };
-	struct ps_placement_budget *b = calloc(NS, sizeof(*b));
+	struct ps_placement_budget *b = calloc(NS + 1, sizeof(*b));
 	struct ps_placement_var *v = calloc(NV, sizeof(*v));
 	char(*names)[16] = calloc(NV, sizeof(*names));
 	struct ps_placement_input in = input(v, NV, b, NS, 10);
-	struct ps_placement *t, *t2;
-	uint32_t nhash = 0, nsplit = 0;
-	double t0, t1, t2s;
+	struct ps_placement *t, *t2, *t3;
+	uint32_t nhash = 0, nsplit = 0, maxparts = 0;
+	double t0, t1, t2s, t3s;
 	char err[512];
 
-	/* 64 GB, 10 GB/s and 1M requests/s per server. */
-	budgets(b, NS, 64 * GB, 10 * GB, 1000000);
+	/* 64 GB, 10 GB/s and 1M requests/s per server (and a spare one for the grown cluster). */
+	budgets(b, NS + 1, 64 * GB, 10 * GB, 1000000);
 	rng_state = 2024;
 	for (uint32_t i = 0; i < NV; i++) {
 		uint64_t r = rnd() % 100;
@@ -972,25 +1215,38 @@ static void test_simulation(void **state)
 	in.prev = t;
 	assert_int_equal(ps_placement_compute(&in, &t2, err, sizeof(err)), 0);
 	t2s = now_s();
+	/* A server more, with the table as previous: every part stays, the new server is idle. */
+	in.nservers = NS + 1;
+	assert_int_equal(ps_placement_compute(&in, &t3, err, sizeof(err)), 0);
+	t3s = now_s();
 	for (uint32_t i = 0; i < NV; i++) {
 		if (t->vars[i].kind == PS_PLACE_HASH) {
 			nhash++;
 			assert_int_equal(t->vars[i].nparts, NS);
-			assert_int_equal(servers_used(&t->vars[i], NS), NS);
 		} else if (t->vars[i].nparts > 1) {
 			nsplit++;
 		}
+		/* One part per server: as many servers as parts (check_table checks it too). */
+		assert_int_equal(servers_used(&t->vars[i], NS), t->vars[i].nparts);
+		if (t->vars[i].kind != PS_PLACE_HASH && t->vars[i].nparts > maxparts)
+			maxparts = t->vars[i].nparts;
 		same_parts(&t->vars[i], &t2->vars[i]);
+		same_parts(&t->vars[i], &t3->vars[i]);
 	}
-	printf("simulation: %u servers x %u variables (%u hash, %u split), %" PRIu64
-	       " parts: placed in %.3f s, re-placed with previous in %.3f s; "
-	       "max util mem %.2f net %.2f qps %.2f\n",
-	       NS, NV, nhash, nsplit, t->nparts, t1 - t0, t2s - t1, max_util(t, PS_PLACEMENT_MEM),
-	       max_util(t, PS_PLACEMENT_NET), max_util(t, PS_PLACEMENT_QPS));
+	printf("simulation: %u servers x %u variables (%u hash, %u split, at most %u parts of a "
+	       "dense/sparse one), %" PRIu64 " parts: placed in %.3f s, re-placed with previous "
+	       "in %.3f s, with one server more in %.3f s; max util mem %.2f net %.2f qps %.2f\n",
+	       NS, NV, nhash, nsplit, maxparts, t->nparts, t1 - t0, t2s - t1, t3s - t2s,
+	       max_util(t, PS_PLACEMENT_MEM), max_util(t, PS_PLACEMENT_NET),
+	       max_util(t, PS_PLACEMENT_QPS));
+	check_table(t3, &in);
+	in.nservers = NS;
+	check_table(t2, &in);
 	in.prev = NULL;
 	check_table(t, &in);
 	ps_placement_destroy(t);
 	ps_placement_destroy(t2);
+	ps_placement_destroy(t3);
 	free(names);
 	free(v);
 	free(b);
@@ -1008,6 +1264,9 @@ int main(void)
 		cmocka_unit_test(test_extremes),
 		cmocka_unit_test(test_hash_spread),
 		cmocka_unit_test(test_random_coverage),
+		cmocka_unit_test(test_split_over_distinct_servers),
+		cmocka_unit_test(test_moved_range_not_doubled),
+		cmocka_unit_test(test_random_previous),
 		cmocka_unit_test(test_determinism),
 		cmocka_unit_test(test_stability),
 		cmocka_unit_test(test_live_stats),
