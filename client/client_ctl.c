@@ -6,7 +6,8 @@
  * answers to calls that timed out (a held StepResp, say) and are dropped. A broken connection
  * is re-established once per call - the kv entry is read again, since a restarted scheduler
  * publishes a new address - and the request re-sent: every request here is idempotent
- * (ClusterInfo reads, Declare is by name, Step and Barrier only raise a maximum).
+ * (ClusterInfo reads, Declare is by name, Step and Barrier only raise a maximum) except model
+ * operations (save, restore, export), which are sent once: a broken connection fails them.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -60,14 +61,15 @@ int cli_ctl_connect(struct ps_client *c, uint64_t deadline)
  * One round trip: @env (its request id is set here) out, the reply of body @expect in
  * (caller frees *@in). A Status reply becomes its code, with the scheduler's message.
  */
-static int ctl_call(struct ps_client *c, ps_ctl_env_t *env, Psplus__Ctl__Envelope__BodyCase expect,
-		    uint64_t deadline, ps_ctl_env_t **in)
+static int ctl_call_n(struct ps_client *c, ps_ctl_env_t *env,
+		      Psplus__Ctl__Envelope__BodyCase expect, uint64_t deadline, int attempts,
+		      ps_ctl_env_t **in)
 {
 	char why[200] = "";
 	ps_ctl_env_t *r = NULL;
 	int rc = 0;
 
-	for (int attempt = 0; attempt < 2; attempt++) {
+	for (int attempt = 0; attempt < attempts; attempt++) {
 		if (c->ctl_fd < 0) {
 			rc = cli_ctl_connect(c, deadline);
 			if (rc)
@@ -110,6 +112,12 @@ static int ctl_call(struct ps_client *c, ps_ctl_env_t *env, Psplus__Ctl__Envelop
 			    ps_err_name(rc), why[0] ? why : ps_strerror(rc));
 	}
 	return cli_fail(rc, "scheduler at %s: %s", c->sched_addr, why[0] ? why : ps_strerror(rc));
+}
+
+static int ctl_call(struct ps_client *c, ps_ctl_env_t *env, Psplus__Ctl__Envelope__BodyCase expect,
+		    uint64_t deadline, ps_ctl_env_t **in)
+{
+	return ctl_call_n(c, env, expect, deadline, 2, in);
 }
 
 static ProtobufCBinaryData token(const struct ps_client *c)
@@ -284,12 +292,21 @@ int cli_ctl_declare(struct ps_client *c, const char *name, const struct ps_var_s
 		rq.expected_keys = load->expected_keys;
 	}
 	rq.auth_token = token(c);
-	ps_ctl_env_init(&env, 0);
-	env.body_case = PSPLUS__CTL__ENVELOPE__BODY_DECLARE_REQ;
-	env.declare_req = &rq;
-	rc = ctl_call(c, &env, PSPLUS__CTL__ENVELOPE__BODY_DECLARE_RESP, deadline, &in);
-	if (rc)
-		return rc;
+	rq.num_workers = c->o.num_workers;
+	for (;;) {
+		ps_ctl_env_init(&env, 0);
+		env.body_case = PSPLUS__CTL__ENVELOPE__BODY_DECLARE_REQ;
+		env.declare_req = &rq;
+		rc = ctl_call(c, &env, PSPLUS__CTL__ENVELOPE__BODY_DECLARE_RESP, deadline, &in);
+		if (rc)
+			return rc;
+		/* A restore is replacing the variable table: ask again once it is done. */
+		if (in->declare_resp->status != PS_EOP_IN_PROGRESS ||
+		    ps_clock_remaining_ms(deadline) <= CLI_POLL_MS)
+			break;
+		ps_ctl_env_free(in);
+		poll(NULL, 0, CLI_POLL_MS);
+	}
 	dr = in->declare_resp;
 	if (dr->status) {
 		rc = cli_fail(dr->status, "declare '%s': %s", name,

@@ -8,7 +8,8 @@
  *   client_dev.c    transport devs (one per local RDMA device the servers are reached
  *                   through), their loops, request pools, the staging region, registrations
  *   client_dp.c     running one call's requests: windows, sends, completions, timeouts
- *   client_ops.c    the public calls: declare, pulls, pushes, step_end, barrier
+ *   client_ops.c    the public calls: declare, pulls, pushes, hash deletions, step_end, barrier
+ *   client_model.c  save, restore and streaming export requests (the scheduler's main loop)
  *   client_route.c  routing, grouping, splitting (pure; client_route.h)
  *
  * Threads: every public call takes c->lock for its whole duration, so everything below is
@@ -312,6 +313,19 @@ int cli_scratch_reserve(struct ps_client *c, size_t n, size_t nchunks);
  * or PS_ETIMEOUT (outstanding requests cancelled by closing their connections).
  */
 int cli_dp_run(struct ps_client *c, struct cli_call *call, uint64_t deadline);
+
+/* ---- client_model.c ---------------------------------------------------------------------- */
+
+/**
+ * cli_model_op() - one ModelOpReq (1 save, 2 restore, 3 export) on a control connection of its
+ * own (found through @kv_path), so the caller's client stays usable while it runs; sent once
+ * (not idempotent). Waits up to @timeout_ms. @token may be NULL. @info may be NULL. Returns
+ * the scheduler's status with @err holding its message, or a connection error.
+ * Used by ps_client_save() & co. and by the psplus-admin tool (which has no client).
+ */
+int cli_model_op(const char *kv_path, const uint8_t *token, size_t token_len, uint32_t op,
+		 const char *name, uint32_t timeout_ms, struct ps_model_op_info *info, char *err,
+		 size_t errlen);
 
 /* ---- client_ops.c ------------------------------------------------------------------------ */
 

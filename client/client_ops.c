@@ -111,9 +111,10 @@ static int caps(struct ps_client *c, const struct cli_call *call, bool push)
 	/* Hash admission makes the server copy every row it answers. */
 	bool copied = (sp->kind == PS_VAR_HASH64 || sp->kind == PS_VAR_HASH128) &&
 		      sp->admit_prob > 0.f && sp->admit_prob < 1.f;
-	uint64_t rows = (copied ? 0 : CLI_PULL_ZC_ROWS) + CLI_PULL_BOUNCE / rb;
+	/* rb is 0 for deletions (keys only): they are sized like pushes. */
+	uint64_t rows = rb ? (copied ? 0 : CLI_PULL_ZC_ROWS) + CLI_PULL_BOUNCE / rb : 0;
 
-	if (rows > CLI_MAX_PULL_BYTES / rb)
+	if (rb && rows > CLI_MAX_PULL_BYTES / rb)
 		rows = CLI_MAX_PULL_BYTES / rb;
 	for (uint32_t d = 0; d < c->ndests; d++) {
 		uint32_t room =
@@ -173,11 +174,15 @@ static int sync_single(struct ps_client *c, const struct cli_call *call)
 
 /* ---- sparse and hash ------------------------------------------------------------------------ */
 
+/* rows_call() without gradients nor results: a hash deletion. */
+static const float delete_mark;
+
 static int rows_call(struct ps_client *c, uint32_t id, enum ps_var_kind kind, const void *keys,
 		     size_t n, const float *grads, float *out)
 {
-	bool push = grads != NULL, sync = push && c->o.sync_mode == PS_SYNC_SYNC;
-	const char *what = push ? "push" : "pull";
+	bool del = grads == &delete_mark;
+	bool push = grads != NULL && !del, sync = push && c->o.sync_mode == PS_SYNC_SYNC;
+	const char *what = del ? "delete" : push ? "push" : "pull";
 	const uint32_t *pos = NULL;
 	struct cli_call call;
 	struct cli_shape sh;
@@ -186,7 +191,7 @@ static int rows_call(struct ps_client *c, uint32_t id, enum ps_var_kind kind, co
 	size_t m = n, bad, nch;
 	int rc;
 
-	if (!c || (n && !keys) || (n && !push && !out))
+	if (!c || (n && !keys) || (n && !push && !del && !out))
 		return cli_fail(-EINVAL, "%s: NULL argument", what);
 	if (n > UINT32_MAX)
 		return cli_fail(-E2BIG, "%s: %zu ids in one call (at most 2^32 - 1)", what, n);
@@ -201,8 +206,9 @@ static int rows_call(struct ps_client *c, uint32_t id, enum ps_var_kind kind, co
 	cli_refresh_if_due(c, deadline);
 	memset(&call, 0, sizeof(call));
 	call.var = v;
-	call.op = push ? (kind == PS_VAR_SPARSE ? PS_DP_PUSH_SPARSE : PS_DP_PUSH_HASH)
-		       : (kind == PS_VAR_SPARSE ? PS_DP_PULL_SPARSE : PS_DP_PULL_HASH);
+	call.op = del	 ? PS_DP_DELETE_HASH
+		  : push ? (kind == PS_VAR_SPARSE ? PS_DP_PUSH_SPARSE : PS_DP_PUSH_HASH)
+			 : (kind == PS_VAR_SPARSE ? PS_DP_PULL_SPARSE : PS_DP_PULL_HASH);
 	call.flags = (kind == PS_VAR_HASH128 ? PS_DP_F_KEY128 : 0) | (sync ? PS_DP_F_SYNC : 0);
 	call.step = (uint32_t)c->step_next;
 	call.row_bytes = v->spec.width * 4;
@@ -212,7 +218,10 @@ static int rows_call(struct ps_client *c, uint32_t id, enum ps_var_kind kind, co
 	call.out = out;
 	call.kbuf = n ? cli_buf_find(c, keys, n * call.key_bytes) : NULL;
 	call.gbuf = push && n ? cli_buf_find(c, grads, n * call.row_bytes) : NULL;
-	call.obuf = !push && n ? cli_buf_find(c, out, n * call.row_bytes) : NULL;
+	call.obuf = !push && !del && n ? cli_buf_find(c, out, n * call.row_bytes) : NULL;
+	/* A deletion carries keys only: size its requests like a push of zero-width rows. */
+	if (del)
+		call.row_bytes = 0;
 	for (;;) {
 		rc = cli_shape_get(c, v, &sh);
 		if (!rc)
@@ -235,7 +244,7 @@ static int rows_call(struct ps_client *c, uint32_t id, enum ps_var_kind kind, co
 		}
 		cli_group(c->dest_of, pos, m, c->ndests, c->start, c->order);
 		call.order = c->order;
-		rc = caps(c, &call, push);
+		rc = caps(c, &call, push || del);
 		if (rc)
 			goto out;
 		if (sync) {
@@ -244,7 +253,7 @@ static int rows_call(struct ps_client *c, uint32_t id, enum ps_var_kind kind, co
 		}
 		nch = cli_split(c->start, c->ndests, c->cap, sync ? c->mark : NULL, NULL);
 		rc = cli_scratch_reserve(c, m ? m : 1, nch);
-		if (!rc && !push && !call.obuf)
+		if (!rc && !push && !del && !call.obuf)
 			rc = cli_stage_reserve(c, m * call.row_bytes);
 		if (rc)
 			goto out;
@@ -253,7 +262,7 @@ static int rows_call(struct ps_client *c, uint32_t id, enum ps_var_kind kind, co
 						   sync ? c->mark : NULL, c->chunks);
 		if (sync && (rc = sync_single(c, &call)))
 			goto out;
-		for (uint32_t k = 0; !push && k < call.nchunks; k++) {
+		for (uint32_t k = 0; !push && !del && k < call.nchunks; k++) {
 			struct cli_chunk *ch = &call.chunks[k];
 
 			/* Zero copy when the rows of this request are one run of the caller's
@@ -274,7 +283,7 @@ static int rows_call(struct ps_client *c, uint32_t id, enum ps_var_kind kind, co
 			}
 		}
 		rc = cli_dp_run(c, &call, deadline);
-		for (uint32_t k = 0; !push && k < call.nchunks; k++) {
+		for (uint32_t k = 0; !push && !del && k < call.nchunks; k++) {
 			const struct cli_chunk *ch = &call.chunks[k];
 
 			if (ch->state != CH_DONE || ch->status ||
@@ -362,6 +371,17 @@ int ps_client_hash128_push(struct ps_client *c, uint32_t var_id, const struct ps
 		return cli_fail(-EINVAL, "push: NULL gradients");
 	return rows_call(c, var_id, PS_VAR_HASH128, keys, n, grads ? grads : (const float *)keys,
 			 NULL);
+}
+
+int ps_client_hash_delete(struct ps_client *c, uint32_t var_id, const uint64_t *keys, size_t n)
+{
+	return rows_call(c, var_id, PS_VAR_HASH64, keys, n, &delete_mark, NULL);
+}
+
+int ps_client_hash128_delete(struct ps_client *c, uint32_t var_id, const struct ps_key128 *keys,
+			     size_t n)
+{
+	return rows_call(c, var_id, PS_VAR_HASH128, keys, n, &delete_mark, NULL);
 }
 
 /* ---- dense ---------------------------------------------------------------------------------- */

@@ -66,6 +66,8 @@ static const struct ps_opt_spec option_table[] = {
 	 "scheduler: heartbeat period servers use"},
 	{NULL, "--liveness_timeout_ms", "liveness_timeout_ms", PS_OPT_INT, 0, "3000", 50, 600000,
 	 false, "MS", "scheduler: silence after which a server is declared dead"},
+	{NULL, "--streaming_period_s", "streaming_period_s", PS_OPT_INT, 0, "0", 0, 86400 * 365,
+	 false, "S", "scheduler: streaming-model export every S seconds (0: only on request)"},
 	{NULL, "--kv_wait_ms", "kv_wait_ms", PS_OPT_INT, 0, "30000", 0, 3600000, false, "MS",
 	 "server: how long to wait for the scheduler's kv entry"},
 	{NULL, "--auth_token_file", "auth_token_file", PS_OPT_STRING, 0, NULL, 0, 0, false, "PATH",
@@ -162,6 +164,7 @@ static int run_scheduler(const struct ps_opt_parser *p)
 	o.port = (uint16_t)v;
 	get_u32(p, "heartbeat_ms", &o.heartbeat_ms);
 	get_u32(p, "liveness_timeout_ms", &o.liveness_timeout_ms);
+	get_u32(p, "streaming_period_s", &o.streaming_period_s);
 	if ((rc = check_url("--scheduler_kv_path (-sp)", o.kv_path, 0)) ||
 	    (rc = check_url("--checkpoint_path (-cp)", o.checkpoint_path, 0)) ||
 	    (rc = check_url("--streaming_model_dense (-smdense)", o.sm_dense, 1)) ||

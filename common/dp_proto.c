@@ -101,6 +101,8 @@ static uint16_t op_flags(uint8_t op)
 		return PS_DP_F_SYNC;
 	case PS_DP_PUSH_HASH:
 		return PS_DP_F_SYNC | PS_DP_F_KEY128;
+	case PS_DP_DELETE_HASH:
+		return PS_DP_F_KEY128;
 	default:
 		return 0;
 	}

@@ -14,6 +14,7 @@
  *   PULL_HASH          count keys (u64, or 2 x u64 with KEY128)     rows written to dst + imm
  *   PUSH_HASH          count keys, count*width floats               REPLY
  *   DECLARE            struct ps_dp_declare                         REPLY
+ *   DELETE_HASH        count keys (u64, or 2 x u64 with KEY128)     REPLY
  *
  * Pulls: the server writes the rows, in request order, contiguous, into the worker's
  * registered buffer @dst with one ps_tp_write_imm whose immediate value is req_id (zero copy
@@ -48,7 +49,8 @@ enum ps_dp_op {
 	PS_DP_PULL_HASH = 5,
 	PS_DP_PUSH_HASH = 6,
 	PS_DP_DECLARE = 7,
-	PS_DP_OP_MAX = 7,
+	PS_DP_DELETE_HASH = 8, /* remove keys (absent ones are skipped); streamed as deletions */
+	PS_DP_OP_MAX = 8,
 };
 
 enum ps_dp_flags {

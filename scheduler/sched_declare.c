@@ -38,8 +38,7 @@ static const char *kind_name(enum ps_var_kind k)
 	return "?";
 }
 
-/* Optimizer slots beside each row (include/psplus/types.h), for the memory estimate. */
-static uint32_t optim_slots(enum ps_optim_kind k)
+uint32_t ps_sched_optim_slots(enum ps_optim_kind k)
 {
 	switch (k) {
 	case PS_OPTIM_SGD:
@@ -135,7 +134,7 @@ static struct sched_var *find_var(struct ps_sched *s, const char *name)
 	return NULL;
 }
 
-static void to_place_var(const struct sched_var *v, struct ps_placement_var *p)
+void ps_sched_place_var(const struct sched_var *v, struct ps_placement_var *p)
 {
 	bool hash = v->vs.kind == PS_VAR_HASH64 || v->vs.kind == PS_VAR_HASH128;
 
@@ -148,7 +147,7 @@ static void to_place_var(const struct sched_var *v, struct ps_placement_var *p)
 	p->rows = hash ? v->expected_keys : v->vs.rows;
 	p->width = v->vs.width;
 	p->elem_bytes = 4;
-	p->slots = optim_slots(v->vs.optim.kind);
+	p->slots = ps_sched_optim_slots(v->vs.optim.kind);
 	p->rows_read_per_step = v->rows_read_per_step;
 	p->rows_pushed_per_step = v->rows_pushed_per_step;
 }
@@ -187,6 +186,17 @@ static int check_kept(const struct ps_placement *prev, const struct ps_placement
 	return 0;
 }
 
+void ps_sched_budgets(const struct ps_sched *s, struct ps_placement_budget *b)
+{
+	const struct ps_scheduler_opts *o = s->opts;
+
+	for (uint32_t i = 0; i < o->server_num; i++)
+		b[i] = (struct ps_placement_budget){.mem_bytes = mb_to_bytes(o->mem_limit_mb),
+						    .net_bytes_per_s =
+							    mb_to_bytes(o->net_limit_mbps),
+						    .qps = o->query_limit};
+}
+
 /* Place every variable plus @nv; on success the table and its blob replace the old ones. */
 static int place_with(struct ps_sched *s, const struct sched_var *nv, double steps, char *msg,
 		      size_t msglen)
@@ -208,13 +218,9 @@ static int place_with(struct ps_sched *s, const struct sched_var *nv, double ste
 		goto out;
 	}
 	for (uint32_t i = 0; i < s->nvars; i++)
-		to_place_var(&s->vars[i], &pv[i]);
-	to_place_var(nv, &pv[s->nvars]);
-	for (uint32_t i = 0; i < o->server_num; i++)
-		b[i] = (struct ps_placement_budget){.mem_bytes = mb_to_bytes(o->mem_limit_mb),
-						    .net_bytes_per_s =
-							    mb_to_bytes(o->net_limit_mbps),
-						    .qps = o->query_limit};
+		ps_sched_place_var(&s->vars[i], &pv[i]);
+	ps_sched_place_var(nv, &pv[s->nvars]);
+	ps_sched_budgets(s, b);
 	in = (struct ps_placement_input){.vars = pv,
 					 .nvars = s->nvars + 1,
 					 .nservers = o->server_num,
@@ -283,6 +289,7 @@ static int declare_new(struct ps_sched *s, const Psplus__Ctl__DeclareReq *rq, co
 	nv.rows_read_per_step = rq->rows_read_per_step;
 	nv.rows_pushed_per_step = rq->rows_pushed_per_step;
 	nv.expected_keys = rq->expected_keys;
+	nv.num_workers = rq->num_workers;
 	if (rq->steps_per_s > steps)
 		steps = rq->steps_per_s;
 	rc = place_with(s, &nv, steps, msg, msglen);
@@ -319,7 +326,14 @@ void ps_sched_on_declare(struct ps_sched *s, struct sched_conn *c, const ps_ctl_
 		return;
 	}
 	status = check_declare(rq, canon, &vs, msg, sizeof(msg));
-	if (!status && (v = find_var(s, rq->name))) {
+	if (!status && s->restoring) {
+		/* The variable table is about to be replaced: ask again once it is. */
+		snprintf(msg, sizeof(msg),
+			 "a restore is in progress; declare '%s' again when it is "
+			 "done",
+			 rq->name);
+		status = PS_EOP_IN_PROGRESS;
+	} else if (!status && (v = find_var(s, rq->name))) {
 		if (memcmp(v->spec, canon, PS_DP_DECLARE_BYTES)) {
 			snprintf(msg, sizeof(msg),
 				 "variable '%s' exists (id %u: %s, rows %" PRIu64
@@ -331,6 +345,8 @@ void ps_sched_on_declare(struct ps_sched *s, struct sched_conn *c, const ps_ctl_
 			status = -EEXIST;
 		} else {
 			id = v->id;
+			if (rq->num_workers)
+				v->num_workers = rq->num_workers;
 		}
 	} else if (!status) {
 		status = declare_new(s, rq, canon, &vs, &id, msg, sizeof(msg));
@@ -349,6 +365,49 @@ void ps_sched_on_declare(struct ps_sched *s, struct sched_conn *c, const ps_ctl_
 	out.body_case = PSPLUS__CTL__ENVELOPE__BODY_DECLARE_RESP;
 	out.declare_resp = &resp;
 	ps_sched_conn_send(s, c, &out);
+}
+
+void ps_sched_vars_replace(struct ps_sched *s, struct sched_var *vars, uint32_t nvars,
+			   struct ps_placement *t, uint8_t *blob, size_t blen)
+{
+	uint32_t next = 0;
+
+	/* Load hints are not saved: keep those of the variables that were declared before. */
+	for (uint32_t i = 0; i < nvars; i++) {
+		const struct sched_var *old = find_var(s, vars[i].name);
+
+		if (old) {
+			vars[i].rows_read_per_step = old->rows_read_per_step;
+			vars[i].rows_pushed_per_step = old->rows_pushed_per_step;
+			if (!vars[i].num_workers)
+				vars[i].num_workers = old->num_workers;
+		}
+		if (vars[i].id >= next)
+			next = vars[i].id + 1;
+	}
+	ps_sched_vars_free(s);
+	s->vars = vars;
+	s->nvars = s->vars_cap = nvars;
+	if (!nvars) {
+		free(vars);
+		s->vars = NULL;
+		s->vars_cap = 0;
+	}
+	/* Ids only grow: a variable declared later never takes a restored or an older id. */
+	if (next > s->next_var_id)
+		s->next_var_id = next;
+	pthread_mutex_lock(&s->lock);
+	ps_placement_destroy(s->placement);
+	free(s->placement_blob);
+	s->placement = nvars ? t : NULL;
+	s->placement_blob = nvars ? blob : NULL;
+	s->placement_len = nvars ? blen : 0;
+	s->cluster_version = t->cluster_version;
+	pthread_mutex_unlock(&s->lock);
+	if (!nvars) {
+		ps_placement_destroy(t);
+		free(blob);
+	}
 }
 
 void ps_sched_vars_free(struct ps_sched *s)

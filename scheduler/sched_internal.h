@@ -9,6 +9,10 @@
  *   sched_declare.c   declared variables and the placement table (DeclareReq)
  *   sched_sync.c      workers' steps and barriers (StepReq, BarrierReq): replies held until
  *                     their condition holds
+ *   sched_ops.c       MainLoop: model operations one at a time (ModelOpReq), the requester's
+ *                     callback, commands fanned out to every server and their answers
+ *                     (CkptCmd / CkptCmdResp), calls from the main thread to the service thread
+ *   sched_ckpt.c      InternalSave, InternalRestore and the streaming export
  *
  * Threads and what they own:
  *   - service thread (the thread that called ps_scheduler_main): all connections (struct
@@ -29,6 +33,7 @@
 #include "common/ctl.h"
 #include "common/dp_proto.h"
 #include "common/kv.h"
+#include "model_io/ckpt.h"
 #include "scheduler/placement.h"
 #include "scheduler/scheduler.h"
 
@@ -60,6 +65,31 @@
 #define SCHED_DEFAULT_ROWS_PER_REQ 100.0
 /* Most workers a job may have (the step table is one entry per worker). */
 #define SCHED_MAX_WORKERS 65536u
+/* A save waits this long for the workers of a stepped job to reach a step boundary. */
+#define SCHED_QUIESCE_MS 3000u
+/* Servers resume by themselves if the save does not follow their pause within this. */
+#define SCHED_PAUSE_LEASE_MS 30000u
+/* Bounds on each command round of a model operation (a dead server is noticed sooner). */
+#define SCHED_CMD_SHORT_MS 15000u   /* pause, resume, commit, abort */
+#define SCHED_CMD_LONG_MS  3600000u /* save, restore prepare, export: as long as the I/O */
+
+/* Model operations (ModelOpReq.op). */
+enum sched_op_code {
+	SCHED_OP_SAVE = 1,
+	SCHED_OP_RESTORE = 2,
+	SCHED_OP_EXPORT = 3,
+};
+
+/* Steps of an operation sent to servers (CkptCmd.cmd; docs/formats.md). */
+enum sched_cmd {
+	SCHED_CMD_PAUSE = 1,
+	SCHED_CMD_SAVE = 2,
+	SCHED_CMD_RESUME = 3,
+	SCHED_CMD_RESTORE_PREPARE = 4,
+	SCHED_CMD_RESTORE_COMMIT = 5,
+	SCHED_CMD_RESTORE_ABORT = 6,
+	SCHED_CMD_EXPORT = 7,
+};
 
 enum sched_slot_state {
 	SLOT_EMPTY, /* never registered */
@@ -93,6 +123,7 @@ struct sched_slot {
 /* One accepted control connection; owned by the service thread. */
 struct sched_conn {
 	struct sched_conn *prev, *next; /* in ps_sched.conns */
+	uint64_t id;			/* unique for the scheduler's life (requesters of ops) */
 	int fd;				/* non-blocking socket */
 	uint32_t events;		/* epoll interest currently registered */
 	struct ps_ctl_reader rd;	/* frame reassembly */
@@ -118,6 +149,7 @@ struct sched_var {
 	double rows_read_per_step;	   /* load hints as first declared */
 	double rows_pushed_per_step;
 	uint64_t expected_keys;
+	uint32_t num_workers; /* the last DeclareReq's (0: not said); restores rebuild DECLARE */
 };
 
 /* One worker of the job (sched_sync.c). */
@@ -134,6 +166,36 @@ struct sched_job {
 	uint32_t staleness;	/* bounded staleness: the first StepReq's */
 	uint32_t present;	/* workers with a connection */
 	struct sched_worker *w; /* [num_workers] */
+};
+
+/* One server's answer to a command round (sched_ops.c). */
+struct sched_answer {
+	const struct sched_conn *conn; /* the registration the command went to; NULL: not sent */
+	bool answered;
+	int status;
+	char msg[1024];
+	uint64_t rows, bytes, pause_us;
+	struct ps_ckpt_part_desc *parts; /* SAVE: the files written */
+	uint32_t *part_var;		 /* ... and their variables */
+	size_t nparts;
+};
+
+/* A command round: one CkptCmd to every server, one CkptCmdResp back from each. */
+struct sched_round {
+	uint64_t op_id;
+	uint32_t cmd;
+	uint32_t n;		/* server_num */
+	struct sched_answer *a; /* [server_num] */
+};
+
+struct ps_sched;
+
+/* A call from the main thread run on the service thread (which owns connections and tables). */
+struct sched_call {
+	struct sched_call *next;
+	void (*fn)(struct ps_sched *s, void *arg);
+	void *arg;
+	bool done;
 };
 
 struct ps_sched {
@@ -173,6 +235,24 @@ struct ps_sched {
 
 	/* Steps and barriers (sched_sync.c); service thread only. */
 	struct sched_job *job;
+	bool steps_held; /* a save is waiting for a step boundary: held replies stay held */
+	bool restoring;	 /* a restore is between prepare and install: DeclareReq waits */
+	bool starting;	 /* until the start-up restore is done: ClusterInfo lists no server */
+	uint64_t next_conn_id;
+
+	/* MainLoop (sched_ops.c), under lock. */
+	bool op_busy;	  /* an operation is queued or running: others are refused */
+	bool op_queued;	  /* ... queued by the service thread for the main thread */
+	uint32_t op_code; /* enum sched_op_code */
+	char op_name[PS_CKPT_NAME_MAX + 1];
+	uint64_t op_conn, op_req; /* the requester (connection id, request id); 0: none */
+	uint64_t next_op_id;
+	struct sched_round *round; /* the command round in flight, or NULL */
+	uint64_t pending_version;  /* a restore's new version, servers switching to it now */
+	char ckpt_root[4096];	   /* -cp as a path; "" for none:// */
+	int call_fd;		   /* eventfd: sched_call queued */
+	struct sched_call *calls;  /* queued calls, FIFO */
+	bool service_done;	   /* the service thread left its loop: calls fail */
 };
 
 /* ---- sched_service.c ------------------------------------------------------------------- */
@@ -227,6 +307,73 @@ void ps_sched_on_declare(struct ps_sched *s, struct sched_conn *c, const ps_ctl_
 /** Free the variables and the placement (tear-down). */
 void ps_sched_vars_free(struct ps_sched *s);
 
+/** Optimizer slots kept beside each row by @k (include/psplus/types.h). */
+uint32_t ps_sched_optim_slots(enum ps_optim_kind k);
+
+/** The placementer's view of a declared variable (load hints, memory estimate). */
+void ps_sched_place_var(const struct sched_var *v, struct ps_placement_var *p);
+
+/** Every server's three budgets from the options, into @b[server_num]. */
+void ps_sched_budgets(const struct ps_sched *s, struct ps_placement_budget *b);
+
+/** Install a restored model (sched_ckpt.c): variables, placement, version. Service thread. */
+void ps_sched_vars_replace(struct ps_sched *s, struct sched_var *vars, uint32_t nvars,
+			   struct ps_placement *t, uint8_t *blob, size_t blen);
+
+/* ---- sched_ops.c ------------------------------------------------------------------------- */
+
+/** ModelOpReq: queue it for the main loop, or refuse it now (PS_EOP_IN_PROGRESS). */
+void ps_sched_on_model_op(struct ps_sched *s, struct sched_conn *c, const ps_ctl_env_t *env);
+
+/** CkptCmdResp from a server: record it in the round in flight. */
+void ps_sched_on_ckpt_resp(struct ps_sched *s, struct sched_conn *c, const ps_ctl_env_t *env);
+
+/** The main loop (after WaitForServers): start-up restore, then one operation at a time. */
+void ps_sched_main_loop(struct ps_sched *s);
+
+/**
+ * Run @fn(@s, @arg) on the service thread and wait for it. Main thread. Returns 0, or
+ * PS_ESHUTDOWN when the service thread is gone (@fn did not run).
+ */
+int ps_sched_service_call(struct ps_sched *s, void (*fn)(struct ps_sched *s, void *arg), void *arg);
+
+/** The service thread's side: run every queued call (eventfd readable). */
+void ps_sched_service_calls_run(struct ps_sched *s);
+
+/** The service thread stops: fail the calls still queued. */
+void ps_sched_service_calls_fail(struct ps_sched *s);
+
+/**
+ * A command round: @build(@s, server, cmd, @arg) fills each live server's CkptCmd (op_id and
+ * cmd are set before), on the service thread; then wait for every answer, a lost server, the
+ * timeout or shutdown. On return the round's answers are in *@out (caller frees with
+ * ps_sched_round_free()). Returns 0 when every server answered 0, else the first failure with
+ * @msg naming the server.
+ */
+int ps_sched_round(struct ps_sched *s, uint64_t op_id, uint32_t cmd,
+		   void (*build)(struct ps_sched *s, uint32_t server, Psplus__Ctl__CkptCmd *cmd,
+				 void *arg),
+		   void *arg, uint32_t timeout_ms, struct sched_round **out, char *msg,
+		   size_t msglen);
+void ps_sched_round_free(struct sched_round *r);
+
+/** A random non-zero 64-bit number (cluster versions). */
+int ps_sched_random_version(uint64_t *out);
+
+/* ---- sched_ckpt.c ------------------------------------------------------------------------ */
+
+/** What an operation reports to its requester. */
+struct sched_op_result {
+	int status;
+	char msg[2048];
+	char name[PS_CKPT_NAME_MAX + 1];
+	uint64_t rows, bytes, pause_us;
+};
+
+void ps_sched_internal_save(struct ps_sched *s, const char *name, struct sched_op_result *res);
+void ps_sched_internal_restore(struct ps_sched *s, const char *name, struct sched_op_result *res);
+void ps_sched_internal_export(struct ps_sched *s, struct sched_op_result *res);
+
 /* ---- sched_sync.c ---------------------------------------------------------------------- */
 
 /** StepReq: record the step; reply now or hold the reply until its condition holds. */
@@ -240,5 +387,14 @@ void ps_sched_sync_conn_lost(struct ps_sched *s, struct sched_conn *c);
 
 /** Free the job state (tear-down, after every connection is gone). */
 void ps_sched_sync_free(struct ps_sched *s);
+
+/** Every worker of a stepped job is waiting in step_end or a barrier (or there is no such job). */
+bool ps_sched_sync_quiet(struct ps_sched *s);
+
+/** Answer the held replies whose condition holds (after steps_held is cleared). */
+void ps_sched_sync_release(struct ps_sched *s);
+
+/** A restore: answer every held reply with @status and forget the job (steps restart). */
+void ps_sched_sync_reset(struct ps_sched *s, int status, const char *msg);
 
 #endif

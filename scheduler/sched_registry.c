@@ -242,8 +242,10 @@ static void on_heartbeat(struct ps_sched *s, struct sched_conn *c, const ps_ctl_
 			sl->tx_bytes = st->transport_tx_bytes;
 			sl->rx_bytes = st->transport_rx_bytes;
 		}
-		/* Fencing: a server on an old version must re-read cluster state first. */
-		if (hb->cluster_version != s->cluster_version) {
+		/* Fencing: a server on an old version must re-read cluster state first. A restore
+		 * switching servers to its new version is not "old" (sched_ckpt.c). */
+		if (hb->cluster_version != s->cluster_version &&
+		    !(s->pending_version && hb->cluster_version == s->pending_version)) {
 			snprintf(msg, sizeof(msg),
 				 "heartbeat carries cluster version 0x%016" PRIx64
 				 ", current is 0x%016" PRIx64,
@@ -298,7 +300,8 @@ static void on_cluster_info(struct ps_sched *s, struct sched_conn *c, const ps_c
 	/* Strings point into the slots, so the reply is packed before the lock is dropped. */
 	ps_ctl_env_init(&out, env->request_id);
 	pthread_mutex_lock(&s->lock);
-	for (uint32_t i = 0; i < n; i++) {
+	/* Until the start-up restore is done no server is ready: clients wait for them. */
+	for (uint32_t i = 0; i < n && !s->starting; i++) {
 		const struct sched_slot *sl = &s->slots[i];
 
 		if (sl->state != SLOT_LIVE)
@@ -376,6 +379,12 @@ void ps_sched_handle(struct ps_sched *s, struct sched_conn *c, const ps_ctl_env_
 		break;
 	case PSPLUS__CTL__ENVELOPE__BODY_BARRIER_REQ:
 		ps_sched_on_barrier(s, c, env);
+		break;
+	case PSPLUS__CTL__ENVELOPE__BODY_MODEL_OP_REQ:
+		ps_sched_on_model_op(s, c, env);
+		break;
+	case PSPLUS__CTL__ENVELOPE__BODY_CKPT_CMD_RESP:
+		ps_sched_on_ckpt_resp(s, c, env);
 		break;
 	default:
 		/* Replies and notices flow from the scheduler, never to it. */

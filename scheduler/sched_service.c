@@ -26,8 +26,8 @@
 
 #define MAX_EVENTS 64
 
-/* epoll tags for the two descriptors that are not connections. */
-static char tag_listen, tag_signal;
+/* epoll tags for the descriptors that are not connections. */
+static char tag_listen, tag_signal, tag_call;
 
 static int conn_set_events(struct ps_sched *s, struct sched_conn *c)
 {
@@ -177,6 +177,7 @@ static void conn_accept(struct ps_sched *s)
 			continue;
 		}
 		c->fd = fd;
+		c->id = ++s->next_conn_id;
 		c->server_id = -1;
 		c->accepted_ns = ps_clock_now_ns();
 		ps_ctl_reader_init(&c->rd, SCHED_HANDSHAKE_FRAME_MAX);
@@ -306,6 +307,7 @@ static void shutdown_conns(struct ps_sched *s, const char *signame)
 	/* Pending accepts or a second signal would make every epoll_wait below return at once. */
 	epoll_ctl(s->epoll_fd, EPOLL_CTL_DEL, s->listen_fd, NULL);
 	epoll_ctl(s->epoll_fd, EPOLL_CTL_DEL, s->signal_fd, NULL);
+	epoll_ctl(s->epoll_fd, EPOLL_CTL_DEL, s->call_fd, NULL);
 	snprintf(reason, sizeof(reason), "scheduler shutting down (%s)", signame);
 	sd.reason = reason;
 	for (c = s->conns.next; c != &s->conns; c = next) {
@@ -326,7 +328,8 @@ static void shutdown_conns(struct ps_sched *s, const char *signame)
 	while (s->conns.next != &s->conns && ps_clock_remaining_ms(deadline) > 0) {
 		n = epoll_wait(s->epoll_fd, evs, MAX_EVENTS, ps_clock_remaining_ms(deadline));
 		for (int i = 0; i < n; i++)
-			if (evs[i].data.ptr != &tag_listen && evs[i].data.ptr != &tag_signal)
+			if (evs[i].data.ptr != &tag_listen && evs[i].data.ptr != &tag_signal &&
+			    evs[i].data.ptr != &tag_call)
 				conn_event(s, evs[i].data.ptr, evs[i].events);
 	}
 	while (s->conns.next != &s->conns)
@@ -349,6 +352,9 @@ int ps_sched_service_run(struct ps_sched *s)
 	ev = (struct epoll_event){.events = EPOLLIN, .data.ptr = &tag_signal};
 	if (epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, s->signal_fd, &ev))
 		return -errno;
+	ev = (struct epoll_event){.events = EPOLLIN, .data.ptr = &tag_call};
+	if (epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, s->call_fd, &ev))
+		return -errno;
 	if (sweep_ns < 10 * PS_NSEC_PER_MSEC)
 		sweep_ns = 10 * PS_NSEC_PER_MSEC;
 	if (sweep_ns > 500 * PS_NSEC_PER_MSEC)
@@ -368,6 +374,9 @@ int ps_sched_service_run(struct ps_sched *s)
 					signo = (int)si.ssi_signo;
 			} else if (evs[i].data.ptr == &tag_listen) {
 				conn_accept(s);
+			} else if (evs[i].data.ptr == &tag_call) {
+				/* The main loop asks for something only this thread may do. */
+				ps_sched_service_calls_run(s);
 			} else {
 				/* Each fd appears once per batch, so destroying c here is safe. */
 				conn_event(s, evs[i].data.ptr, evs[i].events);
@@ -383,6 +392,8 @@ int ps_sched_service_run(struct ps_sched *s)
 	s->stopping = true;
 	pthread_cond_broadcast(&s->cond);
 	pthread_mutex_unlock(&s->lock);
+	/* The main loop's calls from now on fail: it sees stopping and winds down. */
+	ps_sched_service_calls_fail(s);
 	if (signo)
 		snprintf(signame, sizeof(signame), "SIG%s",
 			 sigabbrev_np(signo) ? sigabbrev_np(signo) : "?");

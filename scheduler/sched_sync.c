@@ -18,6 +18,11 @@
  * left must not hold the others back); when no worker is left the job is forgotten, so the next
  * job starts from step 0.
  *
+ * Checkpoints. A save first holds every reply (steps_held) until each worker still connected
+ * waits in step_end or a barrier: then no push of the job is in flight, and the save's pause of
+ * the servers cuts at a step boundary (sched_ckpt.c). A restore answers every held reply with
+ * PS_ESTALE_VERSION and forgets the job: the steps start again from the restored model.
+ *
  * Service thread only.
  */
 #include <errno.h>
@@ -145,7 +150,7 @@ static void release_waits(struct ps_sched *s)
 {
 	struct sched_conn *c;
 
-	if (!s->job)
+	if (!s->job || s->steps_held)
 		return;
 	for (c = s->conns.next; c != &s->conns; c = c->next) {
 		struct sched_wait **pp = &c->waits, *w;
@@ -297,5 +302,44 @@ void ps_sched_sync_conn_lost(struct ps_sched *s, struct sched_conn *c)
 
 void ps_sched_sync_free(struct ps_sched *s)
 {
+	job_free(s);
+}
+
+bool ps_sched_sync_quiet(struct ps_sched *s)
+{
+	const struct sched_conn *c;
+	uint32_t waiting = 0;
+
+	/* Without step_end calls there is no boundary to wait for (Hogwild jobs). */
+	if (!s->job || !s->job->mode)
+		return true;
+	for (c = s->conns.next; c != &s->conns; c = c->next)
+		for (const struct sched_wait *w = c->waits; w; w = w->next)
+			waiting++;
+	/* Each worker has at most one call in flight: one held reply per present worker. */
+	return waiting >= s->job->present;
+}
+
+void ps_sched_sync_release(struct ps_sched *s)
+{
+	release_waits(s);
+}
+
+void ps_sched_sync_reset(struct ps_sched *s, int status, const char *msg)
+{
+	struct sched_conn *c;
+
+	for (c = s->conns.next; c != &s->conns; c = c->next) {
+		while (c->waits) {
+			struct sched_wait *w = c->waits;
+
+			c->waits = w->next;
+			reply(s, c, w->request_id, w->barrier, status, msg);
+			free(w);
+		}
+	}
+	if (s->job)
+		ps_log_info(SCHED_LOG, "synchronisation reset: the job of %u workers starts again",
+			    s->job->num_workers);
 	job_free(s);
 }

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/random.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
@@ -29,26 +30,6 @@
 
 /* How often WaitForServers says who is still missing. */
 #define WAIT_LOG_MS 10000u
-
-/*
- * A random, non-zero 64-bit cluster version. Random rather than a counter so a restarted
- * scheduler never reissues a version that servers of its previous life still hold.
- */
-static int cluster_version_new(uint64_t *out)
-{
-	uint64_t v = 0;
-	ssize_t n;
-
-	while (!v) {
-		n = getrandom(&v, sizeof(v), 0);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n != (ssize_t)sizeof(v))
-			return n < 0 ? -errno : -EIO;
-	}
-	*out = v;
-	return 0;
-}
 
 static bool host_is_any(const char *h)
 {
@@ -103,6 +84,8 @@ static void sched_destroy(struct ps_sched *s)
 	}
 	if (s->epoll_fd >= 0)
 		close(s->epoll_fd);
+	if (s->call_fd >= 0)
+		close(s->call_fd);
 	if (s->listen_fd >= 0)
 		close(s->listen_fd);
 	ps_sched_sync_free(s);
@@ -128,7 +111,8 @@ static int sched_create(const struct ps_scheduler_opts *o, const sigset_t *sigs,
 	if (!s)
 		return -ENOMEM;
 	s->opts = o;
-	s->listen_fd = s->epoll_fd = s->signal_fd = -1;
+	s->listen_fd = s->epoll_fd = s->signal_fd = s->call_fd = -1;
+	s->starting = true;
 	s->max_conns = o->server_num + SCHED_EXTRA_CONNS;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_condattr_init(&ca);
@@ -140,7 +124,7 @@ static int sched_create(const struct ps_scheduler_opts *o, const sigset_t *sigs,
 		rc = -ENOMEM;
 		goto fail;
 	}
-	rc = cluster_version_new(&s->cluster_version);
+	rc = ps_sched_random_version(&s->cluster_version);
 	if (rc) {
 		ps_log_err(SCHED_LOG, "getrandom: %s", ps_strerror(rc));
 		goto fail;
@@ -154,9 +138,18 @@ static int sched_create(const struct ps_scheduler_opts *o, const sigset_t *sigs,
 		}
 		s->auth = true;
 	}
+	if (strcmp(o->checkpoint_path ? o->checkpoint_path : "none://", "none://")) {
+		rc = ps_ckpt_root_path(o->checkpoint_path, s->ckpt_root, sizeof(s->ckpt_root), err,
+				       sizeof(err));
+		if (rc) {
+			ps_log_err(SCHED_LOG, "--checkpoint_path: %s", err);
+			goto fail;
+		}
+	}
 	s->signal_fd = signalfd(-1, sigs, SFD_NONBLOCK | SFD_CLOEXEC);
 	s->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
-	if (s->signal_fd < 0 || s->epoll_fd < 0) {
+	s->call_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (s->signal_fd < 0 || s->epoll_fd < 0 || s->call_fd < 0) {
 		rc = -errno;
 		ps_log_err(SCHED_LOG, "signalfd/epoll: %s", strerror(errno));
 		goto fail;
@@ -200,18 +193,17 @@ static void *main_thread(void *arg)
 {
 	struct ps_sched *s = arg;
 
+	bool up;
+
 	pthread_mutex_lock(&s->lock);
-	if (wait_for_servers(s))
+	up = wait_for_servers(s);
+	if (up)
 		ps_log_info(SCHED_LOG, "all %u servers registered, cluster version 0x%016" PRIx64,
 			    s->opts->server_num, s->cluster_version);
-	/*
-	 * MainLoop: runs one operation at a time as requests arrive. Save and restore are not
-	 * part of this build yet, so there is nothing to run: wait for shutdown. The loop wakes
-	 * at least once a second so a missed signal cannot hang it.
-	 */
-	while (!s->stopping)
-		ps_sched_cond_wait_until(s, ps_clock_deadline_ms(1000));
 	pthread_mutex_unlock(&s->lock);
+	/* MainLoop: the start-up restore, then one operation at a time (sched_ops.c). */
+	if (up)
+		ps_sched_main_loop(s);
 	return NULL;
 }
 

@@ -3,7 +3,8 @@
  *
  * One scheduler per cluster. It publishes its control address at the kv path, waits for
  * server_num servers to register, keeps the cluster version, watches liveness through
- * heartbeats and runs save/restore one at a time in its main loop.
+ * heartbeats and runs save/restore one at a time in its main loop. With a checkpoint root
+ * (-cp), it restores the latest checkpoint there once every server has registered.
  */
 #ifndef PS_SCHEDULER_H
 #define PS_SCHEDULER_H
@@ -29,6 +30,7 @@ struct ps_scheduler_opts {
 	uint32_t heartbeat_ms;	      /* --heartbeat_ms: period servers are told to use */
 	uint32_t liveness_timeout_ms; /* --liveness_timeout_ms: silence before a server is dead */
 	const char *auth_token_file;  /* --auth_token_file: shared secret, or NULL */
+	uint32_t streaming_period_s;  /* --streaming_period_s: export every N s (0: on request) */
 };
 
 /**

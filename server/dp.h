@@ -35,6 +35,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/dp_proto.h"
+#include "model_io/ckpt.h"
+#include "model_io/sm.h"
 #include "transport/transport.h"
 
 struct ps_dp;
@@ -126,5 +129,87 @@ typedef int (*ps_dp_counter_fn)(void *arg, const char *name, uint64_t value);
  */
 int ps_dp_nic_counters(const char *root, const struct ps_tp_dev_info *info, ps_dp_counter_fn fn,
 		       void *arg);
+
+/*
+ * ---- checkpoints and streaming export (dp_ckpt.c) -------------------------------------------
+ *
+ * Called by the server's control side (server/srv_ckpt.c), never by a data-path thread. The
+ * rules for who may touch what are at the top of dp_ckpt.c; in short: the save and export
+ * functions read the threads' shards, so the data plane must be paused around them; the
+ * stage functions build variables nobody serves yet, so they run while the threads serve.
+ */
+
+/**
+ * ps_dp_pause() - make every thread hold its requests (unhandled, on their connections: none is
+ * dropped) and wait until each acknowledged, up to @timeout_ms. Returns 0 or PS_ETIMEOUT (the
+ * pause stays requested: call ps_dp_resume()).
+ */
+int ps_dp_pause(struct ps_dp *dp, uint32_t timeout_ms);
+
+/** ps_dp_resume() - let the threads handle requests again (held ones first, in order). */
+void ps_dp_resume(struct ps_dp *dp);
+
+/** ps_dp_is_paused() - whether a pause is requested. */
+bool ps_dp_is_paused(const struct ps_dp *dp);
+
+/**
+ * ps_dp_save_part() - write part [@begin, @end) of variable @var_id - the shards of every
+ * thread - as one checkpoint part file in @dir, and fill @desc (the optimizer state is the
+ * shard's with the largest step). Paused only; several parts may be written at once from
+ * different threads. @cancel (may be NULL) stops it early (-ECANCELED).
+ * Returns 0, PS_EUNKNOWN_VAR (a thread lacks the variable), PS_EOUT_OF_RANGE (it holds another
+ * part), or the writer's error, with @err filled.
+ */
+int ps_dp_save_part(struct ps_dp *dp, const char *dir, uint32_t var_id, uint64_t begin,
+		    uint64_t end, const _Atomic bool *cancel, struct ps_ckpt_part_desc *desc,
+		    char *err, size_t errlen);
+
+/**
+ * ps_dp_stage_var() - stage variable @var_id on every thread for a restore: its shard of the
+ * part @d describes (spec, part range, name, num_workers: 0 if unknown; shard fields are set
+ * here), without rows yet. Not served until ps_dp_stage_commit(). -EEXIST when staged twice.
+ */
+int ps_dp_stage_var(struct ps_dp *dp, uint32_t var_id, const struct ps_dp_declare *d, char *err,
+		    size_t errlen);
+
+/**
+ * ps_dp_stage_load() - create the staged shards of @var_id and fill them from the checkpoint in
+ * @dir: every saved part of @cv overlapping the staged part, read with the reader's range
+ * filter (hash keys go to the thread their key hash names), and the optimizer state from
+ * ps_ckpt_var_state_for_range(). Each file is read to its end, so its CRC was checked when this
+ * returns 0. Any thread; one call per variable at a time.
+ * Returns 0 or the first error (PS_ECORRUPT with @err naming the file, -ENOENT, -ENOMEM, ...).
+ */
+int ps_dp_stage_load(struct ps_dp *dp, uint32_t var_id, const char *dir,
+		     const struct ps_ckpt_var *cv, const _Atomic bool *cancel, uint64_t *rows,
+		     uint64_t *bytes, char *err, size_t errlen);
+
+/** ps_dp_stage_drop() - free everything staged (an aborted restore). */
+void ps_dp_stage_drop(struct ps_dp *dp);
+
+/**
+ * ps_dp_stage_commit() - switch to the staged variables: pause, adopt cluster version @version
+ * (requests carrying another are refused from now on), replace every thread's variables by its
+ * staged ones, free the old ones once no pull write reads them, resume. Returns 0, PS_ETIMEOUT
+ * (the threads did not pause: nothing changed) or -ENOMEM.
+ */
+int ps_dp_stage_commit(struct ps_dp *dp, uint64_t version, uint32_t timeout_ms);
+
+/**
+ * ps_dp_export() - streaming export: for every variable whose kind has a writer
+ * (@kind_writer[kind] indexes @writers, -1: none), the hash keys deleted and the rows changed
+ * since its last committed export, values with their optimizer slots, through the seed's
+ * WriteDenseModel / WriteSparseModel / WriteHashModel. Paused only. Nothing is committed here:
+ * the caller commits each writer, then reports with ps_dp_export_done(). Returns 0 or the first
+ * error (@err names the variable); the other variables are still exported.
+ */
+int ps_dp_export(struct ps_dp *dp, struct ps_sm_writer *const *writers, const int kind_writer[4],
+		 uint64_t *rows, uint64_t *deletes, char *err, size_t errlen);
+
+/**
+ * ps_dp_export_done() - writer @writer's delta was committed or not. Not committed: its
+ * variables send every row at their next export, and their deletions again. Paused only.
+ */
+void ps_dp_export_done(struct ps_dp *dp, uint32_t writer, bool committed);
 
 #endif

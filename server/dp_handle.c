@@ -20,6 +20,13 @@
  *                      thread: PS_EOUT_OF_RANGE
  *   9. size            a pull needing more bounce memory than one pull may take: -E2BIG
  *
+ * While the data plane is paused (a checkpoint is being taken or a restore switched in) every
+ * request waits on its connection, unhandled, and is handled from scratch after the resume.
+ *
+ * Hash deletions free rows that the next new key reuses, so a deletion waits until no pull
+ * write of this thread is in flight (a zero-copy gather list could still be reading the rows),
+ * and new pulls wait behind it so that it cannot starve.
+ *
  * Ids, keys and gradients are read in place (zero copy): little-endian on the wire, so only a
  * little-endian host may do that.
  */
@@ -85,6 +92,7 @@ static uint64_t payload_len(const struct ps_dp_req *r)
 	case PS_DP_PULL_SPARSE:
 		return (uint64_t)r->count * 8;
 	case PS_DP_PULL_HASH:
+	case PS_DP_DELETE_HASH:
 		return (uint64_t)r->count * key_bytes(r);
 	default:
 		/* Pushes of rows: count keys, then count x width floats. */
@@ -174,16 +182,26 @@ static int pull_post(struct dp_conn *c, const struct ps_dp_req *r, struct gather
 	struct dp_blk *ctx = g->bb.head;
 	int rc;
 
+	/* Every pull gets a ctx, so its completion tells when its rows are no longer read. */
+	if (!ctx) {
+		ctx = ps_tp_pool_get(t->replies);
+		if (!ctx)
+			return -EAGAIN;
+		memset(ctx, 0, sizeof(*ctx));
+		ctx->type = DP_BLK_PULL;
+	}
 	rc = ps_tp_write_imm(c->tc, t->sgl, (int)g->nsge, &dst, r->req_id, ctx);
 	if (rc) {
+		if (!g->bb.head)
+			ps_tp_pool_put(t->replies, ctx);
 		dp_bounce_release(&g->bb);
 		if (rc == -EAGAIN || rc == PS_EPEER_LOST || rc == -ENOTCONN)
 			return rc;
 		*status = rc; /* the transport refused the list itself: nothing was written */
 		return 0;
 	}
-	if (ctx)
-		dp_inflight_add(c, ctx);
+	dp_inflight_add(c, ctx);
+	atomic_fetch_add_explicit(&t->pulls_inflight, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&t->n_bounced, g->bb.bytes, memory_order_relaxed);
 	return ANSWERED;
 }
@@ -326,21 +344,46 @@ static int push_rows(struct dp_thread *t, const struct ps_dp_req *r, struct dp_v
 	return ps_store_hash_push64(v->part, t->scratch, keys, n, grads, v->width);
 }
 
+/* ---- hash deletions ------------------------------------------------------------------------- */
+
+static int delete_keys(struct dp_thread *t, struct dp_pend *p, const struct ps_dp_req *r,
+		       struct dp_var *v, const uint64_t *keys)
+{
+	bool key128 = r->flags & PS_DP_F_KEY128;
+	int rc;
+
+	rc = dp_check_keys(v, keys, r->count, key128);
+	if (rc || !r->count || !v->part)
+		return rc;
+	/* A freed row is reused by the next new key: no gather list may still be reading it. */
+	if (atomic_load_explicit(&t->pulls_inflight, memory_order_acquire)) {
+		if (!p->delete_wait) {
+			p->delete_wait = true;
+			t->deletes_waiting++;
+		}
+		return -EAGAIN;
+	}
+	if (key128)
+		return ps_store_hash_delete128(
+			v->part, (const struct ps_key128 *)(const void *)keys, r->count, NULL);
+	return ps_store_hash_delete64(v->part, keys, r->count, NULL);
+}
+
 /* ---- one request ---------------------------------------------------------------------------- */
 
 /* A new cluster version (a restore): partial synchronous steps belong to the old one. */
 static void version_changed(struct dp_thread *t, uint64_t version)
 {
-	for (uint32_t i = 0; i < t->vars_cap; i++) {
-		if (t->vars[i])
-			dp_sync_reset(t->vars[i]);
+	for (uint32_t i = 0; i < t->vars.cap; i++) {
+		if (t->vars.tab[i])
+			dp_sync_reset(t->vars.tab[i]);
 	}
 	t->seen_version = version;
 }
 
 /* ANSWERED, 0 with *status to reply, -EAGAIN, or a broken connection. */
-static int handle_req(struct dp_conn *c, const struct ps_dp_req *r, const uint8_t *buf,
-		      uint32_t len, int *status)
+static int handle_req(struct dp_conn *c, struct dp_pend *p, const struct ps_dp_req *r,
+		      const uint8_t *buf, uint32_t len, int *status)
 {
 	struct dp_thread *t = c->t;
 	uint64_t version = atomic_load_explicit(&t->dp->cluster_version, memory_order_acquire);
@@ -382,9 +425,20 @@ static int handle_req(struct dp_conn *c, const struct ps_dp_req *r, const uint8_
 			*status = -EMSGSIZE;
 			return 0;
 		}
+		/* A deletion is waiting for the pulls in flight to finish: do not add to them. */
+		if (t->deletes_waiting)
+			return -EAGAIN;
 		if (r->op == PS_DP_PULL_DENSE)
 			return pull_dense(c, r, v, status);
 		return pull_rows(c, r, v, (const uint64_t *)(const void *)payload, status);
+	case PS_DP_DELETE_HASH: {
+		int rc = delete_keys(t, p, r, v, (const uint64_t *)(const void *)payload);
+
+		if (rc == -EAGAIN)
+			return rc;
+		*status = rc;
+		return 0;
+	}
 	case PS_DP_PUSH_DENSE:
 		*status = push_dense(t, r, v, (const float *)(const void *)payload);
 		return 0;
@@ -400,11 +454,21 @@ int dp_handle(struct dp_conn *c, void *buf, uint32_t len, struct dp_pend *p)
 	int rc, status;
 
 	if (!p->answered) {
+		/* Paused: not even decoded; handled from scratch after the resume. */
+		if (t->paused)
+			return -EAGAIN;
 		rc = ps_dp_req_decode(buf, len, &p->req);
 		if (rc)
 			return PS_EBAD_MESSAGE; /* also PS_EPROTO_VERSION: no reply it could read */
-		rc = handle_req(c, &p->req, buf, len, &status);
-		if (rc == -EAGAIN || rc < 0)
+		rc = handle_req(c, p, &p->req, buf, len, &status);
+		if (rc == -EAGAIN)
+			return rc;
+		if (p->delete_wait) {
+			/* Done one way or another (stale, refused, applied): it waits no more. */
+			p->delete_wait = false;
+			t->deletes_waiting--;
+		}
+		if (rc < 0)
 			return rc;
 		if (rc == ANSWERED) {
 			ps_tp_recv_release(c->tc, buf);

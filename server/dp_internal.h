@@ -6,7 +6,11 @@
  *   dp_handle.c  one request: decode, validate, pull (gather + write_imm), push
  *   dp_sync.c    synchronous steps: accumulate the workers' pushes, apply once
  *   dp_stats.c   counters, NIC counters from sysfs
- * Everything in struct dp_thread belongs to that thread, except the atomics marked shared.
+ *   dp_ckpt.c    checkpoints and streaming export: pause/resume, saving a part, restoring into
+ *                staged parts and switching to them, exporting changed rows
+ * Everything in struct dp_thread belongs to that thread, except the atomics marked shared, and
+ * except while the data plane is paused (ps_dp_pause): then the threads touch no variable and
+ * the checkpoint code (dp_ckpt.c) may read and export every part from other threads.
  */
 #ifndef PS_SERVER_DP_INTERNAL_H
 #define PS_SERVER_DP_INTERNAL_H
@@ -32,6 +36,7 @@
 #define DP_IDLE_POLL_MS	 50	     /* poll timeout when idle: bounds the stop latency */
 #define DP_GATHER_MAX	 4096u	     /* longest gather list we build (rdma) */
 #define DP_MAX_ORPHANS	 16	     /* accepted connections we could not take, closed later */
+#define DP_PAUSED_POLL_MS 5	      /* poll timeout while paused: bounds the resume latency */
 
 /*
  * Header at the start of every reply and bounce block. A block that is the ctx of a
@@ -42,6 +47,9 @@
 enum dp_blk_type {
 	DP_BLK_REPLY = 1,
 	DP_BLK_BOUNCE = 2,
+	/* A reply-pool block used only as the ctx of a pull written straight from table memory,
+	 * so that its completion says when the rows are no longer read (pulls_inflight). */
+	DP_BLK_PULL = 3,
 };
 
 struct dp_conn;
@@ -64,6 +72,7 @@ struct dp_pend {
 	bool answered;	      /* handled; only the reply remains to be sent */
 	int status;	      /* answered: the reply's status */
 	struct ps_dp_req req; /* answered: the decoded header */
+	bool delete_wait;     /* a DELETE_HASH waiting for pulls in flight (deletes_waiting) */
 };
 
 struct dp_conn {
@@ -95,7 +104,8 @@ struct dp_var {
 	struct ps_var_spec spec;
 	enum ps_var_kind kind;
 	uint32_t width;
-	uint32_t num_workers;
+	uint32_t num_workers; /* 0: restored, not declared yet (the first DECLARE sets it) */
+	uint64_t part_begin, part_end; /* the placement part this shard belongs to */
 	uint64_t begin, end;	    /* rows (dense/sparse) or buckets (hash) this thread holds */
 	struct ps_store_part *part; /* NULL: this thread's row range is empty */
 	struct dp_thread *t;
@@ -103,6 +113,18 @@ struct dp_var {
 	uint32_t nchunks, chunks_cap;
 	size_t table_bytes;
 	struct dp_sync *sync; /* created by the first synchronous push */
+	/* Streaming export (dp_ckpt.c, only while paused): after a failed write, the next export
+	 * sends every row, and the deletions not yet committed are sent again. */
+	bool export_full;
+	uint64_t *pend_del; /* keys (hash128: lo, hi pairs) deleted, not yet in a committed delta */
+	size_t npend_del, pend_del_cap;
+	uint32_t export_writer; /* index of the writer its last export went to */
+};
+
+/* Variables of a thread: open addressing on var_id, power-of-two capacity, load <= 1/2. */
+struct dp_vartab {
+	struct dp_var **tab;
+	uint32_t cap, n;
 };
 
 struct dp_thread {
@@ -120,9 +142,11 @@ struct dp_thread {
 	uint32_t gather_max;	  /* longest gather list of one write_imm */
 	uint32_t gather_zc;	  /* gather entries before the rest of a pull is copied */
 
-	/* Variables: open addressing on var_id, power-of-two capacity. */
-	struct dp_var **vars;
-	uint32_t vars_cap, nvars;
+	/* The variables served, and those a restore is loading (switched in by its commit). */
+	struct dp_vartab vars;
+	struct dp_vartab stage;
+	bool paused;		  /* this thread's view of dp->pause: holds every request */
+	uint32_t deletes_waiting; /* DELETE_HASH requests waiting for pulls_inflight == 0 */
 
 	/* Working memory, sized at start (and grown by DECLARE / sync accumulation only). */
 	struct ps_store_scratch *scratch;
@@ -143,6 +167,11 @@ struct dp_thread {
 	/* Shared with the control thread (relaxed atomics, read for stats). */
 	_Atomic uint64_t n_requests, n_failed, n_bounced, n_table_bytes, n_waits;
 	_Atomic uint32_t n_conns;
+	/* Shared: set (release) once the thread holds requests after dp->pause was raised. */
+	_Atomic bool paused_ack;
+	/* Shared: pull writes posted and not completed, i.e. gather lists that may still read
+	 * row memory. Rows are freed (hash delete, restore) only when it is 0. */
+	_Atomic uint32_t pulls_inflight;
 };
 
 struct ps_dp {
@@ -156,6 +185,10 @@ struct ps_dp {
 	struct dp_thread *threads;
 	_Atomic uint64_t cluster_version;
 	_Atomic bool stop;
+	_Atomic bool pause; /* ps_dp_pause(): every thread holds its requests */
+	/* Variable tables a commit could not free yet (pulls still in flight): freed at destroy. */
+	struct dp_vartab *graveyard;
+	uint32_t ngraveyard;
 };
 
 /* ---- dp_thread.c ------------------------------------------------------------------------ */
@@ -189,12 +222,27 @@ void dp_inflight_add(struct dp_conn *c, struct dp_blk *b);
 /* ---- dp_var.c --------------------------------------------------------------------------- */
 
 struct dp_var *dp_var_find(const struct dp_thread *t, uint32_t var_id);
+struct dp_var *dp_vartab_find(const struct dp_vartab *tab, uint32_t var_id);
+int dp_vartab_insert(struct dp_vartab *tab, struct dp_var *v);
+/** dp_vartab_free() - free every variable of @tab (deregistering its rows) and the table. */
+void dp_vartab_free(struct dp_vartab *tab);
+/** dp_var_free() - one variable: its sync state, registrations, part. Accepts NULL. */
+void dp_var_free(struct dp_var *v);
+/**
+ * dp_var_build() - a variable of thread @t from a decoded DECLARE @d (its shard of the part),
+ * validated; with @create, its store part too (hash: room for @hash_rows rows). Not inserted
+ * anywhere. 0, -EINVAL, -ENOMEM or the store's error.
+ */
+int dp_var_build(struct dp_thread *t, uint32_t var_id, const struct ps_dp_declare *d, bool create,
+		 uint64_t hash_rows, struct dp_var **out);
+/** dp_var_create_part() - the store part of a built variable (no-op for an empty shard). */
+int dp_var_create_part(struct dp_var *v, uint64_t hash_rows);
 /** dp_declare() - the DECLARE handler: 0, -EEXIST, -EINVAL, -ENOMEM, a registration error. */
 int dp_declare(struct dp_thread *t, const struct ps_dp_req *req, const uint8_t *payload,
 	       uint32_t len);
 /** dp_var_mr() - the registration holding [addr, addr+len) of @v's rows (NULL on tcp). */
 const struct ps_tp_mr *dp_var_mr(const struct dp_var *v, const void *addr);
-/** dp_vars_destroy() - deregister and free every variable of the thread. */
+/** dp_vars_destroy() - deregister and free every variable of the thread (served and staged). */
 void dp_vars_destroy(struct dp_thread *t);
 /** dp_scratch_ensure() - working memory for @batch ids of @width floats; 0 or -ENOMEM. */
 int dp_scratch_ensure(struct dp_thread *t, size_t batch, uint32_t width);
@@ -215,6 +263,11 @@ int dp_handle(struct dp_conn *c, void *buf, uint32_t len, struct dp_pend *out);
 /** Routing checks shared with dp_sync.c: 0 or PS_EOUT_OF_RANGE. */
 int dp_check_ids(const struct dp_var *v, const uint64_t *ids, uint32_t n);
 int dp_check_keys(const struct dp_var *v, const uint64_t *keys, uint32_t n, bool key128);
+
+/* ---- dp_ckpt.c -------------------------------------------------------------------------- */
+
+/** dp_graveyard_free() - variables a commit could not free yet (at destroy). */
+void dp_graveyard_free(struct ps_dp *dp);
 
 /* ---- dp_sync.c -------------------------------------------------------------------------- */
 

@@ -72,7 +72,10 @@ static void blk_free(struct dp_thread *t, struct dp_blk *b)
 {
 	struct dp_blk *n;
 
-	if (b->type == DP_BLK_REPLY) {
+	/* A pull's ctx (its marker, or its bounce chain): the write no longer reads any row. */
+	if (b->type == DP_BLK_PULL || b->type == DP_BLK_BOUNCE)
+		atomic_fetch_sub_explicit(&t->pulls_inflight, 1, memory_order_release);
+	if (b->type == DP_BLK_REPLY || b->type == DP_BLK_PULL) {
 		ps_tp_pool_put(t->replies, b);
 		return;
 	}
@@ -209,6 +212,10 @@ static void conn_accept(struct dp_thread *t, struct ps_tp_conn *tc)
 static void conn_free(struct dp_thread *t, struct dp_conn *c)
 {
 	struct dp_blk *b;
+
+	for (uint32_t i = 0; i < c->pend_n; i++)
+		if (c->pend[(c->pend_head + i) % c->pend_cap].delete_wait)
+			t->deletes_waiting--;
 
 	/* After the close no operation of it runs any more, so its memory may be reused. */
 	ps_tp_conn_close(c->tc);
@@ -401,7 +408,21 @@ static void *thread_main(void *arg)
 	int n;
 
 	while (!atomic_load_explicit(&t->dp->stop, memory_order_acquire)) {
-		n = ps_tp_poll(t->loop, evs, DP_POLL_BATCH, t->plist ? 1 : DP_IDLE_POLL_MS);
+		bool pause = atomic_load_explicit(&t->dp->pause, memory_order_acquire);
+
+		/*
+		 * Paused (checkpoints, dp_ckpt.c): every request is held on its connection from
+		 * now on, so the parts stay as they are while other threads read or swap them.
+		 * The acknowledgement is published after the last request this thread handled.
+		 */
+		if (pause != t->paused) {
+			t->paused = pause;
+			atomic_store_explicit(&t->paused_ack, pause, memory_order_release);
+		}
+		n = ps_tp_poll(t->loop, evs, DP_POLL_BATCH,
+			       t->paused  ? DP_PAUSED_POLL_MS
+			       : t->plist ? 1
+					  : DP_IDLE_POLL_MS);
 		if (n < 0) {
 			if (!warned)
 				ps_log_err(DP_LOG, "thread %u: poll: %s", t->idx, ps_strerror(n));
@@ -411,7 +432,7 @@ static void *thread_main(void *arg)
 		}
 		for (int i = 0; i < n; i++)
 			dispatch(t, &evs[i]);
-		if (t->plist)
+		if (t->plist && !t->paused)
 			pending_run(t);
 		sweep_dead(t);
 	}
@@ -518,9 +539,9 @@ static int thread_setup(struct ps_dp *dp, struct dp_thread *t, uint32_t idx)
 	rc = dp_scratch_ensure(t, dp->msg_size / 4, 16);
 	if (rc)
 		return rc;
-	t->vars_cap = 16;
-	t->vars = calloc(t->vars_cap, sizeof(*t->vars));
-	return t->vars ? 0 : -ENOMEM;
+	t->vars.cap = 16;
+	t->vars.tab = calloc(t->vars.cap, sizeof(*t->vars.tab));
+	return t->vars.tab ? 0 : -ENOMEM;
 }
 
 static int check_opts(const struct ps_dp_opts *o)
@@ -621,6 +642,7 @@ void ps_dp_destroy(struct ps_dp *dp)
 	/* Connections and loops first (no operation may still read a region), then regions. */
 	for (uint32_t i = 0; dp->threads && i < dp->nthreads; i++)
 		thread_teardown(&dp->threads[i]);
+	dp_graveyard_free(dp);
 	free(dp->threads);
 	ps_tp_dev_close(dp->dev);
 	free(dp);

@@ -32,18 +32,26 @@ static uint32_t slot_of(uint32_t var_id, uint32_t cap)
 	return (uint32_t)(ps_mix64(var_id) >> 32) & (cap - 1);
 }
 
-struct dp_var *dp_var_find(const struct dp_thread *t, uint32_t var_id)
+struct dp_var *dp_vartab_find(const struct dp_vartab *tab, uint32_t var_id)
 {
-	uint32_t i = slot_of(var_id, t->vars_cap);
+	uint32_t i;
 
+	if (!tab->cap)
+		return NULL;
+	i = slot_of(var_id, tab->cap);
 	/* Load <= 1/2: a probe ends at an empty slot soon. */
 	for (;;) {
-		struct dp_var *v = t->vars[i];
+		struct dp_var *v = tab->tab[i];
 
 		if (!v || v->var_id == var_id)
 			return v;
-		i = (i + 1) & (t->vars_cap - 1);
+		i = (i + 1) & (tab->cap - 1);
 	}
+}
+
+struct dp_var *dp_var_find(const struct dp_thread *t, uint32_t var_id)
+{
+	return dp_vartab_find(&t->vars, var_id);
 }
 
 static void vars_put(struct dp_var **tab, uint32_t cap, struct dp_var *v)
@@ -55,24 +63,24 @@ static void vars_put(struct dp_var **tab, uint32_t cap, struct dp_var *v)
 	tab[i] = v;
 }
 
-static int vars_insert(struct dp_thread *t, struct dp_var *v)
+int dp_vartab_insert(struct dp_vartab *t, struct dp_var *v)
 {
-	if ((t->nvars + 1) * 2 > t->vars_cap) {
-		uint32_t cap = t->vars_cap * 2;
+	if ((t->n + 1) * 2 > t->cap) {
+		uint32_t cap = t->cap ? t->cap * 2 : 16;
 		struct dp_var **tab = calloc(cap, sizeof(*tab));
 
 		if (!tab)
 			return -ENOMEM;
-		for (uint32_t i = 0; i < t->vars_cap; i++) {
-			if (t->vars[i])
-				vars_put(tab, cap, t->vars[i]);
+		for (uint32_t i = 0; i < t->cap; i++) {
+			if (t->tab[i])
+				vars_put(tab, cap, t->tab[i]);
 		}
-		free(t->vars);
-		t->vars = tab;
-		t->vars_cap = cap;
+		free(t->tab);
+		t->tab = tab;
+		t->cap = cap;
 	}
-	vars_put(t->vars, t->vars_cap, v);
-	t->nvars++;
+	vars_put(t->tab, t->cap, v);
+	t->n++;
 	return 0;
 }
 
@@ -175,11 +183,12 @@ const struct ps_tp_mr *dp_var_mr(const struct dp_var *v, const void *addr)
 	return v->nchunks ? v->chunks[lo].mr : NULL;
 }
 
-static void var_free(struct dp_var *v)
+void dp_var_free(struct dp_var *v)
 {
 	if (!v)
 		return;
 	dp_sync_destroy(v);
+	free(v->pend_del);
 	/* Deregister before the store unmaps: a registration must never outlive its pages. */
 	for (uint32_t i = 0; i < v->nchunks; i++)
 		ps_tp_mr_dereg(v->chunks[i].mr);
@@ -189,13 +198,19 @@ static void var_free(struct dp_var *v)
 	free(v);
 }
 
+void dp_vartab_free(struct dp_vartab *tab)
+{
+	for (uint32_t i = 0; tab->tab && i < tab->cap; i++)
+		dp_var_free(tab->tab[i]);
+	free(tab->tab);
+	tab->tab = NULL;
+	tab->cap = tab->n = 0;
+}
+
 void dp_vars_destroy(struct dp_thread *t)
 {
-	for (uint32_t i = 0; t->vars && i < t->vars_cap; i++)
-		var_free(t->vars[i]);
-	free(t->vars);
-	t->vars = NULL;
-	t->vars_cap = t->nvars = 0;
+	dp_vartab_free(&t->vars);
+	dp_vartab_free(&t->stage);
 }
 
 /* ---- DECLARE -------------------------------------------------------------------------------- */
@@ -224,11 +239,93 @@ static int spec_validate(const struct ps_var_spec *s)
 	return 0;
 }
 
+int dp_var_create_part(struct dp_var *v, uint64_t hash_rows)
+{
+	struct dp_thread *t = v->t;
+	struct ps_store_part_opts po = {0};
+
+	if (v->part || v->begin >= v->end)
+		return 0;
+	po.spec = &v->spec;
+	po.var_id = v->var_id;
+	po.begin = v->begin;
+	po.end = v->end;
+	po.chunk_bytes = t->dp->opts.chunk_bytes;
+	po.hash_initial_rows = hash_rows;
+	po.numa_node = t->dp->opts.numa_node;
+	po.on_chunk = on_chunk;
+	po.on_chunk_arg = v;
+	return ps_store_part_create(&po, &v->part);
+}
+
+int dp_var_build(struct dp_thread *t, uint32_t var_id, const struct ps_dp_declare *d, bool create,
+		 uint64_t hash_rows, struct dp_var **out)
+{
+	struct ps_placement_part pp = {0};
+	struct dp_var *v;
+	int rc;
+
+	v = calloc(1, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	v->t = t;
+	v->var_id = var_id;
+	ps_dp_declare_encode(d, v->decl);
+	rc = ps_dp_spec_decode(d, &v->spec);
+	if (rc)
+		goto fail;
+	v->kind = v->spec.kind;
+	v->width = d->width;
+	v->num_workers = d->num_workers;
+	v->part_begin = d->part_begin;
+	v->part_end = d->part_end;
+	if (v->kind == PS_VAR_DENSE || v->kind == PS_VAR_SPARSE) {
+		pp.begin = d->part_begin;
+		pp.end = d->part_end;
+		ps_placement_shard_range(&pp, d->shard, d->nshards, &v->begin, &v->end);
+	} else {
+		v->begin = d->part_begin;
+		v->end = d->part_end;
+	}
+	rc = spec_validate(&v->spec);
+	if (rc)
+		goto fail;
+	if (create) {
+		rc = dp_var_create_part(v, hash_rows);
+		if (rc)
+			goto fail;
+	}
+	*out = v;
+	return 0;
+fail:
+	/* A part that failed to create registered some chunks, maybe: undo those too. */
+	dp_var_free(v);
+	return rc;
+}
+
+/*
+ * A restored variable whose job size is not known yet (num_workers 0) takes it from the first
+ * DECLARE that matches it in everything else.
+ */
+static bool adopt_workers(struct dp_var *v, const struct ps_dp_declare *d)
+{
+	uint8_t canon[PS_DP_DECLARE_BYTES];
+	struct ps_dp_declare z = *d;
+
+	if (v->num_workers)
+		return false;
+	z.num_workers = 0;
+	ps_dp_declare_encode(&z, canon);
+	if (memcmp(v->decl, canon, sizeof(canon)))
+		return false;
+	v->num_workers = d->num_workers;
+	ps_dp_declare_encode(d, v->decl);
+	return true;
+}
+
 int dp_declare(struct dp_thread *t, const struct ps_dp_req *req, const uint8_t *payload,
 	       uint32_t len)
 {
-	struct ps_store_part_opts po = {0};
-	struct ps_placement_part pp = {0};
 	uint8_t canon[PS_DP_DECLARE_BYTES];
 	struct ps_dp_declare d;
 	struct dp_var *v;
@@ -245,50 +342,18 @@ int dp_declare(struct dp_thread *t, const struct ps_dp_req *req, const uint8_t *
 	ps_dp_declare_encode(&d, canon);
 	v = dp_var_find(t, req->var_id);
 	if (v)
-		return memcmp(v->decl, canon, sizeof(canon)) ? -EEXIST : 0;
-
-	v = calloc(1, sizeof(*v));
-	if (!v)
-		return -ENOMEM;
-	v->t = t;
-	v->var_id = req->var_id;
-	memcpy(v->decl, canon, sizeof(canon));
-	rc = ps_dp_spec_decode(&d, &v->spec);
+		return !memcmp(v->decl, canon, sizeof(canon)) || adopt_workers(v, &d) ? 0 : -EEXIST;
+	rc = dp_scratch_ensure(t, t->scratch_batch, d.width);
 	if (rc)
 		goto fail;
-	v->kind = v->spec.kind;
-	v->width = d.width;
-	v->num_workers = d.num_workers;
-	if (v->kind == PS_VAR_DENSE || v->kind == PS_VAR_SPARSE) {
-		pp.begin = d.part_begin;
-		pp.end = d.part_end;
-		ps_placement_shard_range(&pp, t->idx, t->dp->nthreads, &v->begin, &v->end);
-	} else {
-		v->begin = d.part_begin;
-		v->end = d.part_end;
+	rc = dp_var_build(t, req->var_id, &d, true, 0, &v);
+	if (rc)
+		goto fail;
+	rc = dp_vartab_insert(&t->vars, v);
+	if (rc) {
+		dp_var_free(v);
+		goto fail;
 	}
-	rc = spec_validate(&v->spec);
-	if (rc)
-		goto fail;
-	rc = dp_scratch_ensure(t, t->scratch_batch, v->width);
-	if (rc)
-		goto fail;
-	if (v->begin < v->end) {
-		po.spec = &v->spec;
-		po.var_id = v->var_id;
-		po.begin = v->begin;
-		po.end = v->end;
-		po.chunk_bytes = t->dp->opts.chunk_bytes;
-		po.numa_node = t->dp->opts.numa_node;
-		po.on_chunk = on_chunk;
-		po.on_chunk_arg = v;
-		rc = ps_store_part_create(&po, &v->part);
-		if (rc)
-			goto fail;
-	}
-	rc = vars_insert(t, v);
-	if (rc)
-		goto fail;
 	ps_log_info(DP_LOG,
 		    "thread %u: var %u \"%s\": %s, width %u, %s [%" PRIu64 ", %" PRIu64
 		    ") of part [%" PRIu64 ", %" PRIu64 "), %zu bytes of rows in %u chunks",
@@ -299,7 +364,5 @@ int dp_declare(struct dp_thread *t, const struct ps_dp_req *req, const uint8_t *
 fail:
 	ps_log_debug(DP_LOG, "thread %u: DECLARE of var %u refused: %s", t->idx, req->var_id,
 		     ps_strerror(rc));
-	/* A part that failed to create registered some chunks, maybe: undo those too. */
-	var_free(v);
 	return rc;
 }

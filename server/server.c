@@ -91,6 +91,7 @@ static void srv_destroy(struct ps_srv *s)
 	if (!s)
 		return;
 	ps_srv_disconnect(s);
+	ps_srv_ckpt_destroy(s);
 	ps_dp_destroy(s->dp);
 	if (s->sig_fd >= 0) {
 		/* Consume signals that raced the shutdown: we are stopping anyway. */
@@ -153,6 +154,9 @@ static int srv_create(const struct ps_server_opts *o, const sigset_t *sigs, stru
 		goto fail;
 	}
 	s->data_port = ps_dp_port(s->dp, 0);
+	rc = ps_srv_ckpt_create(s);
+	if (rc)
+		goto fail;
 	*out = s;
 	return 0;
 fail:
@@ -196,6 +200,7 @@ int ps_server_main(const struct ps_server_opts *opts)
 			break;
 		first = false;
 		rc = ps_srv_heartbeat_loop(s);
+		ps_srv_ckpt_reset(s, "the scheduler connection ended");
 		ps_srv_disconnect(s);
 		if (rc != PS_EPEER_LOST)
 			break;

@@ -335,6 +335,8 @@ static int handle(struct ps_srv *s, const ps_ctl_env_t *in)
 			return PS_EPEER_LOST;
 		}
 		return 0;
+	case PSPLUS__CTL__ENVELOPE__BODY_CKPT_CMD:
+		return ps_srv_ckpt_on_cmd(s, in);
 	case PSPLUS__CTL__ENVELOPE__BODY_SHUTDOWN:
 		ps_log_info(SRV_LOG, "server %u: %s; exiting", s->opts->server_id,
 			    in->shutdown->reason[0] ? in->shutdown->reason
@@ -380,18 +382,23 @@ int ps_srv_heartbeat_loop(struct ps_srv *s)
 	uint64_t hb_ns = (uint64_t)s->heartbeat_ms * PS_NSEC_PER_MSEC;
 	uint64_t silence_ns = (uint64_t)s->liveness_ms * PS_NSEC_PER_MSEC;
 	uint64_t now = ps_clock_now_ns(), next_hb = now + hb_ns, last_rx = now, until;
-	struct pollfd p[2] = {{.fd = s->ctl_fd, .events = POLLIN},
-			      {.fd = s->sig_fd, .events = POLLIN}};
+	struct pollfd p[3] = {{.fd = s->ctl_fd, .events = POLLIN},
+			      {.fd = s->sig_fd, .events = POLLIN},
+			      {.fd = ps_srv_ckpt_fd(s), .events = POLLIN}};
 	struct signalfd_siginfo si;
 	char reason[96];
-	int rc;
+	int rc, n, wait, lease;
 
 	for (;;) {
 		until = next_hb < last_rx + silence_ns ? next_hb : last_rx + silence_ns;
-		rc = poll(p, 2, ps_clock_remaining_ms(until));
-		if (rc < 0 && errno != EINTR)
+		wait = ps_clock_remaining_ms(until);
+		lease = ps_srv_ckpt_timeout_ms(s);
+		if (lease >= 0 && lease < wait)
+			wait = lease;
+		n = poll(p, 3, wait);
+		if (n < 0 && errno != EINTR)
 			return -errno;
-		if (rc > 0 && p[1].revents) {
+		if (n > 0 && p[1].revents) {
 			if (read(s->sig_fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
 				snprintf(reason, sizeof(reason), "server %u got SIG%s",
 					 s->opts->server_id,
@@ -401,11 +408,17 @@ int ps_srv_heartbeat_loop(struct ps_srv *s)
 				return PS_ESHUTDOWN;
 			}
 		}
-		if (rc > 0 && p[0].revents) {
+		if (n > 0 && p[0].revents) {
 			rc = drain(s, &last_rx);
 			if (rc)
 				return rc;
 		}
+		if (n > 0 && p[2].revents) {
+			rc = ps_srv_ckpt_on_event(s);
+			if (rc)
+				return rc;
+		}
+		ps_srv_ckpt_tick(s);
 		now = ps_clock_now_ns();
 		if (now >= next_hb) {
 			rc = send_heartbeat(s);

@@ -6,6 +6,8 @@
  *   server_ctl.c  the control session with the scheduler: find it through the kv entry,
  *                 connect, register (with every data-path thread's port), heartbeat with stats,
  *                 react to its replies (the cluster version goes to the data plane)
+ *   srv_ckpt.c    the scheduler's model operations (CkptCmd): pause, save, resume, restore,
+ *                 streaming export, on a job thread so heartbeats go on
  *
  * The struct is owned by the thread that called ps_server_main() (the control thread); the
  * data-path threads see only the data plane, which it shares with them through dp.h.
@@ -29,6 +31,8 @@
 /* Longest back-off between attempts to reach the scheduler. */
 #define SRV_RETRY_MAX_MS 500
 
+struct srv_ckpt; /* srv_ckpt.c */
+
 struct ps_srv {
 	const struct ps_server_opts *opts;   /* borrowed from the caller */
 	int sig_fd;			     /* signalfd: SIGINT, SIGTERM */
@@ -45,6 +49,7 @@ struct ps_srv {
 	bool auth; /* send a token */
 	size_t token_len;
 	uint8_t token[PS_CTL_TOKEN_MAX];
+	struct srv_ckpt *ck; /* model operations in progress */
 };
 
 /**
@@ -70,5 +75,22 @@ int ps_srv_heartbeat_loop(struct ps_srv *s);
 
 /** ps_srv_disconnect() - close the control connection (if any) and reset its reader. */
 void ps_srv_disconnect(struct ps_srv *s);
+
+/* ---- srv_ckpt.c ------------------------------------------------------------------------- */
+
+int ps_srv_ckpt_create(struct ps_srv *s);
+void ps_srv_ckpt_destroy(struct ps_srv *s);
+/** The eventfd that becomes readable when a job (save, restore, export) is done. */
+int ps_srv_ckpt_fd(const struct ps_srv *s);
+/** A CkptCmd from the scheduler: 0, or PS_EPEER_LOST when the answer could not be sent. */
+int ps_srv_ckpt_on_cmd(struct ps_srv *s, const ps_ctl_env_t *in);
+/** The eventfd fired: join the job and answer the scheduler (as ps_srv_ckpt_on_cmd). */
+int ps_srv_ckpt_on_event(struct ps_srv *s);
+/** Milliseconds until a pause lease runs out, or -1 when none runs. */
+int ps_srv_ckpt_timeout_ms(const struct ps_srv *s);
+/** Undo a pause whose lease ran out. */
+void ps_srv_ckpt_tick(struct ps_srv *s);
+/** The scheduler is gone: cancel and join any job, drop what is staged, resume. */
+void ps_srv_ckpt_reset(struct ps_srv *s, const char *why);
 
 #endif

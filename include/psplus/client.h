@@ -189,6 +189,18 @@ PS_EXPORT int ps_client_hash128_pull(struct ps_client *c, uint32_t var_id,
 PS_EXPORT int ps_client_hash128_push(struct ps_client *c, uint32_t var_id,
 				     const struct ps_key128 *keys, size_t n, const float *grads);
 
+/**
+ * ps_client_hash_delete() / ps_client_hash128_delete() - remove @keys from a hash variable
+ * (keys without a row are skipped). A later pull or push of a removed key creates it afresh
+ * (initializer value, fresh optimizer slots). Each deletion is recorded for the next streaming
+ * export, so consumers see it. Like a push, a failure on one server can leave the deletions
+ * other servers applied in place.
+ */
+PS_EXPORT int ps_client_hash_delete(struct ps_client *c, uint32_t var_id, const uint64_t *keys,
+				    size_t n);
+PS_EXPORT int ps_client_hash128_delete(struct ps_client *c, uint32_t var_id,
+				       const struct ps_key128 *keys, size_t n);
+
 /*
  * ---- synchronisation -------------------------------------------------------------------------
  */
@@ -210,6 +222,65 @@ PS_EXPORT int ps_client_step_end(struct ps_client *c, uint64_t step);
  * the same calls; one that timed out has still used its number.
  */
 PS_EXPORT int ps_client_barrier(struct ps_client *c);
+
+/*
+ * ---- checkpoints and streaming models --------------------------------------------------------
+ *
+ * Run in the scheduler's main loop, one at a time for the whole cluster: while one runs, any
+ * other request (from any client or psplus-admin) fails at once with PS_EOP_IN_PROGRESS. Each
+ * call uses a control connection of its own, so other threads may go on using the client (and
+ * the calling worker's own pushes are what a save pauses). The scheduler needs a checkpoint
+ * root (-cp file:///path) for save and restore. docs/formats.md, "Save and restore in a
+ * cluster", has the protocol; docs/client.md the consistency a checkpoint gives.
+ *
+ * @timeout_ms bounds the wait for the answer (0: the client's timeout). A timed-out call does
+ * not cancel the operation, which the scheduler finishes on its own.
+ */
+
+/** What a model operation did (may be passed as NULL). */
+struct ps_model_op_info {
+	char name[129];		  /* the checkpoint saved or restored */
+	uint64_t cluster_version; /* after the operation (a restore changes it) */
+	uint64_t rows;		  /* rows saved / restored / exported */
+	uint64_t bytes;		  /* save: bytes written; restore: bytes read; export: deletions */
+	uint64_t elapsed_us;	  /* time the operation took in the scheduler */
+	uint64_t pause_us;	  /* save: longest time a server held pushes */
+};
+
+/**
+ * ps_client_save() - save the whole model as checkpoint @name (NULL or "": "ckpt-<unix ms>"):
+ * a point-in-time copy of every variable, rows and optimizer slots and state, on every server.
+ * Returns 0 once the checkpoint is complete and listed (ps_ckpt index), PS_EOP_IN_PROGRESS,
+ * -EEXIST (name taken), -ENOTSUP (no -cp), PS_ENOT_READY (a server is missing), or the failure
+ * of a server (the previous checkpoint stays the latest); ps_client_last_error() says which.
+ */
+PS_EXPORT int ps_client_save(struct ps_client *c, const char *name, uint32_t timeout_ms);
+PS_EXPORT int ps_client_save_info(struct ps_client *c, const char *name, uint32_t timeout_ms,
+				  struct ps_model_op_info *info);
+
+/**
+ * ps_client_restore() - replace the whole model by checkpoint @name, or "latest", onto the
+ * current servers (their number may differ from the save's). Every file is read and verified
+ * before anything is replaced: a damaged checkpoint is refused (PS_ECORRUPT, the message names
+ * the file) and the model stays as it was. On success the cluster version changes: requests of
+ * every client on the old version are refused and retried on the restored model
+ * (docs/client.md), held step_end/barrier calls fail with PS_ESTALE_VERSION, and steps start
+ * again. Variables not in the checkpoint are gone.
+ */
+PS_EXPORT int ps_client_restore(struct ps_client *c, const char *name, uint32_t timeout_ms);
+PS_EXPORT int ps_client_restore_info(struct ps_client *c, const char *name, uint32_t timeout_ms,
+				     struct ps_model_op_info *info);
+
+/**
+ * ps_client_export_streaming() - every server writes the rows changed (and the hash keys
+ * deleted) since its last export through the streaming-model writers of its -smdense /
+ * -smsparse / -smhash URLs (the scheduler's when a server has none): one delta per server and
+ * URL. Rows carry their optimizer slots, so `psplus-model apply-deltas` can bring a checkpoint
+ * up to date.
+ */
+PS_EXPORT int ps_client_export_streaming(struct ps_client *c, uint32_t timeout_ms);
+PS_EXPORT int ps_client_export_streaming_info(struct ps_client *c, uint32_t timeout_ms,
+					      struct ps_model_op_info *info);
 
 /*
  * ---- statistics ------------------------------------------------------------------------------

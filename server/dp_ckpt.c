@@ -1,0 +1,691 @@
+/*
+ * The data plane's side of checkpoints and streaming export (dp.h, "Checkpoints"): pausing the
+ * threads, writing a part file from the shards of every thread, restoring into staged
+ * variables and switching to them, and exporting the rows changed since the last export.
+ *
+ * Ownership. A data-path thread owns its shards; nobody else touches them while it serves
+ * requests. ps_dp_pause() raises dp->pause and waits until every thread has acknowledged it:
+ * from then on each thread holds every request on its connection (unhandled) and touches no
+ * variable, so the shards may be read and exported from any thread. The acknowledgement is a
+ * release store after the thread's last handled request, read with acquire here; the resume
+ * is a release store of the flag after the readers are done, read with acquire by the
+ * threads. So every row written before the pause is seen by the savers, and nothing a saver
+ * did is missed by the thread afterwards.
+ *
+ * Staged variables (t->stage) are built while the threads keep serving: nobody serves them
+ * yet, so the loaders may fill them from any thread, one loader per variable (a loader fills
+ * the shards of every thread of that variable; different variables share nothing). The commit
+ * pauses the threads, moves every stage table in place of the served one, and frees the old
+ * variables once no pull write can still be reading their rows (pulls_inflight).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <psplus/error.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "model_io/ckpt.h"
+#include "model_io/sm.h"
+#include "scheduler/placement.h"
+#include "server/dp_internal.h"
+
+/* Write and read buffers of part files: large sequential I/O. */
+#define CKPT_IO_BUFFER (4u << 20)
+/* How often (rows) a long loop looks at its cancel flag. */
+#define CANCEL_EVERY 4096u
+/* Streaming export: rows buffered before they are handed to the writer as one model. */
+#define EXPORT_BATCH_BYTES (8u << 20)
+/* How long a commit waits for pull writes to finish before parking the old variables. */
+#define DRAIN_TIMEOUT_MS 5000u
+
+static bool cancelled(const _Atomic bool *cancel)
+{
+	return cancel && atomic_load_explicit(cancel, memory_order_relaxed);
+}
+
+static uint32_t slots_of(const struct dp_var *v)
+{
+	return ps_optim_slot_count(v->spec.optim.kind);
+}
+
+/* ---- pause ---------------------------------------------------------------------------------- */
+
+static bool all_acked(struct ps_dp *dp, bool want)
+{
+	for (uint32_t i = 0; i < dp->nthreads; i++)
+		if (atomic_load_explicit(&dp->threads[i].paused_ack, memory_order_acquire) != want)
+			return false;
+	return true;
+}
+
+int ps_dp_pause(struct ps_dp *dp, uint32_t timeout_ms)
+{
+	uint64_t deadline = ps_clock_deadline_ms(timeout_ms);
+	struct timespec ms = {.tv_nsec = 1000000};
+
+	atomic_store_explicit(&dp->pause, true, memory_order_release);
+	while (!all_acked(dp, true)) {
+		if (!ps_clock_remaining_ms(deadline))
+			return PS_ETIMEOUT;
+		nanosleep(&ms, NULL);
+	}
+	return 0;
+}
+
+void ps_dp_resume(struct ps_dp *dp)
+{
+	atomic_store_explicit(&dp->pause, false, memory_order_release);
+}
+
+bool ps_dp_is_paused(const struct ps_dp *dp)
+{
+	return atomic_load_explicit(&dp->pause, memory_order_acquire);
+}
+
+/* ---- save ----------------------------------------------------------------------------------- */
+
+/* The shards of @var_id on every thread (@tab: served or staged), or PS_EUNKNOWN_VAR. */
+static int shards(struct ps_dp *dp, bool staged, uint32_t var_id, uint64_t begin, uint64_t end,
+		  struct dp_var **vs, char *err, size_t errlen)
+{
+	for (uint32_t i = 0; i < dp->nthreads; i++) {
+		struct dp_thread *t = &dp->threads[i];
+
+		vs[i] = dp_vartab_find(staged ? &t->stage : &t->vars, var_id);
+		if (!vs[i]) {
+			snprintf(err, errlen, "variable %u is not declared on thread %u", var_id,
+				 i);
+			return PS_EUNKNOWN_VAR;
+		}
+		if (vs[i]->part_begin != begin || vs[i]->part_end != end) {
+			snprintf(err, errlen,
+				 "variable %u: thread %u holds part [%" PRIu64 ", %" PRIu64
+				 "), not [%" PRIu64 ", %" PRIu64 ")",
+				 var_id, i, vs[i]->part_begin, vs[i]->part_end, begin, end);
+			return PS_EOUT_OF_RANGE;
+		}
+	}
+	return 0;
+}
+
+struct save_ctx {
+	struct ps_ckpt_part_writer *w;
+	const _Atomic bool *cancel;
+	uint64_t rows;
+};
+
+static int save_row(void *arg, const struct ps_store_row *row)
+{
+	struct save_ctx *x = arg;
+
+	if (++x->rows % CANCEL_EVERY == 0 && cancelled(x->cancel))
+		return -ECANCELED;
+	return ps_ckpt_part_writer_append(x->w, row->id, row->key_hi, row->data);
+}
+
+int ps_dp_save_part(struct ps_dp *dp, const char *dir, uint32_t var_id, uint64_t begin,
+		    uint64_t end, const _Atomic bool *cancel, struct ps_ckpt_part_desc *desc,
+		    char *err, size_t errlen)
+{
+	struct ps_ckpt_part_writer_opts wo = {0};
+	struct dp_var **vs;
+	struct save_ctx x = {.cancel = cancel};
+	struct ps_store_state st, best = {0};
+	bool have = false;
+	int rc;
+
+	vs = calloc(dp->nthreads, sizeof(*vs));
+	if (!vs)
+		return -ENOMEM;
+	rc = shards(dp, false, var_id, begin, end, vs, err, errlen);
+	if (rc)
+		goto out;
+	wo.dir = dir;
+	wo.var_id = var_id;
+	wo.kind = vs[0]->kind;
+	wo.width = vs[0]->width;
+	wo.nslots = slots_of(vs[0]);
+	wo.begin = begin;
+	wo.end = end;
+	wo.buffer_bytes = CKPT_IO_BUFFER;
+	rc = ps_ckpt_part_writer_create(&wo, &x.w, err, errlen);
+	if (rc)
+		goto out;
+	/* Dense and sparse shards are ascending blocks of the part: thread order is id order. */
+	for (uint32_t i = 0; i < dp->nthreads && !rc; i++) {
+		if (!vs[i]->part)
+			continue;
+		rc = ps_store_foreach(vs[i]->part, save_row, &x);
+		ps_store_part_get_state(vs[i]->part, &st);
+		if (!have || st.step > best.step)
+			best = st;
+		have = true;
+	}
+	if (rc) {
+		snprintf(err, errlen, "variable %u part [%" PRIu64 ", %" PRIu64 "): %s", var_id,
+			 begin, end,
+			 rc == -ECANCELED ? "cancelled" : ps_ckpt_part_writer_errmsg(x.w));
+		goto out;
+	}
+	rc = ps_ckpt_part_writer_finish(x.w, desc);
+	if (rc) {
+		snprintf(err, errlen, "%s", ps_ckpt_part_writer_errmsg(x.w));
+		goto out;
+	}
+	desc->state.step = best.step;
+	desc->state.beta1_power = best.optim.beta1_power;
+	desc->state.beta2_power = best.optim.beta2_power;
+out:
+	ps_ckpt_part_writer_destroy(x.w);
+	free(vs);
+	return rc;
+}
+
+/* ---- restore -------------------------------------------------------------------------------- */
+
+int ps_dp_stage_var(struct ps_dp *dp, uint32_t var_id, const struct ps_dp_declare *d, char *err,
+		    size_t errlen)
+{
+	for (uint32_t i = 0; i < dp->nthreads; i++) {
+		struct dp_thread *t = &dp->threads[i];
+		struct ps_dp_declare ds = *d;
+		struct dp_var *v;
+		int rc;
+
+		if (dp_vartab_find(&t->stage, var_id)) {
+			snprintf(err, errlen,
+				 "variable %u is staged twice (two parts on one server)", var_id);
+			return -EEXIST;
+		}
+		ds.shard = i;
+		ds.nshards = dp->nthreads;
+		rc = dp_var_build(t, var_id, &ds, false, 0, &v);
+		if (!rc) {
+			rc = dp_vartab_insert(&t->stage, v);
+			if (rc)
+				dp_var_free(v);
+		}
+		if (rc) {
+			snprintf(err, errlen, "variable %u ('%s'): %s", var_id, d->name,
+				 rc == -EINVAL ? "invalid spec" : ps_strerror(rc));
+			return rc;
+		}
+	}
+	return 0;
+}
+
+/* Hash rows a new shard will receive: the saved rows of its range, spread over the threads. */
+static uint64_t hash_estimate(const struct ps_ckpt_var *cv, const size_t *idx, size_t n,
+			      uint64_t begin, uint64_t end, uint32_t threads)
+{
+	double rows = 0;
+
+	for (size_t k = 0; k < n; k++) {
+		const struct ps_ckpt_part_desc *d = &cv->parts[idx[k]];
+		uint64_t lo = d->begin > begin ? d->begin : begin;
+		uint64_t hi = d->end < end ? d->end : end;
+
+		rows += (double)d->rows * (double)(hi - lo) / (double)(d->end - d->begin);
+	}
+	return (uint64_t)(rows / threads * 1.05) + 16;
+}
+
+static int load_file(struct ps_dp *dp, struct dp_var **vs, const char *path,
+		     const struct ps_ckpt_var *cv, const _Atomic bool *cancel, uint64_t *rows,
+		     uint64_t *bytes, char *err, size_t errlen)
+{
+	struct ps_ckpt_part_reader_opts ro = {.path = path,
+					      .filter_begin = vs[0]->part_begin,
+					      .filter_end = vs[0]->part_end,
+					      .buffer_bytes = CKPT_IO_BUFFER};
+	struct ps_placement_part pp = {.begin = vs[0]->part_begin, .end = vs[0]->part_end};
+	enum ps_place_kind pk = vs[0]->kind == PS_VAR_DENSE ? PS_PLACE_DENSE : PS_PLACE_SPARSE;
+	const struct ps_ckpt_part_hdr *h;
+	struct ps_ckpt_part_reader *r;
+	struct ps_ckpt_row row;
+	uint32_t T = dp->nthreads, nslots = slots_of(vs[0]);
+	uint64_t n = 0;
+	int rc;
+
+	rc = ps_ckpt_part_reader_open(&ro, &r, err, errlen);
+	if (rc)
+		return rc;
+	h = ps_ckpt_part_reader_header(r);
+	if (h->var_id != cv->id || h->kind != (uint8_t)vs[0]->kind || h->width != vs[0]->width ||
+	    h->nslots != nslots) {
+		snprintf(err, errlen,
+			 "%s: holds variable %" PRIu64 " (kind %u, width %u, %u slots), expected "
+			 "%" PRIu64 " (kind %u, width %u, %u slots)",
+			 path, h->var_id, h->kind, h->width, h->nslots, cv->id,
+			 (unsigned)vs[0]->kind, vs[0]->width, nslots);
+		ps_ckpt_part_reader_close(r);
+		return PS_ECORRUPT;
+	}
+	while ((rc = ps_ckpt_part_reader_next(r, &row)) == 1) {
+		uint32_t s;
+		int lrc;
+
+		if (vs[0]->kind == PS_VAR_HASH64)
+			s = ps_placement_key_shard(ps_placement_key_hash(row.id), T);
+		else if (vs[0]->kind == PS_VAR_HASH128)
+			s = ps_placement_key_shard(ps_placement_key_hash128(row.key_hi, row.id), T);
+		else
+			s = ps_placement_row_shard(pk, &pp, row.id, T);
+		lrc = ps_store_load_row(vs[s]->part, row.id, row.key_hi, row.data, row.width,
+					row.nslots);
+		if (lrc) {
+			snprintf(err, errlen, "%s: loading row %" PRIu64 ": %s", path, row.id,
+				 ps_strerror(lrc));
+			rc = lrc;
+			goto done;
+		}
+		if (++n % CANCEL_EVERY == 0 && cancelled(cancel)) {
+			snprintf(err, errlen, "%s: cancelled", path);
+			rc = -ECANCELED;
+			goto done;
+		}
+	}
+	/* 0 only once the content CRC matched: the rows loaded are the file's, all of them. */
+	if (rc < 0)
+		snprintf(err, errlen, "%s", ps_ckpt_part_reader_errmsg(r));
+done:
+	*rows += n;
+	*bytes += ps_ckpt_part_reader_offset(r);
+	ps_ckpt_part_reader_close(r);
+	return rc;
+}
+
+int ps_dp_stage_load(struct ps_dp *dp, uint32_t var_id, const char *dir,
+		     const struct ps_ckpt_var *cv, const _Atomic bool *cancel, uint64_t *rows,
+		     uint64_t *bytes, char *err, size_t errlen)
+{
+	struct dp_var **vs = NULL;
+	size_t *idx = NULL, n;
+	uint64_t b, e, hash_rows = 0;
+	char path[4096];
+	int rc = -ENOMEM;
+
+	err[0] = 0;
+	vs = calloc(dp->nthreads, sizeof(*vs));
+	idx = calloc(cv->nparts ? cv->nparts : 1, sizeof(*idx));
+	if (!vs || !idx)
+		goto out;
+	for (uint32_t i = 0; i < dp->nthreads; i++) {
+		vs[i] = dp_vartab_find(&dp->threads[i].stage, var_id);
+		if (!vs[i]) {
+			snprintf(err, errlen, "variable %u is not staged on thread %u", var_id, i);
+			rc = PS_EUNKNOWN_VAR;
+			goto out;
+		}
+	}
+	b = vs[0]->part_begin;
+	e = vs[0]->part_end;
+	n = ps_ckpt_var_overlaps(cv, b, e, idx);
+	if (vs[0]->kind == PS_VAR_HASH64 || vs[0]->kind == PS_VAR_HASH128)
+		hash_rows = hash_estimate(cv, idx, n, b, e, dp->nthreads);
+	for (uint32_t i = 0; i < dp->nthreads; i++) {
+		rc = dp_var_create_part(vs[i], hash_rows);
+		if (rc) {
+			snprintf(err, errlen,
+				 "variable %u ('%s'): creating its part on thread %u: %s", var_id,
+				 cv->name, i, ps_strerror(rc));
+			goto out;
+		}
+	}
+	for (size_t k = 0; k < n; k++) {
+		if (snprintf(path, sizeof(path), "%s/%s", dir, cv->parts[idx[k]].file) >=
+		    (int)sizeof(path)) {
+			rc = -ENAMETOOLONG;
+			snprintf(err, errlen, "%s/%s: path too long", dir, cv->parts[idx[k]].file);
+			goto out;
+		}
+		rc = load_file(dp, vs, path, cv, cancel, rows, bytes, err, errlen);
+		if (rc)
+			goto out;
+	}
+	/* Optimizer state: that of the saved parts overlapping each new shard (largest step). */
+	for (uint32_t i = 0; i < dp->nthreads; i++) {
+		struct ps_ckpt_state cs;
+		struct ps_store_state st;
+
+		if (!vs[i]->part)
+			continue;
+		if (vs[i]->kind == PS_VAR_HASH64 || vs[i]->kind == PS_VAR_HASH128)
+			ps_ckpt_var_state_for_range(cv, b, e, &cs);
+		else
+			ps_ckpt_var_state_for_range(cv, vs[i]->begin, vs[i]->end, &cs);
+		ps_store_part_get_state(vs[i]->part, &st);
+		st.step = cs.step;
+		if (cs.step) {
+			st.optim.beta1_power = cs.beta1_power;
+			st.optim.beta2_power = cs.beta2_power;
+		}
+		ps_store_part_set_state(vs[i]->part, &st);
+	}
+	rc = 0;
+out:
+	if (rc && !err[0])
+		snprintf(err, errlen, "variable %u: %s", var_id, ps_strerror(rc));
+	free(idx);
+	free(vs);
+	return rc;
+}
+
+void ps_dp_stage_drop(struct ps_dp *dp)
+{
+	for (uint32_t i = 0; i < dp->nthreads; i++)
+		dp_vartab_free(&dp->threads[i].stage);
+}
+
+static bool pulls_drained(struct ps_dp *dp)
+{
+	for (uint32_t i = 0; i < dp->nthreads; i++)
+		if (atomic_load_explicit(&dp->threads[i].pulls_inflight, memory_order_acquire))
+			return false;
+	return true;
+}
+
+int ps_dp_stage_commit(struct ps_dp *dp, uint64_t version, uint32_t timeout_ms)
+{
+	uint64_t deadline = ps_clock_deadline_ms(DRAIN_TIMEOUT_MS);
+	struct timespec ms = {.tv_nsec = 1000000};
+	struct dp_vartab *old;
+	int rc;
+
+	old = calloc(dp->nthreads, sizeof(*old));
+	if (!old)
+		return -ENOMEM;
+	rc = ps_dp_pause(dp, timeout_ms);
+	if (rc) {
+		ps_dp_resume(dp);
+		free(old);
+		return rc;
+	}
+	/* Requests held from now on are handled after the resume, against the new version. */
+	ps_dp_set_cluster_version(dp, version);
+	for (uint32_t i = 0; i < dp->nthreads; i++) {
+		struct dp_thread *t = &dp->threads[i];
+
+		old[i] = t->vars;
+		t->vars = t->stage;
+		memset(&t->stage, 0, sizeof(t->stage));
+	}
+	/* Pull writes posted before the pause may still be reading the old rows. */
+	while (!pulls_drained(dp) && ps_clock_remaining_ms(deadline))
+		nanosleep(&ms, NULL);
+	if (pulls_drained(dp)) {
+		for (uint32_t i = 0; i < dp->nthreads; i++)
+			dp_vartab_free(&old[i]);
+		free(old);
+	} else {
+		struct dp_vartab *g =
+			realloc(dp->graveyard, (dp->ngraveyard + dp->nthreads) * sizeof(*g));
+
+		ps_log_warn(DP_LOG,
+			    "pull writes still in flight %u ms after the switch: the replaced "
+			    "variables are kept until shutdown",
+			    DRAIN_TIMEOUT_MS);
+		if (g) {
+			memcpy(g + dp->ngraveyard, old, dp->nthreads * sizeof(*g));
+			dp->graveyard = g;
+			dp->ngraveyard += dp->nthreads;
+		}
+		/* Out of memory: leaking them is the only safe thing left. */
+		free(old);
+	}
+	ps_dp_resume(dp);
+	return 0;
+}
+
+void dp_graveyard_free(struct ps_dp *dp)
+{
+	for (uint32_t i = 0; i < dp->ngraveyard; i++)
+		dp_vartab_free(&dp->graveyard[i]);
+	free(dp->graveyard);
+	dp->graveyard = NULL;
+	dp->ngraveyard = 0;
+}
+
+/* ---- streaming export ----------------------------------------------------------------------- */
+
+struct exp_ctx {
+	struct dp_var *v;
+	struct ps_sm_writer *w;
+	bool rows_on;	 /* take rows (off while a full export only clears the marks) */
+	uint32_t nslots; /* slots carried with each row */
+	uint64_t *ids;	 /* sparse ids / hash keys (hash128: lo, hi) */
+	float *vals;	 /* rows: value + slots */
+	size_t n, cap;	 /* rows buffered / room */
+	uint64_t rows;	 /* rows written */
+	char name[PS_SM_NAME_MAX + 1];
+	int werr; /* the writer's error, if a write failed */
+};
+
+static size_t row_floats(const struct exp_ctx *x)
+{
+	return (size_t)x->v->width * (1 + x->nslots);
+}
+
+static int key_words(const struct dp_var *v)
+{
+	return v->kind == PS_VAR_HASH128 ? 2 : 1;
+}
+
+/* Write the buffered rows as one model (dense: one per run of consecutive ids). */
+static int exp_flush(struct exp_ctx *x)
+{
+	struct dp_var *v = x->v;
+	size_t rf = row_floats(x);
+	int rc = 0;
+
+	if (!x->n)
+		return 0;
+	if (v->kind == PS_VAR_DENSE) {
+		size_t i = 0;
+
+		/* The dense shard is walked in id order: runs are the changed stretches. */
+		while (i < x->n && !rc) {
+			size_t j = i + 1;
+			struct ps_sm_dense_model m = {.var_name = x->name,
+						      .var_id = v->var_id,
+						      .width = v->width,
+						      .nslots = x->nslots,
+						      .rows_begin = x->ids[i]};
+
+			while (j < x->n && x->ids[j] == x->ids[j - 1] + 1)
+				j++;
+			m.nrows = j - i;
+			m.values = x->vals + i * rf;
+			rc = ps_sm_write_dense(x->w, &m);
+			i = j;
+		}
+	} else if (v->kind == PS_VAR_SPARSE) {
+		struct ps_sm_sparse_model m = {.var_name = x->name,
+					       .var_id = v->var_id,
+					       .width = v->width,
+					       .nslots = x->nslots,
+					       .n = x->n,
+					       .ids = x->ids,
+					       .values = x->vals};
+
+		rc = ps_sm_write_sparse(x->w, &m);
+	} else {
+		struct ps_sm_hash_model m = {.var_name = x->name,
+					     .var_id = v->var_id,
+					     .width = v->width,
+					     .nslots = x->nslots,
+					     .key_bits = v->kind == PS_VAR_HASH128 ? 128 : 64,
+					     .n = x->n,
+					     .values = x->vals};
+
+		if (v->kind == PS_VAR_HASH128)
+			m.keys128 = (const struct ps_key128 *)(const void *)x->ids;
+		else
+			m.keys = x->ids;
+		rc = ps_sm_write_hash(x->w, &m);
+	}
+	if (rc) {
+		x->werr = rc;
+		return rc;
+	}
+	x->rows += x->n;
+	x->n = 0;
+	return 0;
+}
+
+static int exp_row(void *arg, const struct ps_store_row *row)
+{
+	struct exp_ctx *x = arg;
+	size_t rf = row_floats(x);
+	int kw = key_words(x->v);
+
+	if (!x->rows_on)
+		return 0;
+	if (x->n == x->cap) {
+		int rc = exp_flush(x);
+
+		if (rc)
+			return rc;
+	}
+	x->ids[x->n * kw] = row->id;
+	if (kw == 2)
+		x->ids[x->n * kw + 1] = row->key_hi;
+	memcpy(x->vals + x->n * rf, row->data, rf * sizeof(float));
+	x->n++;
+	return 0;
+}
+
+static int exp_del(void *arg, uint64_t key, uint64_t key_hi)
+{
+	struct exp_ctx *x = arg;
+	struct dp_var *v = x->v;
+	size_t kw = (size_t)key_words(v);
+
+	if (v->npend_del + kw > v->pend_del_cap) {
+		size_t cap = v->pend_del_cap ? v->pend_del_cap * 2 : 1024;
+		uint64_t *p = realloc(v->pend_del, cap * sizeof(*p));
+
+		if (!p)
+			return -ENOMEM;
+		v->pend_del = p;
+		v->pend_del_cap = cap;
+	}
+	v->pend_del[v->npend_del++] = key;
+	if (kw == 2)
+		v->pend_del[v->npend_del++] = key_hi;
+	return 0;
+}
+
+static int exp_var(struct dp_var *v, struct ps_sm_writer *w, const char *name, uint64_t *rows,
+		   uint64_t *deletes)
+{
+	struct exp_ctx x = {.v = v, .w = w, .nslots = slots_of(v)};
+	bool hash = v->kind == PS_VAR_HASH64 || v->kind == PS_VAR_HASH128;
+	size_t rb = row_floats(&x) * sizeof(float) + (size_t)key_words(v) * 8;
+	int rc;
+
+	snprintf(x.name, sizeof(x.name), "%s", name);
+	x.cap = EXPORT_BATCH_BYTES / rb ? EXPORT_BATCH_BYTES / rb : 1;
+	x.ids = malloc(x.cap * (size_t)key_words(v) * sizeof(*x.ids));
+	x.vals = malloc(x.cap * row_floats(&x) * sizeof(float));
+	if (!x.ids || !x.vals) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	/* A full export (after a failed one) sends every row; the marks are cleared anyway. */
+	x.rows_on = !v->export_full;
+	rc = ps_store_export(v->part, exp_row, hash ? exp_del : NULL, &x);
+	if (!rc && v->export_full) {
+		x.rows_on = true;
+		rc = ps_store_foreach(v->part, exp_row, &x);
+	}
+	/* Deletions first: a key deleted and created again since the last export is present. */
+	if (!rc && hash && v->npend_del) {
+		struct ps_sm_hash_model m = {.var_name = x.name,
+					     .var_id = v->var_id,
+					     .width = v->width,
+					     .key_bits = v->kind == PS_VAR_HASH128 ? 128 : 64};
+
+		if (v->kind == PS_VAR_HASH128) {
+			m.ndeleted = v->npend_del / 2;
+			m.deleted128 = (const struct ps_key128 *)(const void *)v->pend_del;
+		} else {
+			m.ndeleted = v->npend_del;
+			m.deleted = v->pend_del;
+		}
+		rc = ps_sm_write_hash(w, &m);
+		if (rc)
+			x.werr = rc;
+		else
+			*deletes += m.ndeleted;
+	}
+	if (!rc)
+		rc = exp_flush(&x);
+out:
+	if (rc)
+		v->export_full = true; /* rows handed out but not written: all of them next time */
+	*rows += x.rows;
+	free(x.ids);
+	free(x.vals);
+	return rc;
+}
+
+int ps_dp_export(struct ps_dp *dp, struct ps_sm_writer *const *writers, const int kind_writer[4],
+		 uint64_t *rows, uint64_t *deletes, char *err, size_t errlen)
+{
+	int first = 0;
+
+	*rows = *deletes = 0;
+	for (uint32_t i = 0; i < dp->nthreads; i++) {
+		struct dp_thread *t = &dp->threads[i];
+
+		for (uint32_t k = 0; k < t->vars.cap; k++) {
+			struct dp_var *v = t->vars.tab[k];
+			struct ps_dp_declare d;
+			int wi, rc;
+
+			if (!v || !v->part || (unsigned)v->kind > PS_VAR_HASH128)
+				continue;
+			wi = kind_writer[v->kind];
+			if (wi < 0)
+				continue;
+			if (ps_dp_declare_decode(v->decl, sizeof(v->decl), &d))
+				d.name[0] = 0;
+			v->export_writer = (uint32_t)wi;
+			rc = exp_var(v, writers[wi], d.name, rows, deletes);
+			if (rc && !first) {
+				first = rc;
+				snprintf(err, errlen, "variable %u ('%s') on thread %u: %s",
+					 v->var_id, d.name, i,
+					 rc == -ENOMEM ? ps_strerror(rc)
+						       : ps_sm_writer_errmsg(writers[wi]));
+			}
+		}
+	}
+	return first;
+}
+
+void ps_dp_export_done(struct ps_dp *dp, uint32_t writer, bool committed)
+{
+	for (uint32_t i = 0; i < dp->nthreads; i++) {
+		struct dp_thread *t = &dp->threads[i];
+
+		for (uint32_t k = 0; k < t->vars.cap; k++) {
+			struct dp_var *v = t->vars.tab[k];
+
+			if (!v || v->export_writer != writer || !v->part)
+				continue;
+			if (committed) {
+				v->npend_del = 0;
+				v->export_full = false;
+			} else {
+				v->export_full = true;
+			}
+		}
+	}
+}
