@@ -20,6 +20,7 @@ TESTS=(
 	test_rdma_transport
 	test_server_dp_rxe
 	test_server_dp_sync_rxe
+	conformance_rxe
 )
 
 if (($# != 1)) || [[ ! -d $1 ]]; then
