@@ -14,8 +14,9 @@
  *
  * What is checked, per variable:
  * - Placement: dense and sparse variables are declared with load hints (rows read per step)
- *   sized to (N - 1) / 4 + 0.04 of one server's network budget, so the placementer cuts them
- *   into N parts (part_fraction 0.25), one per server; hash variables span every server anyway.
+ *   sized to (N - 1) / 4 + 0.04 of one server's network budget, so the placementer wants
+ *   ceil(size / part_fraction 0.25) = N servers, one part each; hash variables span every server
+ *   anyway.
  *   The test reads the table and fails unless every variable has a part on each of the N
  *   servers and its id/key pool reaches every (server, thread).
  * - Initial values: pulled before any push (dense: whole; sparse: the pool; hash: every other
@@ -248,7 +249,7 @@ static bool in_pool(const struct var *v, size_t n, uint64_t id, uint64_t hi)
 /*
  * The id/key pool of a sparse or hash variable: sparse, the first and last row and both sides
  * of every multiple of rows/12 (the part and thread boundaries for N = 1, 2 and 3 servers of 2
- * threads), the rest random; hash64, random keys; hash128, random keys, a quarter with hi = 0
+ * threads when the servers have equal room), the rest random; hash64, random keys; hash128, random keys, a quarter with hi = 0
  * (they share buckets with the 64-bit keys lo) and pairs that differ in hi only. The pool does
  * not depend on N, so every N trains the same batches.
  */
@@ -393,8 +394,8 @@ static int declare(struct ps_client *c, struct var *v)
 	/*
 	 * Cut dense and sparse variables into one part per server: their network estimate,
 	 * steps/s * rows read * (row + id bytes + 64 / 100 rows per request) (docs/placement.md,
-	 * "Estimates"), is made (N - 1) / 4 + 0.04 of a server's budget, so k = N parts of
-	 * part_fraction 0.25 each go to the least-loaded servers in turn.
+	 * "Estimates"), is made (N - 1) / 4 + 0.04 of a server's budget: ceil(size / 0.25) = N
+	 * servers wanted, one part each, rows in proportion to their room ("Rows").
 	 */
 	if (is_split(v) && opt.servers > 1 && opt.snet_mb > 0) {
 		double share = 0.25 * (opt.servers - 1) + 0.04;

@@ -6,8 +6,8 @@
 # against one worker pushing the sums.
 #
 # Clusters: dense and sparse variables are declared with load hints that make each need
-# (N - 1) / 4 + 0.04 of a server's network budget (-snet), so the placementer cuts them into one
-# part per server (its parts are at most a quarter of a server). A cluster then holds
+# (N - 1) / 4 + 0.04 of a server's network budget (-snet), so the placementer spreads them over
+# ceil(size / part_fraction 0.25) = N servers, one part each. A cluster then holds
 # floor(0.95 N / ((N - 1) / 4 + 0.04)) of them (5 for N = 3, 6 for N = 2; the share is
 # conformance.c's declare()), so for N > 1 the async cases run in slices, each on a fresh cluster
 # (N = 3, all 10 optimizers: 4 slices of 5 dense/sparse variables, with the hash ones), and the
