@@ -4,7 +4,7 @@
 add_executable(ckpt_driver ${CMAKE_CURRENT_LIST_DIR}/ckpt_driver.c)
 target_link_libraries(ckpt_driver PRIVATE psplus_static m)
 set_target_properties(ckpt_driver PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
-foreach(t layout pit)
+foreach(t layout pit corrupt stream crash)
 	add_test(NAME test_ckpt_${t} COMMAND ${CMAKE_CURRENT_LIST_DIR}/test_ckpt_${t}.sh
 		$<TARGET_FILE:psplus_bin> $<TARGET_FILE:ckpt_driver>
 		$<TARGET_FILE:psplus_model> $<TARGET_FILE:psplus_admin>)

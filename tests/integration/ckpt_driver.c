@@ -461,6 +461,9 @@ static int cmd_pit_worker(int argc, char **argv)
 		must(ps_client_step_end(c, steps), "step_end");
 	}
 	printf("PASS: worker %u of %u pushed %" PRIu64 " steps\n", w, nw, steps);
+	free(keys);
+	free(sids);
+	free(minus);
 	ps_client_destroy(c);
 	return 0;
 }

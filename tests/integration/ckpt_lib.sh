@@ -77,15 +77,18 @@ log_ready() {
 	[[ $(grep -c "main loop ready" "$work/sched.log") -ge $gen ]]
 }
 
-# stop_all: SIGTERM the scheduler (servers exit with it), then make sure everything is gone.
+# stop_all: SIGTERM the scheduler (servers exit with it); every process must exit 0 (under
+# the sanitizers that also means no leak and no error).
 stop_all() {
-	local p
+	local p rc
 	[[ -n ${pid[sched]:-} ]] && kill -TERM "${pid[sched]}" 2>/dev/null
 	for p in "${!pid[@]}"; do
-		if ! timeout 10 tail --pid="${pid[$p]}" -f /dev/null 2>/dev/null; then
+		if ! timeout 20 tail --pid="${pid[$p]}" -f /dev/null 2>/dev/null; then
 			kill -9 "${pid[$p]}" 2>/dev/null
 		fi
 		wait "${pid[$p]}" 2>/dev/null
+		rc=$?
+		[[ $rc -eq 0 ]] || flunk "$p exited with status $rc (log $work/$p.log)"
 		unset "pid[$p]"
 	done
 }
