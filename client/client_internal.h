@@ -159,6 +159,7 @@ struct cli_call {
 	uint32_t nretry; /* chunks to send again (CH_RETRY): stale ones and split pulls */
 	int status;	 /* first other failure, or 0 */
 	uint32_t failed; /* its chunk */
+	bool stale_seen; /* a round of this call was refused for a stale version */
 };
 
 struct ps_client {

@@ -46,6 +46,14 @@ static int call_fail(struct ps_client *c, const struct cli_call *call, const cha
 	char name[400];
 
 	cli_dest_name(c, ch->dest, name, sizeof(name));
+	/* Time ran out while retrying after stale answers: the cause is the version, not the
+	 * network (a loaded machine may spend the last milliseconds on the re-send). */
+	if (rc == PS_ETIMEOUT && call->stale_seen)
+		return cli_fail(
+			PS_ESTALE_VERSION,
+			"%s '%s' (id %u): servers still refuse cluster version 0x%016" PRIx64
+			" at the timeout",
+			what, call->var->name, call->var->id, c->cluster_version);
 	if (rc == PS_ETIMEOUT)
 		return cli_fail(rc, "%s '%s' (id %u): no answer from %s within %u ms", what,
 				call->var->name, call->var->id, name, c->o.timeout_ms);
@@ -56,14 +64,21 @@ static int call_fail(struct ps_client *c, const struct cli_call *call, const cha
 }
 
 /* Stale answers: re-read the cluster, pausing if it did not change (a server lags behind). */
-static int stale_refresh(struct ps_client *c, const struct cli_call *call, const char *what,
+static int stale_refresh(struct ps_client *c, struct cli_call *call, const char *what,
 			 uint64_t deadline)
 {
 	uint64_t before = c->cluster_version;
 	int rc;
 
+	call->stale_seen = true;
 	c->st.retries += call->nstale;
 	rc = cli_ctl_refresh(c, false, deadline);
+	if (rc == PS_ETIMEOUT)
+		return cli_fail(
+			PS_ESTALE_VERSION,
+			"%s '%s' (id %u): servers still refuse cluster version 0x%016" PRIx64
+			" at the timeout (the scheduler did not answer in time)",
+			what, call->var->name, call->var->id, c->cluster_version);
 	if (rc)
 		return rc;
 	if (c->cluster_version == before) {
