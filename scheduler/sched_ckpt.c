@@ -470,7 +470,7 @@ static int restore_vars_from(const struct ps_ckpt_meta *m, struct restore_vars *
 				 ps_sched_optim_slots(cv->spec.optim.kind));
 			return PS_ECORRUPT;
 		}
-		snprintf(v->name, sizeof(v->name), "%s", cv->name);
+		snprintf(v->name, sizeof(v->name), "%.*s", (int)sizeof(v->name) - 1, cv->name);
 		v->id = (uint32_t)cv->id;
 		v->vs = cv->spec;
 		ps_sched_spec_canon(&v->vs, v->spec);

@@ -373,7 +373,7 @@ static void job_export(struct ps_srv *s)
 		ok = !rc && !ps_sm_writer_commit(ws[i]);
 		if (!ok && !rc) {
 			rc = -EIO;
-			snprintf(err, sizeof(err), "streaming model %s: %s", k->out[i].url,
+			snprintf(err, sizeof(err), "streaming model %.300s: %.600s", k->out[i].url,
 				 ps_sm_writer_errmsg(ws[i]));
 		}
 		if (ps_dp_is_paused(s->dp))
