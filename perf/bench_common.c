@@ -59,6 +59,22 @@ void bench_fill(void *buf, size_t len, uint64_t seed, uint64_t word0)
 	}
 }
 
+void bench_fill_index(void *buf, size_t len, uint64_t seed)
+{
+	uint8_t *p = buf;
+	size_t nw = len / 8, i;
+	uint64_t w;
+
+	for (i = 0; i < nw; i++) {
+		w = (i + seed) * 0x9e3779b97f4a7c15ull;
+		memcpy(p + i * 8, &w, 8);
+	}
+	if (len % 8) {
+		w = (nw + seed) * 0x9e3779b97f4a7c15ull;
+		memcpy(p + nw * 8, &w, len % 8);
+	}
+}
+
 uint64_t bench_csum(const void *buf, size_t len, uint64_t word0)
 {
 	const uint8_t *p = buf;

@@ -22,8 +22,8 @@
 # Environment: PS_BUILD_DIR (default build/, not under /tmp), JOBS, PS_RXE_TIMEOUT (default
 # 900 s for the whole guest run), and, passed into the guest: PS_BENCH_DURATION (default 6),
 # PS_BENCH_MARGIN (default 1), PS_BENCH_LAT_ITERS (default 1000), PS_BENCH_TABLE (default 1G),
-# PS_BENCH_START_TIMEOUT (default 90), PS_BENCH_TESTS (a subset of the runs, for
-# investigations; see perf/rxe_bench_inner.sh).
+# PS_BENCH_START_TIMEOUT (default 180), PS_BENCH_REPEAT (default 3 interleaved repetitions; the
+# ratios are the medians of the per-repetition ratios).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -49,7 +49,7 @@ grep -q '^PS_WITH_VERBS:BOOL=ON' "$build/CMakeCache.txt" ||
 
 export PS_RXE_TIMEOUT=${PS_RXE_TIMEOUT:-900}
 export PS_RXE_PASSENV="PS_BENCH_DURATION PS_BENCH_MARGIN PS_BENCH_LAT_ITERS PS_BENCH_TABLE
-PS_BENCH_START_TIMEOUT PS_BENCH_TESTS"
+PS_BENCH_START_TIMEOUT PS_BENCH_REPEAT"
 rc=0
 "$root/scripts/rxe-run.sh" "$root/perf/rxe_bench_inner.sh" "$build" | tee "$out/bench-rxe.log" ||
 	rc=${PIPESTATUS[0]}
