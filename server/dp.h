@@ -190,10 +190,14 @@ void ps_dp_stage_drop(struct ps_dp *dp);
 /**
  * ps_dp_stage_commit() - switch to the staged variables: pause, adopt cluster version @version
  * (requests carrying another are refused from now on), replace every thread's variables by its
- * staged ones, free the old ones once no pull write reads them, resume. Returns 0, PS_ETIMEOUT
- * (the threads did not pause: nothing changed) or -ENOMEM.
+ * staged ones, wait until no pull write reads the old ones, resume. The old ones are retired,
+ * not freed: the pause stays short, and the caller frees them with ps_dp_free_retired() once it
+ * has answered. Returns 0, PS_ETIMEOUT (the threads did not pause: nothing changed) or -ENOMEM.
  */
 int ps_dp_stage_commit(struct ps_dp *dp, uint64_t version, uint32_t timeout_ms);
+
+/** ps_dp_free_retired() - free the variables restores replaced (those no pull still reads). */
+void ps_dp_free_retired(struct ps_dp *dp);
 
 /**
  * ps_dp_export() - streaming export: for every variable whose kind has a writer

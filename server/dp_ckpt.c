@@ -19,11 +19,13 @@
  * variables once no pull write can still be reading their rows (pulls_inflight).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <psplus/error.h>
 
@@ -235,6 +237,22 @@ static uint64_t hash_estimate(const struct ps_ckpt_var *cv, const size_t *idx, s
 	return (uint64_t)(rows / threads * 1.05) + 16;
 }
 
+/*
+ * Ask the kernel to start reading a whole part file now (readahead into the page cache), so
+ * the disk streams while the loader is busy copying rows: the reader's own reads are
+ * synchronous, one buffer at a time. Advice only: failures are ignored.
+ */
+static void prefetch(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return;
+	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	posix_fadvise(fd, 0, 0, POSIX_FADV_WILLNEED);
+	close(fd);
+}
+
 static int load_file(struct ps_dp *dp, struct dp_var **vs, const char *path,
 		     const struct ps_ckpt_var *cv, const _Atomic bool *cancel, uint64_t *rows,
 		     uint64_t *bytes, char *err, size_t errlen)
@@ -328,8 +346,15 @@ int ps_dp_stage_load(struct ps_dp *dp, uint32_t var_id, const char *dir,
 	n = ps_ckpt_var_overlaps(cv, b, e, idx);
 	if (vs[0]->kind == PS_VAR_HASH64 || vs[0]->kind == PS_VAR_HASH128)
 		hash_rows = hash_estimate(cv, idx, n, b, e, dp->nthreads);
+	/* The disk starts on the files while the parts are created. */
+	for (size_t k = 0; k < n; k++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, cv->parts[idx[k]].file);
+		prefetch(path);
+	}
+
 	for (uint32_t i = 0; i < dp->nthreads; i++) {
-		rc = dp_var_create_part(vs[i], hash_rows);
+		/* Dense and sparse rows all come from the files: no initialiser pass first. */
+		rc = dp_var_create_part(vs[i], hash_rows, true);
 		if (rc) {
 			snprintf(err, errlen,
 				 "variable %u ('%s'): creating its part on thread %u: %s", var_id,
@@ -395,15 +420,17 @@ int ps_dp_stage_commit(struct ps_dp *dp, uint64_t version, uint32_t timeout_ms)
 	uint64_t deadline = ps_clock_deadline_ms(DRAIN_TIMEOUT_MS);
 	struct timespec ms = {.tv_nsec = 1000000};
 	struct dp_vartab *old;
+	bool drained;
 	int rc;
 
-	old = calloc(dp->nthreads, sizeof(*old));
+	old = realloc(dp->retired, (dp->nretired + dp->nthreads) * sizeof(*old));
 	if (!old)
 		return -ENOMEM;
+	dp->retired = old;
+	old += dp->nretired;
 	rc = ps_dp_pause(dp, timeout_ms);
 	if (rc) {
 		ps_dp_resume(dp);
-		free(old);
 		return rc;
 	}
 	/* Requests held from now on are handled after the resume, against the new version. */
@@ -415,40 +442,44 @@ int ps_dp_stage_commit(struct ps_dp *dp, uint64_t version, uint32_t timeout_ms)
 		t->vars = t->stage;
 		memset(&t->stage, 0, sizeof(t->stage));
 	}
-	/* Pull writes posted before the pause may still be reading the old rows. */
-	while (!pulls_drained(dp) && ps_clock_remaining_ms(deadline))
+	dp->nretired += dp->nthreads;
+	/*
+	 * Pull writes posted before the pause may still be reading the old rows; none can start
+	 * now, and after the resume only the new variables are served. Once drained, the old ones
+	 * are nobody's: freed by ps_dp_free_retired(), after the data path runs again.
+	 */
+	while (!(drained = pulls_drained(dp)) && ps_clock_remaining_ms(deadline))
 		nanosleep(&ms, NULL);
-	if (pulls_drained(dp)) {
-		for (uint32_t i = 0; i < dp->nthreads; i++)
-			dp_vartab_free(&old[i]);
-		free(old);
-	} else {
-		struct dp_vartab *g =
-			realloc(dp->graveyard, (dp->ngraveyard + dp->nthreads) * sizeof(*g));
-
+	if (drained)
+		dp->nfreeable = dp->nretired;
+	else
 		ps_log_warn(DP_LOG,
 			    "pull writes still in flight %u ms after the switch: the replaced "
 			    "variables are kept until shutdown",
 			    DRAIN_TIMEOUT_MS);
-		if (g) {
-			memcpy(g + dp->ngraveyard, old, dp->nthreads * sizeof(*g));
-			dp->graveyard = g;
-			dp->ngraveyard += dp->nthreads;
-		}
-		/* Out of memory: leaking them is the only safe thing left. */
-		free(old);
-	}
 	ps_dp_resume(dp);
 	return 0;
 }
 
+void ps_dp_free_retired(struct ps_dp *dp)
+{
+	uint32_t n = dp->nfreeable;
+
+	for (uint32_t i = 0; i < n; i++)
+		dp_vartab_free(&dp->retired[i]);
+	/* Tables not known to be drained stay (at the front now) until destroy. */
+	memmove(dp->retired, dp->retired + n, (dp->nretired - n) * sizeof(*dp->retired));
+	dp->nretired -= n;
+	dp->nfreeable = 0;
+}
+
 void dp_graveyard_free(struct ps_dp *dp)
 {
-	for (uint32_t i = 0; i < dp->ngraveyard; i++)
-		dp_vartab_free(&dp->graveyard[i]);
-	free(dp->graveyard);
-	dp->graveyard = NULL;
-	dp->ngraveyard = 0;
+	for (uint32_t i = 0; i < dp->nretired; i++)
+		dp_vartab_free(&dp->retired[i]);
+	free(dp->retired);
+	dp->retired = NULL;
+	dp->nretired = dp->nfreeable = 0;
 }
 
 /* ---- streaming export ----------------------------------------------------------------------- */

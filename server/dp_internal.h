@@ -186,9 +186,13 @@ struct ps_dp {
 	_Atomic uint64_t cluster_version;
 	_Atomic bool stop;
 	_Atomic bool pause; /* ps_dp_pause(): every thread holds its requests */
-	/* Variable tables a commit could not free yet (pulls still in flight): freed at destroy. */
-	struct dp_vartab *graveyard;
-	uint32_t ngraveyard;
+	/*
+	 * Variable tables a restore replaced (control thread only): the first nfreeable are
+	 * drained and freed by ps_dp_free_retired(); the others may still be read by pull writes
+	 * that never completed, and are freed at destroy.
+	 */
+	struct dp_vartab *retired;
+	uint32_t nretired, nfreeable;
 };
 
 /* ---- dp_thread.c ------------------------------------------------------------------------ */
@@ -235,8 +239,11 @@ void dp_var_free(struct dp_var *v);
  */
 int dp_var_build(struct dp_thread *t, uint32_t var_id, const struct ps_dp_declare *d, bool create,
 		 uint64_t hash_rows, struct dp_var **out);
-/** dp_var_create_part() - the store part of a built variable (no-op for an empty shard). */
-int dp_var_create_part(struct dp_var *v, uint64_t hash_rows);
+/**
+ * dp_var_create_part() - the store part of a built variable (no-op for an empty shard).
+ * @no_init: dense/sparse rows left zero, the caller loads every one (a restore).
+ */
+int dp_var_create_part(struct dp_var *v, uint64_t hash_rows, bool no_init);
 /** dp_declare() - the DECLARE handler: 0, -EEXIST, -EINVAL, -ENOMEM, a registration error. */
 int dp_declare(struct dp_thread *t, const struct ps_dp_req *req, const uint8_t *payload,
 	       uint32_t len);
@@ -266,7 +273,7 @@ int dp_check_keys(const struct dp_var *v, const uint64_t *keys, uint32_t n, bool
 
 /* ---- dp_ckpt.c -------------------------------------------------------------------------- */
 
-/** dp_graveyard_free() - variables a commit could not free yet (at destroy). */
+/** dp_graveyard_free() - every retired variable table (at destroy). */
 void dp_graveyard_free(struct ps_dp *dp);
 
 /* ---- dp_sync.c -------------------------------------------------------------------------- */

@@ -239,7 +239,7 @@ static int spec_validate(const struct ps_var_spec *s)
 	return 0;
 }
 
-int dp_var_create_part(struct dp_var *v, uint64_t hash_rows)
+int dp_var_create_part(struct dp_var *v, uint64_t hash_rows, bool no_init)
 {
 	struct dp_thread *t = v->t;
 	struct ps_store_part_opts po = {0};
@@ -252,6 +252,7 @@ int dp_var_create_part(struct dp_var *v, uint64_t hash_rows)
 	po.end = v->end;
 	po.chunk_bytes = t->dp->opts.chunk_bytes;
 	po.hash_initial_rows = hash_rows;
+	po.no_init = no_init;
 	po.numa_node = t->dp->opts.numa_node;
 	po.on_chunk = on_chunk;
 	po.on_chunk_arg = v;
@@ -291,7 +292,7 @@ int dp_var_build(struct dp_thread *t, uint32_t var_id, const struct ps_dp_declar
 	if (rc)
 		goto fail;
 	if (create) {
-		rc = dp_var_create_part(v, hash_rows);
+		rc = dp_var_create_part(v, hash_rows, false);
 		if (rc)
 			goto fail;
 	}

@@ -656,7 +656,10 @@ static int on_commit(struct ps_srv *s, const Psplus__Ctl__CkptCmd *c)
 	ps_log_info(SRV_LOG,
 		    "server %u: restored variables in service, cluster version 0x%016" PRIx64,
 		    s->opts->server_id, c->cluster_version);
-	return reply(s, c->op_id, c->cmd, 0, "", NULL, 0, 0, 0, 0);
+	rc = reply(s, c->op_id, c->cmd, 0, "", NULL, 0, 0, 0, 0);
+	/* The replaced model's memory goes back after the answer: nobody waits for it. */
+	ps_dp_free_retired(s->dp);
+	return rc;
 }
 
 static void url_pick(char *out, size_t len, const char *mine, const char *sched)

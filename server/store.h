@@ -66,6 +66,9 @@ struct ps_store_part_opts {
 	unsigned mem_flags;		/* PS_MEM_* for ps_mem_alloc */
 	ps_store_chunk_fn on_chunk;	/* may be NULL */
 	void *on_chunk_arg;
+	/* Dense/sparse: leave the rows zero instead of initialising them, because the caller
+	 * writes every one right away (a checkpoint restore, ps_store_load_row). */
+	bool no_init;
 };
 
 /** What a part is, for logs, stats and the transport. */

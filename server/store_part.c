@@ -107,7 +107,7 @@ err:
 	return rc;
 }
 
-static int make_rows(struct ps_store_part *p)
+static int make_rows(struct ps_store_part *p, bool init)
 {
 	uint64_t n = p->end - p->begin, rpc = 1ull << p->rpc_shift;
 	int rc;
@@ -120,7 +120,7 @@ static int make_rows(struct ps_store_part *p)
 	p->dirty_bits = calloc((n + 63) / 64, sizeof(uint64_t));
 	if (!p->dirty_bits)
 		return -ENOMEM;
-	for (uint64_t r = 0; r < n; r++)
+	for (uint64_t r = 0; init && r < n; r++)
 		ps_store_init_fresh_row(p, store_row(p, r), p->begin + r, 0);
 	return 0;
 }
@@ -169,7 +169,7 @@ int ps_store_part_create(const struct ps_store_part_opts *opts, struct ps_store_
 		}
 		rc = ps_store_hash_reserve(p, hint);
 	} else {
-		rc = make_rows(p);
+		rc = make_rows(p, !opts->no_init);
 	}
 	if (rc)
 		goto err;

@@ -27,6 +27,9 @@
  *                                         new and deleted hash keys, and exports
  *   ckpt_driver KV stream_check ROOT NAME the checkpoint NAME (base + deltas) equals the live
  *                                         model, key set included
+ *   ckpt_driver KV bench_declare N ROWS WIDTH  N sparse variables big0.. of ROWS x WIDTH
+ *                                         (constant initializer, SGD): rows for
+ *                                         scripts/bench-ckpt.sh, nothing pushed
  *
  * Prints PASS/FAIL lines; exits 0 when everything passed.
  */
@@ -861,6 +864,31 @@ static int cmd_stream_check(int argc, char **argv)
 	return failures ? 1 : 0;
 }
 
+static int cmd_bench_declare(int argc, char **argv)
+{
+	struct ps_var_spec s = {.kind = PS_VAR_SPARSE};
+	struct ps_client *c;
+	char name[32];
+	uint32_t id;
+	int n;
+
+	if (argc < 3)
+		return 2;
+	n = atoi(argv[0]);
+	s.rows = strtoull(argv[1], NULL, 10);
+	s.width = (uint32_t)strtoul(argv[2], NULL, 10);
+	s.init = (struct ps_initializer){.kind = PS_INIT_CONSTANT, .value = 0.5f};
+	s.optim = ps_optimizer_defaults(PS_OPTIM_SGD);
+	c = client(0, 1, PS_SYNC_ASYNC, 0);
+	for (int i = 0; i < n; i++) {
+		snprintf(name, sizeof(name), "big%d", i);
+		must(ps_client_declare(c, name, &s, &id), name);
+	}
+	printf("PASS: %d variables of %" PRIu64 " x %u floats declared\n", n, s.rows, s.width);
+	ps_client_destroy(c);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *cmd;
@@ -893,6 +921,8 @@ int main(int argc, char **argv)
 		return cmd_stream(argc - 3, argv + 3);
 	if (!strcmp(cmd, "stream_check"))
 		return cmd_stream_check(argc - 3, argv + 3);
+	if (!strcmp(cmd, "bench_declare"))
+		return cmd_bench_declare(argc - 3, argv + 3);
 	fprintf(stderr, "ckpt_driver: unknown command %s\n", cmd);
 	return 2;
 }
