@@ -54,6 +54,7 @@ struct unit {
 	uint64_t begin, end;
 	const struct ps_ckpt_var *cv;  /* restore */
 	struct ps_ckpt_part_desc desc; /* save: the file written */
+	bool skip;		       /* save: not declared here yet, nothing written */
 	int rc;
 	char err[1024];
 };
@@ -247,6 +248,14 @@ static void unit_run(struct ps_srv *s, struct unit *u)
 	if (k->cmd == CMD_SAVE) {
 		u->rc = ps_dp_save_part(s->dp, k->dir, u->var_id, u->begin, u->end, &k->cancel,
 					&u->desc, u->err, sizeof(u->err));
+		/* Declared on the scheduler but its DECLARE has not reached every thread (it
+		 * waits behind the pause): it has no rows yet, and the scheduler leaves it out. */
+		if (u->rc == PS_EUNKNOWN_VAR) {
+			ps_log_info(SRV_LOG, "server %u: save: %s; left out", s->opts->server_id,
+				    u->err);
+			u->skip = true;
+			u->rc = 0;
+		}
 		rows = u->desc.rows;
 		bytes = u->desc.size;
 	} else {
@@ -440,7 +449,12 @@ int ps_srv_ckpt_on_event(struct ps_srv *s)
 		return 0;
 	job_join(k);
 	switch (k->cmd) {
-	case CMD_SAVE:
+	case CMD_SAVE: {
+		size_t n = 0;
+
+		for (size_t i = 0; i < k->nunits; i++)
+			if (!k->units[i].skip)
+				k->units[n++] = k->units[i];
 		k->paused = false;
 		ps_log_info(SRV_LOG,
 			    "server %u: save %s: %zu parts, %" PRIu64 " rows, %" PRIu64
@@ -448,9 +462,10 @@ int ps_srv_ckpt_on_event(struct ps_srv *s)
 			    s->opts->server_id, k->status ? ps_err_name(k->status) : "done",
 			    k->nunits, atomic_load(&k->rows), atomic_load(&k->bytes), k->pause_us);
 		rc = reply(s, k->op_id, k->cmd, k->status, k->msg, k->status ? NULL : k->units,
-			   k->status ? 0 : k->nunits, atomic_load(&k->rows), atomic_load(&k->bytes),
+			   k->status ? 0 : n, atomic_load(&k->rows), atomic_load(&k->bytes),
 			   k->pause_us);
 		break;
+	}
 	case CMD_RESTORE_PREPARE:
 		if (k->status) {
 			ps_dp_stage_drop(s->dp);
