@@ -253,6 +253,34 @@ void bench_print_footer(FILE *f)
 	fflush(f);
 }
 
+static void json_rows(FILE *f, const char *key, enum bench_kind kind, const struct bench_row *rows,
+		      size_t nrows)
+{
+	fprintf(f, "  \"%s\": [", key);
+	for (size_t i = 0; i < nrows; i++) {
+		const struct bench_row *r = &rows[i];
+
+		fprintf(f, "%s\n    {\"bytes\": %" PRIu64 ", \"iterations\": %" PRIu64,
+			i ? "," : "", r->bytes, r->iters);
+		if (kind == BENCH_BW)
+			fprintf(f, ", \"bw_avg_mbs\": %.3f, \"msg_rate_mpps\": %.6f", r->bw_mbs,
+				r->mpps);
+		else
+			fprintf(f,
+				", \"t_min_us\": %.3f, \"t_max_us\": %.3f, \"t_typical_us\": %.3f, "
+				"\"t_p50_us\": %.3f, \"t_avg_us\": %.3f, \"t_stdev_us\": %.3f, "
+				"\"t_p99_us\": %.3f, \"t_p999_us\": %.3f",
+				r->lat.min_us, r->lat.max_us, r->lat.typical_us, r->lat.typical_us,
+				r->lat.avg_us, r->lat.stdev_us, r->lat.p99_us, r->lat.p999_us);
+		fprintf(f, ", \"check\": \"%s\", \"checked_bytes\": %" PRIu64,
+			r->check_ok ? "ok" : "FAILED", r->checked);
+		if (r->bytes_copied >= 0)
+			fprintf(f, ", \"bytes_copied\": %" PRId64, r->bytes_copied);
+		fprintf(f, "}");
+	}
+	fprintf(f, "\n  ]");
+}
+
 int bench_json_write(const char *path, const struct bench_json_info *in,
 		     const struct bench_row *rows, size_t nrows)
 {
@@ -273,29 +301,13 @@ int bench_json_write(const char *path, const struct bench_json_info *in,
 	if (in->rows)
 		fprintf(f, "  \"rows\": %u,\n  \"row_size\": %u,\n  \"table_size\": %" PRIu64 ",\n",
 			in->rows, in->row_size, in->table_size);
-	fprintf(f, "  \"results\": [");
-	for (size_t i = 0; i < nrows; i++) {
-		const struct bench_row *r = &rows[i];
-
-		fprintf(f, "%s\n    {\"bytes\": %" PRIu64 ", \"iterations\": %" PRIu64,
-			i ? "," : "", r->bytes, r->iters);
-		if (in->kind == BENCH_BW)
-			fprintf(f, ", \"bw_avg_mbs\": %.3f, \"msg_rate_mpps\": %.6f", r->bw_mbs,
-				r->mpps);
-		else
-			fprintf(f,
-				", \"t_min_us\": %.3f, \"t_max_us\": %.3f, \"t_typical_us\": %.3f, "
-				"\"t_p50_us\": %.3f, \"t_avg_us\": %.3f, \"t_stdev_us\": %.3f, "
-				"\"t_p99_us\": %.3f, \"t_p999_us\": %.3f",
-				r->lat.min_us, r->lat.max_us, r->lat.typical_us, r->lat.typical_us,
-				r->lat.avg_us, r->lat.stdev_us, r->lat.p99_us, r->lat.p999_us);
-		fprintf(f, ", \"check\": \"%s\", \"checked_bytes\": %" PRIu64,
-			r->check_ok ? "ok" : "FAILED", r->checked);
-		if (r->bytes_copied >= 0)
-			fprintf(f, ", \"bytes_copied\": %" PRId64, r->bytes_copied);
-		fprintf(f, "}");
+	json_rows(f, "results", in->kind, rows, nrows);
+	if (in->extra_name) {
+		fprintf(f, ",\n");
+		json_rows(f, in->extra_name, in->kind, in->extra, in->nextra);
+		fprintf(f, ",\n  \"%s_ratio_median\": %.4f", in->extra_name, in->extra_ratio);
 	}
-	fprintf(f, "\n  ]\n}\n");
+	fprintf(f, "\n}\n");
 	if (ferror(f))
 		rc = -EIO;
 	if (fclose(f) && !rc)

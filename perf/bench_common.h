@@ -174,6 +174,11 @@ struct bench_json_info {
 	uint32_t depth, cq_mod;	 /* 0: not applicable */
 	uint32_t rows, row_size; /* gather only (0 otherwise) */
 	uint64_t table_size;	 /* gather only */
+	/* Optional second set of rows (the gather's contiguous baseline) and its summary. */
+	const char *extra_name; /* JSON key of the extra rows, or NULL */
+	const struct bench_row *extra;
+	size_t nextra;
+	double extra_ratio; /* median of rows[i].bw / extra[i].bw */
 };
 
 /** bench_json_write() - the run and its rows as a JSON object in @path. 0 or -errno. */

@@ -91,6 +91,9 @@ static void usage(FILE *f)
 		"      --sge-per-write M   gather: rows per write_imm (default: all rows in one)\n"
 		"      --row-order ORDER   gather: random (default) or seq (consecutive rows from a\n"
 		"                          random start: the same gather list on contiguous memory)\n"
+		"      --contig-pairs K    gather, client: K pairs of rounds, the gather then the same\n"
+		"                          bytes as ONE row from the table (the contiguous baseline);\n"
+		"                          prints the median gather/contiguous ratio\n"
 		"      --table-size SIZE   gather, server: registered table (default 1G)\n"
 		"      --json FILE         client: write the results to FILE as JSON\n"
 		"  -p, --port PORT         default %d\n"
@@ -112,7 +115,17 @@ static int parse_u32(const char *s, uint32_t lo, uint32_t hi, uint32_t *out)
 
 static int parse_opts(int argc, char **argv, struct bt_opts *o)
 {
-	enum { O_TRANSPORT = 256, O_ROWS, O_ROW_SIZE, O_SGE, O_ORDER, O_TABLE, O_JSON, O_TIMEOUT };
+	enum {
+		O_TRANSPORT = 256,
+		O_ROWS,
+		O_ROW_SIZE,
+		O_SGE,
+		O_ORDER,
+		O_PAIRS,
+		O_TABLE,
+		O_JSON,
+		O_TIMEOUT
+	};
 	static const struct option lopts[] = {
 		{"dev", required_argument, NULL, 'd'},
 		{"transport", required_argument, NULL, O_TRANSPORT},
@@ -128,6 +141,7 @@ static int parse_opts(int argc, char **argv, struct bt_opts *o)
 		{"row-size", required_argument, NULL, O_ROW_SIZE},
 		{"sge-per-write", required_argument, NULL, O_SGE},
 		{"row-order", required_argument, NULL, O_ORDER},
+		{"contig-pairs", required_argument, NULL, O_PAIRS},
 		{"table-size", required_argument, NULL, O_TABLE},
 		{"json", required_argument, NULL, O_JSON},
 		{"port", required_argument, NULL, 'p'},
@@ -207,6 +221,9 @@ static int parse_opts(int argc, char **argv, struct bt_opts *o)
 			o->rows_seq = !strcmp(optarg, "seq");
 			bad = !o->rows_seq && strcmp(optarg, "random");
 			break;
+		case O_PAIRS:
+			bad = parse_u32(optarg, 1, BT_MAX_PAIRS, &o->contig_pairs);
+			break;
 		case O_TABLE:
 			bad = bench_parse_size(optarg, &o->table_size) ||
 			      o->table_size < (1u << 20);
@@ -243,6 +260,10 @@ static int parse_opts(int argc, char **argv, struct bt_opts *o)
 	o->server = !o->server_addr;
 	if (!size_set)
 		o->size = bt_test_is_lat(o->test) ? 64 : 65536;
+	if (o->contig_pairs && o->test != BT_GATHER) {
+		fprintf(stderr, BT_PROG ": --contig-pairs goes with --test gather\n");
+		return -EINVAL;
+	}
 	if (o->test == BT_GATHER) {
 		o->all = false;
 		o->size = (uint64_t)o->rows * o->row_size;
@@ -516,11 +537,55 @@ static int connect_retry(struct bt *b)
 	return rc;
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static double median(double *v, size_t n)
+{
+	qsort(v, n, sizeof(*v), cmp_double);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/*
+ * The contiguous baseline of --contig-pairs: its table, the per-pair ratios and one line for
+ * scripts. Returns the median ratio.
+ */
+static double print_contig(const struct bench_row *contig, const struct bench_row *gather,
+			   uint32_t n)
+{
+	double r[BT_MAX_PAIRS], g[BT_MAX_PAIRS], c[BT_MAX_PAIRS], m;
+
+	printf(" contiguous baseline: the same bytes as ONE row of the table per write_imm, each "
+	       "round right after a gather round\n");
+	bench_print_header(stdout, BENCH_BW);
+	for (uint32_t i = 0; i < n; i++) {
+		bench_print_row(stdout, BENCH_BW, &contig[i]);
+		g[i] = gather[i].bw_mbs;
+		c[i] = contig[i].bw_mbs;
+		r[i] = c[i] > 0 ? g[i] / c[i] : 0;
+	}
+	bench_print_footer(stdout);
+	printf(" gather/contiguous:");
+	for (uint32_t i = 0; i < n; i++)
+		printf(" %.3f", r[i]);
+	m = median(r, n);
+	printf("\n gather_vs_contiguous ratio_median=%.3f gather_median=%.2f contiguous_median=%.2f "
+	       "pairs=%u\n",
+	       m, median(g, n), median(c, n), n);
+	return m;
+}
+
 static int run_client(struct bt *b)
 {
 	const struct bt_opts *o = b->o;
-	struct bench_row rows[32];
+	struct bench_row rows[BT_MAX_PAIRS + 16], contig[BT_MAX_PAIRS];
 	size_t nrows = 0;
+	uint32_t npairs = 0;
+	double ratio = 0;
 	enum bench_kind kind = bt_test_is_lat(o->test) ? BENCH_LAT : BENCH_BW;
 	bool all_ok = true;
 	uint64_t checked = 0;
@@ -534,15 +599,28 @@ static int run_client(struct bt *b)
 	print_banner(b);
 	bench_print_header(stdout, kind);
 	for (uint64_t size = o->all ? BENCH_ALL_MIN : o->size;; size *= 2) {
-		rc = bt_cli_round(b, size, &rows[nrows]);
-		if (rc)
-			return rc;
-		bench_print_row(stdout, kind, &rows[nrows]);
-		all_ok = all_ok && rows[nrows].check_ok;
-		checked += rows[nrows].checked;
-		if (rows[nrows].bytes_copied > 0)
-			copied += rows[nrows].bytes_copied;
-		nrows++;
+		for (uint32_t k = 0; k < (o->contig_pairs ? o->contig_pairs : 1); k++) {
+			rc = bt_cli_round(b, size, o->rows, &rows[nrows]);
+			if (rc)
+				return rc;
+			bench_print_row(stdout, kind, &rows[nrows]);
+			all_ok = all_ok && rows[nrows].check_ok;
+			checked += rows[nrows].checked;
+			if (rows[nrows].bytes_copied > 0)
+				copied += rows[nrows].bytes_copied;
+			nrows++;
+			if (!o->contig_pairs)
+				continue;
+			/* The baseline right after its gather: both see the same moment of the host. */
+			rc = bt_cli_round(b, size, 1, &contig[npairs]);
+			if (rc)
+				return rc;
+			all_ok = all_ok && contig[npairs].check_ok;
+			checked += contig[npairs].checked;
+			if (contig[npairs].bytes_copied > 0)
+				copied += contig[npairs].bytes_copied;
+			npairs++;
+		}
 		if (!o->all || size >= BENCH_ALL_MAX)
 			break;
 	}
@@ -554,27 +632,34 @@ static int run_client(struct bt *b)
 		       o->rows / b->gather_chunks);
 	printf(" bytes_copied    : %" PRId64 " (sender%s, ps_tp_stats)\n", copied,
 	       o->test == BT_GATHER ? ": the server" : ": this client");
+	if (npairs)
+		ratio = print_contig(contig, rows, npairs);
 	fflush(stdout);
 	rc = bt_ctl_send(b, &bye);
+	b->closing = true;
 	/* Let the BYE complete before closing (the peer would otherwise see a reset). */
 	for (uint64_t dl = ps_clock_deadline_ms(2000);
 	     !rc && b->ctl_done < b->ctl_posted && ps_clock_remaining_ms(dl);)
 		rc = bt_pump(b, "closing") < 0 ? PS_EBAD_MESSAGE : 0;
 	if (o->json) {
-		struct bench_json_info ji = {
-			.tool = BT_PROG,
-			.transport = b->info.kind == PS_TP_KIND_RDMA ? "rdma" : "tcp",
-			.device = b->info.name,
-			.test = bt_test_name(o->test),
-			.kind = kind,
-			.duration_s = (double)o->duration_ms / 1000,
-			.margin_s = (double)o->margin_ms / 1000,
-			.iters = o->iters,
-			.depth = o->depth,
-			.cq_mod = o->cq_mod,
-			.rows = o->test == BT_GATHER ? o->rows : 0,
-			.row_size = o->test == BT_GATHER ? o->row_size : 0,
-			.table_size = o->test == BT_GATHER ? o->table_size : 0};
+		struct bench_json_info ji = {.tool = BT_PROG,
+					     .transport = b->info.kind == PS_TP_KIND_RDMA ? "rdma"
+											  : "tcp",
+					     .device = b->info.name,
+					     .test = bt_test_name(o->test),
+					     .kind = kind,
+					     .duration_s = (double)o->duration_ms / 1000,
+					     .margin_s = (double)o->margin_ms / 1000,
+					     .iters = o->iters,
+					     .depth = o->depth,
+					     .cq_mod = o->cq_mod,
+					     .rows = o->test == BT_GATHER ? o->rows : 0,
+					     .row_size = o->test == BT_GATHER ? o->row_size : 0,
+					     .table_size = o->test == BT_GATHER ? o->table_size : 0,
+					     .extra_name = npairs ? "contiguous" : NULL,
+					     .extra = contig,
+					     .nextra = npairs,
+					     .extra_ratio = ratio};
 		int jrc = bench_json_write(o->json, &ji, rows, nrows);
 
 		if (jrc)

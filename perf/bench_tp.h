@@ -49,6 +49,7 @@
 #define BT_POLL_BATCH	 32	    /* events per ps_tp_poll(): a CQ poll's worth */
 #define BT_SAMPLE_EVERY	 16u	    /* send tests: every 16th message is checked in full */
 #define BT_CTL_MSG_SIZE	 4096u	    /* msg_size when no send test needs more */
+#define BT_MAX_PAIRS	 16u	    /* largest --contig-pairs */
 #define BT_LAT_MAX	 (1u << 22) /* latency samples kept (-D mode stops there) */
 #define BT_FLAG_ROWS_SEQ 1u /* gather: consecutive rows from a random start, not random rows */
 #define BT_SERVER_SALT	 0x5bd1e9955bd1e995ull /* the server's source pattern: seed ^ salt */
@@ -119,6 +120,7 @@ struct bt_opts {
 	uint32_t rows, row_size; /* --rows, --row-size */
 	uint32_t sge_per_write;	 /* gather: rows per write_imm; 0: all rows in one */
 	bool rows_seq;		 /* gather: --row-order seq */
+	uint32_t contig_pairs;	 /* gather: --contig-pairs, rounds of gather + contiguous */
 	uint64_t table_size;	 /* --table-size */
 	const char *json;	 /* --json */
 	uint16_t port;		 /* -p */
@@ -164,6 +166,7 @@ struct bt {
 	struct ps_tp_event stash[BT_POLL_BATCH];
 	int nstash;
 	uint32_t gather_chunks; /* gather (client): write_imms per gather, last round */
+	bool closing;		/* the run is over: the peer's close is expected */
 	uint64_t ctl_marker;	/* its address (even) is the ctx of control sends */
 };
 
@@ -216,9 +219,12 @@ int bt_pump(struct bt *b, const char *where);
 struct bt_ctl bt_ctl_new(enum bt_msg type);
 /* Wait for the next control message; events after it stay for the caller (bt_stash). */
 int bt_ctl_wait(struct bt *b, struct bt_ctl *out, const char *what);
-/* One round: the server answers @start; the client runs size @size into @row. */
+/*
+ * One round: the server answers @start; the client runs size @size into @row (gather: @size
+ * bytes in @rows rows, e.g. 1 row for the contiguous baseline).
+ */
 int bt_srv_round(struct bt *b, const struct bt_ctl *start);
-int bt_cli_round(struct bt *b, uint64_t size, struct bench_row *row);
+int bt_cli_round(struct bt *b, uint64_t size, uint32_t rows, struct bench_row *row);
 
 /* bench_tp_run.c: the loops. Every wait ends after o->timeout_ms without progress. */
 typedef int (*bt_post_fn)(struct bt *b, const struct bt_round *r, uint64_t op, void *ctx);

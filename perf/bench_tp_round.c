@@ -132,6 +132,8 @@ int bt_event_common(struct bt *b, const struct ps_tp_event *ev)
 		}
 		return 1;
 	case PS_TP_EV_CLOSED:
+		if (b->closing)
+			return PS_EPEER_LOST;
 		fprintf(stderr, BT_PROG ": connection closed by the peer (%s)\n",
 			ev->status ? ps_strerror(ev->status) : "orderly");
 		return PS_EPEER_LOST;
@@ -373,7 +375,7 @@ static double mbs(uint64_t bytes, uint64_t ns)
 	return ns ? (double)bytes / ((double)ns / 1e9) / BENCH_MIB : 0;
 }
 
-int bt_cli_round(struct bt *b, uint64_t size, struct bench_row *row)
+int bt_cli_round(struct bt *b, uint64_t size, uint32_t rows, struct bench_row *row)
 {
 	const struct bt_opts *o = b->o;
 	struct bt_ctl start = bt_ctl_new(BT_MSG_START), ready, end = bt_ctl_new(BT_MSG_END), res;
@@ -389,8 +391,8 @@ int bt_cli_round(struct bt *b, uint64_t size, struct bench_row *row)
 	start.test = o->test;
 	start.depth = o->depth;
 	start.cq_mod = o->cq_mod;
-	start.rows = o->test == BT_GATHER ? o->rows : 0;
-	start.row_size = o->test == BT_GATHER ? o->row_size : 0;
+	start.rows = o->test == BT_GATHER ? rows : 0;
+	start.row_size = o->test == BT_GATHER ? (uint32_t)(size / rows) : 0;
 	start.size = size;
 	start.iters = o->duration_ms ? 0 : o->iters;
 	start.duration_ms = o->duration_ms;

@@ -10,7 +10,8 @@
 # rxe device, and prints the tables and the lines
 #   ratio write_bw_64k <psplus/perftest>            target >= 0.9
 #   ratio send_lat_64 <psplus p50/perftest t_typical, one-way both; lower is better>  <= 1.2
-#   ratio gather_256x256 <gather bw/psplus contiguous 64 KiB bw>                      >= 0.85
+#   ratio gather_256x256 <gather bw/psplus contiguous 64 KiB bw, same table, same connection>
+#                                                                                     >= 0.85
 #   copied_bytes gather <n>                         must be 0
 #   ref write_bw_256k <perftest MB/sec>
 # Under TCG the absolute numbers mean little; the ratios (same device, same boot) do.
@@ -23,7 +24,7 @@
 # 900 s for the whole guest run), and, passed into the guest: PS_BENCH_DURATION (default 6),
 # PS_BENCH_MARGIN (default 1), PS_BENCH_LAT_ITERS (default 1000), PS_BENCH_TABLE (default 1G),
 # PS_BENCH_START_TIMEOUT (default 180), PS_BENCH_REPEAT (default 3 interleaved repetitions; the
-# ratios are the medians of the per-repetition ratios).
+# ratios are the medians of the per-repetition ratios), PS_BENCH_GATHER_PAIRS (default 5).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -49,7 +50,7 @@ grep -q '^PS_WITH_VERBS:BOOL=ON' "$build/CMakeCache.txt" ||
 
 export PS_RXE_TIMEOUT=${PS_RXE_TIMEOUT:-900}
 export PS_RXE_PASSENV="PS_BENCH_DURATION PS_BENCH_MARGIN PS_BENCH_LAT_ITERS PS_BENCH_TABLE
-PS_BENCH_START_TIMEOUT PS_BENCH_REPEAT"
+PS_BENCH_START_TIMEOUT PS_BENCH_REPEAT PS_BENCH_GATHER_PAIRS"
 rc=0
 "$root/scripts/rxe-run.sh" "$root/perf/rxe_bench_inner.sh" "$build" | tee "$out/bench-rxe.log" ||
 	rc=${PIPESTATUS[0]}
