@@ -80,7 +80,8 @@ for tier in $tiers; do
 		# rxe-run.sh shares the caller's folder with the guest when it lies under /tmp: run
 		# from the repository so the build tree is inside what the guest sees.
 		cd "$root"
-		"$root/scripts/rxe-run.sh" "$root/tests/rxe/run_guest_tier.sh" "$build" 2>&1 | tee "$out"
+		# Three devices: the conformance test runs 1 and 3 servers, one device each.
+		PS_RXE_NDEV=${PS_RXE_NDEV:-3} "$root/scripts/rxe-run.sh" "$root/tests/rxe/run_guest_tier.sh" "$build" 2>&1 | tee "$out"
 		rc=${PIPESTATUS[0]}
 		line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$out" | tail -n 1)
 		rm -f "$out"

@@ -4,8 +4,8 @@
 # with --transport rdma --host on device i's address (one rxe device per server: every
 # connection to a server then runs on its device), the client with transport rdma.
 #
-# N = 1 and N = min(3, devices): rxe-run.sh gives PS_RXE_NDEV devices (default 2, which is what
-# scripts/test.sh uses), so by default the guest runs N = 1 and N = 2; PS_RXE_NDEV=3 gives N = 3.
+# N = 1 and N = min(3, devices): rxe-run.sh gives PS_RXE_NDEV devices (scripts/test.sh asks for 3;
+# with 2, the default of rxe-run.sh, the guest runs N = 1 and N = 2).
 # Optimizers: under TCG each declaration, pull and push costs milliseconds and each cluster
 # start seconds, so the guest trains three of the ten optimizers on every kind - sgd (no slots),
 # adam (two slots; its per-part step counts check the request count per thread) and
