@@ -86,6 +86,8 @@ static void usage(FILE *f)
 		"  -n, --iters N           iterations mode (default bw 5000, lat 1000)\n"
 		"  -q, --tx-depth Q        operations kept in flight, credits permitting (default 128)\n"
 		"  -Q, --cq-mod N          ask for a completion every N operations (default 32)\n"
+		"  -e, --events            sleep in ps_tp_poll() until something happens (default:\n"
+		"                          poll without sleeping, as perftest does without -e)\n"
 		"      --rows N            gather: rows per gather (default 256)\n"
 		"      --row-size D        gather: bytes per row, a multiple of 8 (default 256)\n"
 		"      --sge-per-write M   gather: rows per write_imm (default: all rows in one)\n"
@@ -146,6 +148,7 @@ static int parse_opts(int argc, char **argv, struct bt_opts *o)
 		{"json", required_argument, NULL, O_JSON},
 		{"port", required_argument, NULL, 'p'},
 		{"timeout", required_argument, NULL, O_TIMEOUT},
+		{"events", no_argument, NULL, 'e'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -162,7 +165,7 @@ static int parse_opts(int argc, char **argv, struct bt_opts *o)
 			      .table_size = DEF_TABLE,
 			      .port = DEF_PORT,
 			      .timeout_ms = DEF_TIMEOUT_MS};
-	while ((c = getopt_long(argc, argv, "d:t:s:aD:f:n:q:Q:p:h", lopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "d:t:s:aD:f:n:q:Q:p:eh", lopts, NULL)) != -1) {
 		int bad = 0;
 
 		switch (c) {
@@ -237,6 +240,9 @@ static int parse_opts(int argc, char **argv, struct bt_opts *o)
 			break;
 		case O_TIMEOUT:
 			bad = bench_parse_seconds(optarg, &o->timeout_ms) || !o->timeout_ms;
+			break;
+		case 'e':
+			o->events = true;
 			break;
 		case 'h':
 			usage(stdout);
@@ -435,6 +441,7 @@ static void print_banner(const struct bt *b)
 	printf(" Transport       : %-10s\tDevice         : %s\n",
 	       b->info.kind == PS_TP_KIND_RDMA ? "rdma" : "tcp", b->info.name);
 	printf(" Tx depth        : %-10u\tCQ Moderation  : %u\n", o->depth, o->cq_mod);
+	printf(" Completions     : %s\n", o->events ? "events (ps_tp_poll sleeps)" : "busy poll");
 	printf(" Mtu             : %-10u\tMax SGE        : %u\n", b->info.active_mtu,
 	       b->info.max_sge);
 	if (o->duration_ms)

@@ -44,15 +44,20 @@
 #define BT_CTL_SLOTS	 16u
 #define BT_CTL_SLOT_SIZE 256u
 #define BT_AREA_SIZE	 (2u * BT_HALF + BT_CTL_SLOTS * BT_CTL_SLOT_SIZE)
-#define BT_MAX_SIZE	 BT_HALF    /* largest -s */
-#define BT_MAX_DEPTH	 4096u	    /* largest -q */
-#define BT_POLL_BATCH	 32	    /* events per ps_tp_poll(): a CQ poll's worth */
-#define BT_SAMPLE_EVERY	 16u	    /* send tests: every 16th message is checked in full */
-#define BT_CTL_MSG_SIZE	 4096u	    /* msg_size when no send test needs more */
-#define BT_MAX_PAIRS	 16u	    /* largest --contig-pairs */
-#define BT_LAT_MAX	 (1u << 22) /* latency samples kept (-D mode stops there) */
-#define BT_FLAG_ROWS_SEQ 1u /* gather: consecutive rows from a random start, not random rows */
-#define BT_SERVER_SALT	 0x5bd1e9955bd1e995ull /* the server's source pattern: seed ^ salt */
+#define BT_MAX_SIZE	 BT_HALF /* largest -s */
+#define BT_MAX_DEPTH	 4096u	 /* largest -q */
+#define BT_POLL_BATCH	 32	 /* events per ps_tp_poll(): a CQ poll's worth */
+#define BT_SAMPLE_EVERY	 16u	 /* send tests: every 16th message is checked in full */
+#define BT_CTL_MSG_SIZE	 4096u	 /* msg_size when no send test needs more */
+/*
+ * -e: how long one ps_tp_poll() may sleep. Every loop polls again after it (and checks its own
+ * timeout), so this only bounds how late a loop notices the end of a duration with no traffic.
+ */
+#define BT_EVENTS_WAIT_MS 100
+#define BT_MAX_PAIRS	  16u	     /* largest --contig-pairs */
+#define BT_LAT_MAX	  (1u << 22) /* latency samples kept (-D mode stops there) */
+#define BT_FLAG_ROWS_SEQ  1u /* gather: consecutive rows from a random start, not random rows */
+#define BT_SERVER_SALT	  0x5bd1e9955bd1e995ull /* the server's source pattern: seed ^ salt */
 
 enum bt_test {
 	BT_WRITE_BW = 1,
@@ -121,6 +126,7 @@ struct bt_opts {
 	uint32_t sge_per_write;	 /* gather: rows per write_imm; 0: all rows in one */
 	bool rows_seq;		 /* gather: --row-order seq */
 	uint32_t contig_pairs;	 /* gather: --contig-pairs, rounds of gather + contiguous */
+	bool events;		 /* -e: sleep in ps_tp_poll() instead of polling */
 	uint64_t table_size;	 /* --table-size */
 	const char *json;	 /* --json */
 	uint16_t port;		 /* -p */

@@ -19,7 +19,8 @@ int bt_poll(struct bt *b)
 	int n = b->nstash;
 
 	if (!n)
-		return ps_tp_poll(b->loop, b->evs, BT_POLL_BATCH, 0);
+		return ps_tp_poll(b->loop, b->evs, BT_POLL_BATCH,
+				  b->o->events ? BT_EVENTS_WAIT_MS : 0);
 	memcpy(b->evs, b->stash, (size_t)n * sizeof(b->evs[0]));
 	b->nstash = 0;
 	return n;

@@ -11,6 +11,8 @@
 #              the peer's registered buffer) and psplus send_bw (two-sided sends);
 #   latency:   64 B ping-pong, PS_BENCH_LAT_ITERS round trips: the socket pair and psplus
 #              send_lat.
+# psplus runs with -e (sleeping in ps_tp_poll(), as the blocking sockets sleep in the kernel);
+# bandwidth pairs run on two CPUs, latency pairs on one (see the comment at the runs for why).
 # It prints each tool's table, "raw.N ..." lines per repetition, then lines a script can read
 # (medians of the per-repetition ratios):
 #   ratio tcp_bw_1m <psplus write_bw / socket bw>           (higher is better; target >= 0.6)
@@ -36,6 +38,7 @@ repeat=${PS_BENCH_REPEAT:-3}
 port=${PS_BENCH_PORT:-18700}
 out=${PS_BENCH_OUT:-$build/bench-tcp}
 step_timeout=$((dur + 90)) # a run may not take longer than this (seconds)
+ncpu=$(nproc)
 
 msg() { echo "bench-tcp: $*" >&2; }
 die() {
@@ -54,15 +57,21 @@ cmake --build "$build" -j "$jobs" --target psplus-bench-tp psplus-bench-sock \
 tp=$build/bin/psplus-bench-tp
 sock=$build/bin/psplus-bench-sock
 
-# run_pair NAME BINARY ARGS...: a server and a client with the same options on 127.0.0.1 (each
-# pair on its own port); the client's output goes to stdout and $out/NAME.log, the server's to
-# $out/NAME.server.log. Waits for the server's "Waiting for a client" line (bounded), then runs
-# the client under `timeout`; the server must end by itself once the client is done.
+# run_pair NAME PLACEMENT BINARY ARGS...: a server and a client with the same options on
+# 127.0.0.1 (each pair on its own port), placed by PLACEMENT (apart: server on CPU 1, client on
+# CPU 0; together: both on CPU 0). The client's output goes to stdout and $out/NAME.log, the
+# server's to $out/NAME.server.log. Waits for the server's "Waiting for a client" line (bounded),
+# then runs the client under `timeout`; the server must end by itself once the client is done.
 run_pair() {
-	local name=$1 bin=$2 spid rc=0 src=0 i
-	shift 2
+	local name=$1 bin=$3 spid rc=0 src=0 i
+	local -a on_s=() on_c=()
+	if ((ncpu >= 2)); then
+		on_c=(taskset -c 0)
+		[[ $2 == apart ]] && on_s=(taskset -c 1) || on_s=(taskset -c 0)
+	fi
+	shift 3
 	port=$((port + 1))
-	timeout "$step_timeout" "$bin" "$@" -p "$port" >"$out/$name.server.log" 2>&1 &
+	timeout "$step_timeout" "${on_s[@]}" "$bin" "$@" -p "$port" >"$out/$name.server.log" 2>&1 &
 	spid=$!
 	for ((i = 0; i < 300; i++)); do
 		grep -q 'Waiting for a client' "$out/$name.server.log" 2>/dev/null && break
@@ -75,8 +84,8 @@ run_pair() {
 		wait "$spid" 2>/dev/null || true
 		die "$name: the server did not start listening"
 	fi
-	timeout "$step_timeout" "$bin" "$@" -p "$port" --json "$out/$name.json" 127.0.0.1 \
-		2>&1 | tee "$out/$name.log" || rc=$?
+	timeout "$step_timeout" "${on_c[@]}" "$bin" "$@" -p "$port" --json "$out/$name.json" \
+		127.0.0.1 2>&1 | tee "$out/$name.log" || rc=$?
 	wait "$spid" || src=$?
 	[[ $rc -ne 0 ]] || rc=$src
 	[[ $rc -eq 0 ]] || {
@@ -103,18 +112,28 @@ median() {
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "nan" }'; }
 
 echo "=== psplus tcp transport vs plain sockets, loopback, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-echo "=== $(uname -r), $(nproc) CPUs; bandwidth -D $dur -f $margin, latency -n $lat_iters"
+echo "=== $(uname -r), $ncpu CPUs; bandwidth -D $dur -f $margin (ends on CPUs 1 and 0), latency" \
+	"-n $lat_iters (both ends on CPU 0); psplus with -e; $repeat interleaved repetitions"
 echo "=== ratio lines: psplus / socket reference. Bandwidth: higher is better."
 echo "===              Latency: psplus p50 / socket p50, so LOWER is better."
 
 # Interleaved repetitions: each psplus run sits next to its reference, so a change of the
 # host's load hits both; the ratios are the medians of the per-repetition ratios.
+#
+# Like for like: the socket pair blocks in the kernel, so psplus runs with -e (its loop sleeps in
+# ps_tp_poll() until something happens) rather than spinning. Placement is fixed, because on
+# this 2-CPU VM it decides the result more than either program does: bandwidth runs the two ends
+# on different CPUs (they pipeline); latency runs both on one CPU, where a wake-up is a context
+# switch (~3 us here) instead of an interrupt to a halted vCPU (~40 us for both programs alike),
+# so what remains is the per-message cost of each path. (Unpinned, a spinning pair that lands on
+# one CPU takes turns by time slices: 4 ms round trips.)
+tcp=(--transport tcp -e)
 for ((rep = 1; rep <= repeat; rep++)); do
-	run_pair "sock_bw_1m.$rep" "$sock" -t bw -s 1M -D "$dur" -f "$margin"
-	run_pair "tcp_write_bw_1m.$rep" "$tp" --transport tcp -t write_bw -s 1M -D "$dur" -f "$margin"
-	run_pair "tcp_send_bw_1m.$rep" "$tp" --transport tcp -t send_bw -s 1M -D "$dur" -f "$margin"
-	run_pair "sock_lat_64.$rep" "$sock" -t lat -s 64 -n "$lat_iters"
-	run_pair "tcp_send_lat_64.$rep" "$tp" --transport tcp -t send_lat -s 64 -n "$lat_iters"
+	run_pair "sock_bw_1m.$rep" apart "$sock" -t bw -s 1M -D "$dur" -f "$margin"
+	run_pair "tcp_write_bw_1m.$rep" apart "$tp" "${tcp[@]}" -t write_bw -s 1M -D "$dur" -f "$margin"
+	run_pair "tcp_send_bw_1m.$rep" apart "$tp" "${tcp[@]}" -t send_bw -s 1M -D "$dur" -f "$margin"
+	run_pair "sock_lat_64.$rep" together "$sock" -t lat -s 64 -n "$lat_iters"
+	run_pair "tcp_send_lat_64.$rep" together "$tp" "${tcp[@]}" -t send_lat -s 64 -n "$lat_iters"
 done
 
 r_bw=() r_send=() r_lat=()
