@@ -14,6 +14,7 @@
 #                                                                                     >= 0.85
 #   copied_bytes gather <n>                         must be 0
 #   ref write_bw_256k <perftest MB/sec>
+#   info write_bw_64k_events <psplus with -e on both ends / perftest>
 # Under TCG the absolute numbers mean little; the ratios (same device, same boot) do.
 #
 # The guest's output is also kept in BUILD/bench-rxe/bench-rxe.log, and the psplus JSON files
@@ -40,6 +41,7 @@ die() {
 
 bash "$root/scripts/setup.sh" || die "scripts/setup.sh failed"
 mkdir -p "$build" "$out"
+rm -f "$out"/*.json # the JSON of this run only
 msg "building in $build (logs: $build/configure.log, $build/bench-build.log)"
 cmake -S "$root" -B "$build" -DPS_WERROR=ON >"$build/configure.log" 2>&1 ||
 	{ tail -n 30 "$build/configure.log" >&2; die "cmake configure failed"; }
