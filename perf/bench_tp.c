@@ -154,7 +154,7 @@ static int parse_opts(int argc, char **argv, struct bt_opts *o)
 	};
 	bool size_set = false;
 	uint32_t v32;
-	int c;
+	int c, li;
 
 	*o = (struct bt_opts){.transport = "auto",
 			      .test = BT_WRITE_BW,
@@ -165,7 +165,7 @@ static int parse_opts(int argc, char **argv, struct bt_opts *o)
 			      .table_size = DEF_TABLE,
 			      .port = DEF_PORT,
 			      .timeout_ms = DEF_TIMEOUT_MS};
-	while ((c = getopt_long(argc, argv, "d:t:s:aD:f:n:q:Q:p:eh", lopts, NULL)) != -1) {
+	while ((li = -1, c = getopt_long(argc, argv, "d:t:s:aD:f:n:q:Q:p:eh", lopts, &li)) != -1) {
 		int bad = 0;
 
 		switch (c) {
@@ -252,8 +252,13 @@ static int parse_opts(int argc, char **argv, struct bt_opts *o)
 			return -EINVAL;
 		}
 		if (bad) {
-			fprintf(stderr, BT_PROG ": bad value for option %s: '%s'\n",
-				argv[optind - 1], optarg);
+			char name[32];
+
+			if (li >= 0)
+				snprintf(name, sizeof(name), "--%s", lopts[li].name);
+			else
+				snprintf(name, sizeof(name), "-%c", c);
+			fprintf(stderr, BT_PROG ": bad value for option %s: '%s'\n", name, optarg);
 			return -EINVAL;
 		}
 	}

@@ -127,10 +127,10 @@ static int parse_opts(int argc, char **argv, struct sk_opts *o)
 	};
 	bool size_set = false;
 	uint64_t v;
-	int c;
+	int c, li;
 
 	*o = (struct sk_opts){.test = SK_BW, .port = DEF_PORT, .timeout_ms = DEF_TIMEOUT_MS};
-	while ((c = getopt_long(argc, argv, "d:t:s:aD:f:n:p:h", lopts, NULL)) != -1) {
+	while ((li = -1, c = getopt_long(argc, argv, "d:t:s:aD:f:n:p:h", lopts, &li)) != -1) {
 		int bad = 0;
 
 		switch (c) {
@@ -180,8 +180,13 @@ static int parse_opts(int argc, char **argv, struct sk_opts *o)
 			return -EINVAL;
 		}
 		if (bad) {
-			fprintf(stderr, PROG ": bad value for option %s: '%s'\n", argv[optind - 1],
-				optarg);
+			char name[32];
+
+			if (li >= 0)
+				snprintf(name, sizeof(name), "--%s", lopts[li].name);
+			else
+				snprintf(name, sizeof(name), "-%c", c);
+			fprintf(stderr, PROG ": bad value for option %s: '%s'\n", name, optarg);
 			return -EINVAL;
 		}
 	}
