@@ -64,7 +64,8 @@ static int validate(struct pl_ctx *c)
 						 "variable %" PRIu32 " (id %" PRIu32
 						 "): name must be 1..%u bytes",
 						 i, v->id, PS_PLACEMENT_NAME_MAX);
-		if (v->kind != PS_PLACE_DENSE && v->kind != PS_PLACE_SPARSE && v->kind != PS_PLACE_HASH)
+		if (v->kind != PS_PLACE_DENSE && v->kind != PS_PLACE_SPARSE &&
+		    v->kind != PS_PLACE_HASH)
 			return ps_placement_fail(c, -EINVAL,
 						 "variable '%s' (id %" PRIu32 "): unknown kind %d",
 						 name, v->id, (int)v->kind);

@@ -29,13 +29,13 @@
 
 #define DP_LOG "dp"
 
-#define DP_BOUNCE_BLOCK	 (64u << 10) /* bytes per bounce block, header included */
-#define DP_BOUNCE_BLOCKS 256u	     /* default blocks per thread (16 MiB), memlock allowing */
-#define DP_REPLY_BLOCKS	 1024u	     /* reply blocks per thread (64 bytes each) */
-#define DP_POLL_BATCH	 32	     /* events per ps_tp_poll */
-#define DP_IDLE_POLL_MS	 50	     /* poll timeout when idle: bounds the stop latency */
-#define DP_GATHER_MAX	 4096u	     /* longest gather list we build (rdma) */
-#define DP_MAX_ORPHANS	 16	     /* accepted connections we could not take, closed later */
+#define DP_BOUNCE_BLOCK	  (64u << 10) /* bytes per bounce block, header included */
+#define DP_BOUNCE_BLOCKS  256u	      /* default blocks per thread (16 MiB), memlock allowing */
+#define DP_REPLY_BLOCKS	  1024u	      /* reply blocks per thread (64 bytes each) */
+#define DP_POLL_BATCH	  32	      /* events per ps_tp_poll */
+#define DP_IDLE_POLL_MS	  50	      /* poll timeout when idle: bounds the stop latency */
+#define DP_GATHER_MAX	  4096u	      /* longest gather list we build (rdma) */
+#define DP_MAX_ORPHANS	  16	      /* accepted connections we could not take, closed later */
 #define DP_PAUSED_POLL_MS 5	      /* poll timeout while paused: bounds the resume latency */
 
 /*
@@ -106,8 +106,8 @@ struct dp_var {
 	uint32_t width;
 	uint32_t num_workers; /* 0: restored, not declared yet (the first DECLARE sets it) */
 	uint64_t part_begin, part_end; /* the placement part this shard belongs to */
-	uint64_t begin, end;	    /* rows (dense/sparse) or buckets (hash) this thread holds */
-	struct ps_store_part *part; /* NULL: this thread's row range is empty */
+	uint64_t begin, end;	       /* rows (dense/sparse) or buckets (hash) this thread holds */
+	struct ps_store_part *part;    /* NULL: this thread's row range is empty */
 	struct dp_thread *t;
 	struct dp_chunk *chunks; /* sorted by address */
 	uint32_t nchunks, chunks_cap;
