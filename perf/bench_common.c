@@ -2,6 +2,7 @@
  * The benchmarks' shared helpers: pattern, checksum, parsing, statistics, table and JSON.
  */
 #include <errno.h>
+#include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
@@ -176,6 +177,29 @@ int bench_parse_seconds(const char *s, uint64_t *out_ms)
 	return 0;
 }
 
+int bench_parse_u32(const char *s, uint32_t lo, uint32_t hi, uint32_t *out)
+{
+	uint64_t v;
+
+	if (bench_parse_size(s, &v) || v < lo || v > hi)
+		return -EINVAL;
+	*out = (uint32_t)v;
+	return 0;
+}
+
+int bench_margin_resolve(const char *prog, uint64_t duration_ms, bool margin_set,
+			 uint64_t *margin_ms)
+{
+	if (!margin_set)
+		*margin_ms = duration_ms >= 4 * BENCH_DEF_MARGIN_MS ? BENCH_DEF_MARGIN_MS
+								    : duration_ms / 4;
+	if (2 * *margin_ms >= duration_ms) {
+		fprintf(stderr, "%s: -D must be more than twice the margin (-f)\n", prog);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 static int cmp_u64(const void *a, const void *b)
 {
 	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -184,41 +208,63 @@ static int cmp_u64(const void *a, const void *b)
 }
 
 /* Nearest rank: the smallest sample with at least @q of the samples at or below it. */
-static double rank_us(const uint64_t *sorted, size_t n, double q)
+static double rank_us(const uint64_t *sorted, size_t n, double q, double ns_per_us)
 {
 	size_t k = (size_t)ceil(q * (double)n);
 
 	k = k ? k - 1 : 0;
 	if (k >= n)
 		k = n - 1;
-	return (double)sorted[k] / 2000.0;
+	return (double)sorted[k] / ns_per_us;
 }
 
-void bench_lat_compute(uint64_t *rtt_ns, size_t n, struct bench_lat *out)
+/* Statistics of @n samples in ns, each read as @ns_per_us ns per reported microsecond. */
+static void lat_stats(uint64_t *ns, size_t n, double ns_per_us, struct bench_lat *out)
 {
 	double sum = 0, sq = 0, avg;
 
 	memset(out, 0, sizeof(*out));
 	if (!n)
 		return;
-	qsort(rtt_ns, n, sizeof(*rtt_ns), cmp_u64);
+	qsort(ns, n, sizeof(*ns), cmp_u64);
 	for (size_t i = 0; i < n; i++)
-		sum += (double)rtt_ns[i] / 2000.0;
+		sum += (double)ns[i] / ns_per_us;
 	avg = sum / (double)n;
 	for (size_t i = 0; i < n; i++) {
-		double d = (double)rtt_ns[i] / 2000.0 - avg;
+		double d = (double)ns[i] / ns_per_us - avg;
 
 		sq += d * d;
 	}
-	out->min_us = (double)rtt_ns[0] / 2000.0;
-	out->max_us = (double)rtt_ns[n - 1] / 2000.0;
+	out->min_us = (double)ns[0] / ns_per_us;
+	out->max_us = (double)ns[n - 1] / ns_per_us;
 	/* The median, as perftest's t_typical. */
-	out->typical_us = n % 2 ? (double)rtt_ns[n / 2] / 2000.0
-				: ((double)rtt_ns[n / 2 - 1] + (double)rtt_ns[n / 2]) / 4000.0;
+	out->typical_us = n % 2 ? (double)ns[n / 2] / ns_per_us
+				: ((double)ns[n / 2 - 1] + (double)ns[n / 2]) / (2 * ns_per_us);
 	out->avg_us = avg;
 	out->stdev_us = sqrt(sq / (double)n);
-	out->p99_us = rank_us(rtt_ns, n, 0.99);
-	out->p999_us = rank_us(rtt_ns, n, 0.999);
+	out->p99_us = rank_us(ns, n, 0.99, ns_per_us);
+	out->p999_us = rank_us(ns, n, 0.999, ns_per_us);
+}
+
+void bench_lat_compute(uint64_t *rtt_ns, size_t n, struct bench_lat *out)
+{
+	lat_stats(rtt_ns, n, 2000.0, out); /* one-way: half the round trip */
+}
+
+void bench_op_lat_compute(uint64_t *ns, size_t n, struct bench_lat *out)
+{
+	lat_stats(ns, n, 1000.0, out);
+}
+
+void bench_bad_option(const char *prog, const struct option *lopts, int li, int c, const char *arg)
+{
+	char name[48];
+
+	if (li >= 0)
+		snprintf(name, sizeof(name), "--%s", lopts[li].name);
+	else
+		snprintf(name, sizeof(name), "-%c", c);
+	fprintf(stderr, "%s: bad value for option %s: '%s'\n", prog, name, arg ? arg : "");
 }
 
 void bench_print_header(FILE *f, enum bench_kind kind)
@@ -262,10 +308,10 @@ static void json_rows(FILE *f, const char *key, enum bench_kind kind, const stru
 
 		fprintf(f, "%s\n    {\"bytes\": %" PRIu64 ", \"iterations\": %" PRIu64,
 			i ? "," : "", r->bytes, r->iters);
-		if (kind == BENCH_BW)
+		if (kind != BENCH_LAT)
 			fprintf(f, ", \"bw_avg_mbs\": %.3f, \"msg_rate_mpps\": %.6f", r->bw_mbs,
 				r->mpps);
-		else
+		if (kind != BENCH_BW)
 			fprintf(f,
 				", \"t_min_us\": %.3f, \"t_max_us\": %.3f, \"t_typical_us\": %.3f, "
 				"\"t_p50_us\": %.3f, \"t_avg_us\": %.3f, \"t_stdev_us\": %.3f, "

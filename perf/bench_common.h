@@ -123,11 +123,26 @@ int bench_parse_size(const char *s, uint64_t *out);
 /** bench_parse_seconds() - "5", "0.5" to milliseconds (>= 0); -EINVAL else. */
 int bench_parse_seconds(const char *s, uint64_t *out_ms);
 
+/** bench_parse_u32() - bench_parse_size() within [@lo, @hi]; -EINVAL else. */
+int bench_parse_u32(const char *s, uint32_t lo, uint32_t hi, uint32_t *out);
+
+#define BENCH_DEF_MARGIN_MS 2000u /* perftest's -f default */
+
+/**
+ * bench_margin_resolve() - duration mode (-D @duration_ms): the margin left out of the samples
+ * at either end. Without -f (@margin_set false) it is perftest's 2 s, or a quarter of the
+ * duration when that is under 8 s. A margin of half the duration or more is refused with a
+ * message on stderr (-EINVAL).
+ */
+int bench_margin_resolve(const char *prog, uint64_t duration_ms, bool margin_set,
+			 uint64_t *margin_ms);
+
 /* ---- results ----------------------------------------------------------------------------- */
 
 enum bench_kind {
 	BENCH_BW,
 	BENCH_LAT,
+	BENCH_BW_LAT, /* JSON only: both, e.g. bandwidth and latency per operation of one run */
 };
 
 struct bench_lat {
@@ -152,7 +167,21 @@ struct bench_row {
  */
 void bench_lat_compute(uint64_t *rtt_ns, size_t n, struct bench_lat *out);
 
-/** bench_print_header() - the rule and column header of a table of @kind. */
+/**
+ * bench_op_lat_compute() - as bench_lat_compute(), for @n samples that are each one whole
+ * operation (a call), not a round trip: nothing is halved.
+ */
+void bench_op_lat_compute(uint64_t *ns, size_t n, struct bench_lat *out);
+
+struct option;
+
+/**
+ * bench_bad_option() - "PROG: bad value for option --NAME: 'ARG'" on stderr, naming the option
+ * as given: the long one when getopt_long() set @li (>= 0), else -@c.
+ */
+void bench_bad_option(const char *prog, const struct option *lopts, int li, int c, const char *arg);
+
+/** bench_print_header() - the rule and column header of a table of @kind (BENCH_BW or _LAT). */
 void bench_print_header(FILE *f, enum bench_kind kind);
 
 /** bench_print_row() - one line of the table. */

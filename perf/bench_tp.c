@@ -35,7 +35,6 @@
 #define DEF_TIMEOUT_MS	 60000
 #define DEF_BW_ITERS	 5000 /* perftest's default for write/send bw */
 #define DEF_LAT_ITERS	 1000 /* perftest's default for latency */
-#define DEF_MARGIN_MS	 2000 /* perftest's -f default */
 #define CONNECT_RETRY_MS 100
 
 static const struct {
@@ -103,16 +102,6 @@ static void usage(FILE *f)
 		"  -h, --help\n"
 		"Units as perftest: MB/sec is MiB/s; latency is one-way (RTT/2) in usec.\n",
 		DEF_PORT);
-}
-
-static int parse_u32(const char *s, uint32_t lo, uint32_t hi, uint32_t *out)
-{
-	uint64_t v;
-
-	if (bench_parse_size(s, &v) || v < lo || v > hi)
-		return -EINVAL;
-	*out = (uint32_t)v;
-	return 0;
 }
 
 static int parse_opts(int argc, char **argv, struct bt_opts *o)
@@ -205,19 +194,19 @@ static int parse_opts(int argc, char **argv, struct bt_opts *o)
 			bad = bench_parse_size(optarg, &o->iters) || !o->iters;
 			break;
 		case 'q':
-			bad = parse_u32(optarg, 1, BT_MAX_DEPTH, &o->depth);
+			bad = bench_parse_u32(optarg, 1, BT_MAX_DEPTH, &o->depth);
 			break;
 		case 'Q':
-			bad = parse_u32(optarg, 1, BT_MAX_DEPTH, &o->cq_mod);
+			bad = bench_parse_u32(optarg, 1, BT_MAX_DEPTH, &o->cq_mod);
 			break;
 		case O_ROWS:
-			bad = parse_u32(optarg, 1, 1u << 16, &o->rows);
+			bad = bench_parse_u32(optarg, 1, 1u << 16, &o->rows);
 			break;
 		case O_ROW_SIZE:
-			bad = parse_u32(optarg, 8, 1u << 20, &o->row_size) || o->row_size % 8;
+			bad = bench_parse_u32(optarg, 8, 1u << 20, &o->row_size) || o->row_size % 8;
 			break;
 		case O_SGE:
-			bad = parse_u32(optarg, 1, 1u << 16, &v32);
+			bad = bench_parse_u32(optarg, 1, 1u << 16, &v32);
 			o->sge_per_write = v32;
 			break;
 		case O_ORDER:
@@ -225,7 +214,7 @@ static int parse_opts(int argc, char **argv, struct bt_opts *o)
 			bad = !o->rows_seq && strcmp(optarg, "random");
 			break;
 		case O_PAIRS:
-			bad = parse_u32(optarg, 1, BT_MAX_PAIRS, &o->contig_pairs);
+			bad = bench_parse_u32(optarg, 1, BT_MAX_PAIRS, &o->contig_pairs);
 			break;
 		case O_TABLE:
 			bad = bench_parse_size(optarg, &o->table_size) ||
@@ -235,7 +224,7 @@ static int parse_opts(int argc, char **argv, struct bt_opts *o)
 			o->json = optarg;
 			break;
 		case 'p':
-			bad = parse_u32(optarg, 1, 65535, &v32);
+			bad = bench_parse_u32(optarg, 1, 65535, &v32);
 			o->port = (uint16_t)v32;
 			break;
 		case O_TIMEOUT:
@@ -252,13 +241,7 @@ static int parse_opts(int argc, char **argv, struct bt_opts *o)
 			return -EINVAL;
 		}
 		if (bad) {
-			char name[32];
-
-			if (li >= 0)
-				snprintf(name, sizeof(name), "--%s", lopts[li].name);
-			else
-				snprintf(name, sizeof(name), "-%c", c);
-			fprintf(stderr, BT_PROG ": bad value for option %s: '%s'\n", name, optarg);
+			bench_bad_option(BT_PROG, lopts, li, c, optarg);
 			return -EINVAL;
 		}
 	}
@@ -295,13 +278,8 @@ static int parse_opts(int argc, char **argv, struct bt_opts *o)
 		o->cq_mod =
 			o->depth; /* a window smaller than cq_mod would never see a completion */
 	if (o->duration_ms) {
-		if (!o->margin_set)
-			o->margin_ms = o->duration_ms >= 4 * DEF_MARGIN_MS ? DEF_MARGIN_MS
-									   : o->duration_ms / 4;
-		if (2 * o->margin_ms >= o->duration_ms) {
-			fprintf(stderr, BT_PROG ": -D must be more than twice the margin (-f)\n");
+		if (bench_margin_resolve(BT_PROG, o->duration_ms, o->margin_set, &o->margin_ms))
 			return -EINVAL;
-		}
 	} else if (!o->iters) {
 		o->iters = bt_test_is_lat(o->test) ? DEF_LAT_ITERS : DEF_BW_ITERS;
 	}

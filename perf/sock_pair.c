@@ -42,7 +42,6 @@
 #define DEF_PORT	 18611
 #define DEF_BW_ITERS	 5000
 #define DEF_LAT_ITERS	 1000
-#define DEF_MARGIN_MS	 2000
 #define DEF_TIMEOUT_MS	 60000
 #define SK_HALF		 (16u << 20) /* pattern slots, as psplus-bench-tp's source half */
 #define SK_MAX_SLOTS	 128u	     /* as psplus-bench-tp's default depth */
@@ -180,13 +179,7 @@ static int parse_opts(int argc, char **argv, struct sk_opts *o)
 			return -EINVAL;
 		}
 		if (bad) {
-			char name[32];
-
-			if (li >= 0)
-				snprintf(name, sizeof(name), "--%s", lopts[li].name);
-			else
-				snprintf(name, sizeof(name), "-%c", c);
-			fprintf(stderr, PROG ": bad value for option %s: '%s'\n", name, optarg);
+			bench_bad_option(PROG, lopts, li, c, optarg);
 			return -EINVAL;
 		}
 	}
@@ -200,13 +193,8 @@ static int parse_opts(int argc, char **argv, struct sk_opts *o)
 	if (!size_set)
 		o->size = o->test == SK_LAT ? 64 : (1u << 20);
 	if (o->duration_ms) {
-		if (!o->margin_set)
-			o->margin_ms = o->duration_ms >= 4 * DEF_MARGIN_MS ? DEF_MARGIN_MS
-									   : o->duration_ms / 4;
-		if (2 * o->margin_ms >= o->duration_ms) {
-			fprintf(stderr, PROG ": -D must be more than twice the margin (-f)\n");
+		if (bench_margin_resolve(PROG, o->duration_ms, o->margin_set, &o->margin_ms))
 			return -EINVAL;
-		}
 	} else if (!o->iters) {
 		o->iters = o->test == SK_LAT ? DEF_LAT_ITERS : DEF_BW_ITERS;
 	}
