@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -72,20 +73,28 @@ static int teardown(void **state)
 	return 0;
 }
 
+/* Take the first backlogged event of @type for @conn (any conn if NULL). */
+static bool backlog_take(enum ps_tp_ev_type type, struct ps_tp_conn *conn, struct ps_tp_event *out)
+{
+	for (int i = 0; i < nbacklog; i++) {
+		if (backlog[i].type == type && (!conn || backlog[i].conn == conn)) {
+			*out = backlog[i];
+			memmove(&backlog[i], &backlog[i + 1],
+				(size_t)(nbacklog - i - 1) * sizeof(*out));
+			nbacklog--;
+			return true;
+		}
+	}
+	return false;
+}
+
 /* Poll until an event of @type for @conn (any conn if NULL) arrives; fail after ~2 s. */
 static struct ps_tp_event wait_event(struct fx *f, enum ps_tp_ev_type type, struct ps_tp_conn *conn)
 {
 	struct ps_tp_event ev;
 
-	for (int i = 0; i < nbacklog; i++) {
-		ev = backlog[i];
-		if (ev.type == type && (!conn || ev.conn == conn)) {
-			memmove(&backlog[i], &backlog[i + 1],
-				(size_t)(nbacklog - i - 1) * sizeof(ev));
-			nbacklog--;
-			return ev;
-		}
-	}
+	if (backlog_take(type, conn, &ev))
+		return ev;
 	for (int i = 0; i < 200; i++) {
 		int n = ps_tp_poll(f->loop, &ev, 1, 10);
 
@@ -283,6 +292,181 @@ static void test_no_device(void **state)
 	assert_false(ps_tp_rdma_available());
 }
 
+/* ---- credits -------------------------------------------------------------------------------- */
+
+/*
+ * Poll with a timeout of 0 (a busy loop: the loop never sleeps, so it never forces a credit
+ * write) until an event of @type for @conn arrives. RECV buffers stay held unless @release.
+ */
+static struct ps_tp_event spin_event(struct fx *f, enum ps_tp_ev_type type, struct ps_tp_conn *conn,
+				     bool release)
+{
+	struct ps_tp_event ev;
+
+	if (backlog_take(type, conn, &ev))
+		goto found;
+	for (int i = 0; i < 100000; i++) {
+		int n = ps_tp_poll(f->loop, &ev, 1, 0);
+
+		assert_true(n >= 0);
+		if (n == 0)
+			continue;
+		if (ev.type == type && ev.conn == conn)
+			goto found;
+		assert_true(ev.type != PS_TP_EV_RECV && ev.type != PS_TP_EV_CLOSED);
+		assert_true(nbacklog < 64);
+		backlog[nbacklog++] = ev;
+	}
+	fail_msg("no event %d in 100000 polls", type);
+found:
+	if (release && ev.type == PS_TP_EV_RECV)
+		ps_tp_recv_release(ev.conn, ev.buf);
+	return ev;
+}
+
+/* Send 64 bytes, spinning while the transport says -EAGAIN; fail if it never takes it. */
+static void spin_send(struct fx *f, struct ps_tp_conn *conn, const struct ps_tp_sge *sge)
+{
+	struct ps_tp_event ev;
+	int rc;
+
+	for (int i = 0; i < 100000; i++) {
+		rc = ps_tp_send(conn, sge, 1, NULL);
+		if (rc != -EAGAIN) {
+			assert_int_equal(rc, 0);
+			ps_tp_flush(f->loop);
+			return;
+		}
+		if (ps_tp_poll(f->loop, &ev, 1, 0) == 1) {
+			assert_true(nbacklog < 64);
+			backlog[nbacklog++] = ev;
+		}
+	}
+	fail_msg("no credit for a send in 100000 polls");
+}
+
+static uint64_t send_wrs(void)
+{
+	struct fake_verbs_stats st;
+
+	fake_verbs_stats_get(&st);
+	return st.send_wrs;
+}
+
+/*
+ * Request/response in a busy loop: each SEND carries the credits of the buffers released
+ * before it, so no credit write is ever needed and the window (8) never runs dry over 200
+ * round trips.
+ */
+static void test_credits_ride_on_sends(void **state)
+{
+	struct fx f;
+	struct ps_tp_sge sge;
+	uint64_t wrs0;
+
+	fx_open(&f);
+	sge = (struct ps_tp_sge){.addr = f.buf, .len = 64, .mr = f.mr};
+	wrs0 = send_wrs();
+	for (int i = 0; i < 200; i++) {
+		assert_int_equal(ps_tp_send(f.cli, &sge, 1, NULL), 0);
+		ps_tp_flush(f.loop);
+		spin_event(&f, PS_TP_EV_RECV, f.srv, true);
+		assert_int_equal(ps_tp_send(f.srv, &sge, 1, NULL), 0);
+		ps_tp_flush(f.loop);
+		spin_event(&f, PS_TP_EV_RECV, f.cli, true);
+	}
+	/* Every send-queue WR was a message: no 8-byte credit write went out. */
+	assert_int_equal(send_wrs() - wrs0, 400);
+	fx_close(&f);
+}
+
+/*
+ * One way only, so no SEND carries credits back: they go as credit writes, about one per
+ * quarter window (2 of 8), never one per message. Then the receiver holds every buffer and
+ * releases one: with that many held, the credit goes back at once (the peer may be starved),
+ * though it is below the quarter-window threshold and the loop never sleeps.
+ */
+static void test_credits_written_when_due(void **state)
+{
+	struct ps_tp_event held[8];
+	struct fx f;
+	struct ps_tp_sge sge;
+	uint64_t wrs0, writes;
+	int n = 0;
+
+	fx_open(&f);
+	sge = (struct ps_tp_sge){.addr = f.buf, .len = 64, .mr = f.mr};
+	wrs0 = send_wrs();
+	for (int i = 0; i < 100; i++) {
+		spin_send(&f, f.cli, &sge);
+		spin_event(&f, PS_TP_EV_RECV, f.srv, true);
+	}
+	writes = send_wrs() - wrs0 - 100;
+	assert_true(writes >= 100 / 2 - 1 && writes <= 100 / 2 + 1);
+
+	while (ps_tp_send(f.cli, &sge, 1, NULL) == 0)
+		ps_tp_flush(f.loop);
+	for (;;) {
+		struct ps_tp_event ev;
+
+		if (ps_tp_poll(f.loop, &ev, 1, 0) != 1)
+			break;
+		if (ev.type == PS_TP_EV_RECV && ev.conn == f.srv) {
+			assert_true(n < 8);
+			held[n++] = ev;
+		} else {
+			assert_true(nbacklog < 64);
+			backlog[nbacklog++] = ev;
+		}
+	}
+	assert_true(n >= 6);
+	assert_int_equal(ps_tp_send(f.cli, &sge, 1, NULL), -EAGAIN);
+	ps_tp_recv_release(f.srv, held[--n].buf);
+	spin_send(&f, f.cli, &sge);
+	while (n)
+		ps_tp_recv_release(f.srv, held[--n].buf);
+	spin_event(&f, PS_TP_EV_RECV, f.srv, true);
+	fx_close(&f);
+}
+
+/*
+ * A write_imm whose gather list is longer than max_sge (2 here) is split over RDMA_WRITEs and
+ * ends with a trailer SEND: the receiver sees one WRITE_IMM with the total length and the
+ * caller's imm, the bytes in place, and the trailer's credits count.
+ */
+static void test_split_write_imm_trailer(void **state)
+{
+	struct ps_tp_sge sgl[5];
+	struct ps_tp_rbuf dst;
+	struct ps_tp_event ev;
+	struct fx f;
+
+	fake_verbs_set_caps(2, -1, -1);
+	fx_open(&f);
+	for (int i = 0; i < 5; i++) {
+		/* Every other 100-byte run of the first 1000 bytes: nothing coalesces. */
+		memset(f.buf + 200 * i, 'a' + i, 100);
+		sgl[i] = (struct ps_tp_sge){.addr = f.buf + 200 * i, .len = 100, .mr = f.mr};
+	}
+	assert_int_equal(ps_tp_mr_rbuf(f.mr, f.buf + 4096, 500, &dst), 0);
+	for (int round = 0; round < 20; round++) {
+		assert_int_equal(ps_tp_write_imm(f.cli, sgl, 5, &dst, 0xabc00000u + round, NULL),
+				 0);
+		ps_tp_flush(f.loop);
+		ev = spin_event(&f, PS_TP_EV_WRITE_IMM, f.srv, false);
+		assert_int_equal(ev.len, 500);
+		assert_int_equal(ev.imm, 0xabc00000u + round);
+		for (int i = 0; i < 5; i++)
+			for (int k = 0; k < 100; k++)
+				assert_int_equal(f.buf[4096 + 100 * i + k], 'a' + i);
+		/* The answer carries the credit of the trailer's buffer back. */
+		assert_int_equal(ps_tp_send(f.srv, sgl, 1, NULL), 0);
+		ps_tp_flush(f.loop);
+		spin_event(&f, PS_TP_EV_RECV, f.cli, true);
+	}
+	fx_close(&f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -295,6 +479,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_mr_reg_fails, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_connect_rejected, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_no_device, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_credits_ride_on_sends, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_credits_written_when_due, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_split_write_imm_trailer, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

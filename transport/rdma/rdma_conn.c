@@ -33,10 +33,14 @@ static void set_state(struct rd_conn *c, enum rd_conn_state s)
 
 	if (c->state == RD_CONN_ACCEPTING)
 		l->nhandshake--;
+	if (c->state == RD_CONN_ACCEPTING || c->state == RD_CONN_CONNECTING)
+		l->ncm_wait--;
 	if (c->state == RD_CONN_OPEN && c->flushed)
 		l->nflushing--;
 	if (s == RD_CONN_ACCEPTING)
 		l->nhandshake++;
+	if (s == RD_CONN_ACCEPTING || s == RD_CONN_CONNECTING)
+		l->ncm_wait++;
 	c->state = s;
 }
 
@@ -91,7 +95,7 @@ static int conn_alloc(struct rd_loop *l, struct rd_conn **out)
 
 	off_src = page;
 	off_trl = off_src + 8ull * c->sq_depth;
-	off_bounce = ALIGN_UP(off_trl + 8ull * c->send_depth, 64);
+	off_bounce = ALIGN_UP(off_trl + (uint64_t)RD_TRAILER_LEN * c->send_depth, 64);
 	off_rx = ALIGN_UP(off_bounce + c->bounce_size, page);
 	total = off_rx + (uint64_t)c->recv_depth * c->rx_stride;
 	rc = ps_mem_alloc(total, d->alloc_node, 0, &c->mem);
@@ -371,12 +375,12 @@ static void connect_step(struct rd_conn *c, struct rdma_cm_event *ev)
 		conn_param_fill(&cp, pdata);
 		rc = ps_vshim_cm_connect(c->id, &cp);
 		if (!rc)
-			c->state = RD_CONN_CONNECTING;
+			set_state(c, RD_CONN_CONNECTING);
 		break;
 	case RDMA_CM_EVENT_ESTABLISHED:
 		rc = pdata_take(c, ev->param.conn.private_data, ev->param.conn.private_data_len);
 		if (!rc)
-			c->state = RD_CONN_OPEN;
+			set_state(c, RD_CONN_OPEN);
 		break;
 	case RDMA_CM_EVENT_REJECTED: {
 		struct rd_pdata p;

@@ -15,14 +15,18 @@
  * Protocol (docs/transport.md, "RDMA backend"):
  *   - rdma_cm private data, both ways: struct rd_pdata (32 bytes, little-endian): version,
  *     recv_depth, msg_size and where the peer writes our credits (address + rkey).
- *   - SEND payload = the caller's bytes, no header. write_imm = RDMA_WRITE_WITH_IMM carrying the
- *     caller's imm; a gather list longer than the device's max_sge becomes RDMA_WRITEs then a
- *     SEND_WITH_IMM whose 4-byte payload is the total length (the receiver of a plain
- *     WRITE_WITH_IMM only learns the length of the last WR).
+ *   - SEND payload = the caller's bytes, no header; every SEND goes as SEND_WITH_IMM whose imm
+ *     carries the sender's "released" counter (bits 0-30, credits piggy-backed) and bit 31
+ *     clear. write_imm = RDMA_WRITE_WITH_IMM carrying the caller's imm; a gather list longer
+ *     than the device's max_sge becomes RDMA_WRITEs then a SEND_WITH_IMM with bit 31 set (the
+ *     "trailer") whose 8-byte payload is the total length and the caller's imm (the receiver
+ *     of a plain WRITE_WITH_IMM only learns the length of the last WR).
  *   - Credits: a sender has at most the peer's recv_depth messages (SEND or WRITE_IMM)
- *     outstanding. The receiver returns them by RDMA-writing a cumulative 64-bit "released"
- *     counter (little-endian) into the sender's credit word: no receive buffer is consumed by a
- *     credit return, so returning credits can never deadlock on credits.
+ *     outstanding. The receiver returns them in the imm of its next SEND, or by RDMA-writing
+ *     a cumulative 64-bit "released" counter (little-endian) into the sender's credit word
+ *     when no SEND carries them soon enough (ps_rdma_conn_flush() says when): no receive
+ *     buffer is consumed by a credit return, so returning credits can never deadlock on
+ *     credits.
  *
  * Choices the interface leaves open, and why:
  *   - One dev = one device, found through rdma_cm (the device that owns bind_addr, or the first
@@ -53,7 +57,7 @@
 /* ---- constants ---------------------------------------------------------------------------- */
 
 #define RD_PDATA_MAGIC	 0x44525350u /* encoded little-endian: the bytes "PSRD" */
-#define RD_PROTO_VERSION 1u
+#define RD_PROTO_VERSION 2u
 #define RD_PDATA_LEN	 32u
 /* Completions taken per ps_vshim_cq_poll() (SPDK's batch). */
 #define RD_CQ_BATCH 32
@@ -63,9 +67,11 @@
 #define RD_CM_BUDGET 32
 /*
  * Reading the cm channel is a system call even when it is empty, so a poll reads it only when
- * epoll said the fd is readable, or once every this many polls for callers that never sleep.
+ * epoll said the fd is readable, while a handshake is in progress, or once every this many polls
+ * for callers that never sleep (a busy loop polls every microsecond or so: a few ms for a
+ * disconnect to be noticed, which the CQ's errors usually beat anyway).
  */
-#define RD_CM_EVERY 16
+#define RD_CM_EVERY 4096
 /*
  * Gather elements per WR we use at most: the device's max_sge, capped so the per-connection WR
  * storage stays small (rxe reports 32, mlx5 30).
@@ -178,8 +184,15 @@ static inline void rd_pdata_decode(const uint8_t *p, struct rd_pdata *d)
 	d->reserved = rd_get32(p + RD_OFF(reserved));
 }
 
-/* The 4-byte payload of the SEND_WITH_IMM that ends a split write_imm: the total length. */
-#define RD_TRAILER_LEN 4u
+/*
+ * The imm of every SEND we post: bit 31 marks the trailer of a split write_imm, bits 0-30 are
+ * our "released" counter modulo 2^31 (the receiver widens it against its own count of messages
+ * sent: at most 2^20 of them are ever unreleased, so the widening is exact).
+ */
+#define RD_IMM_TRAILER	   0x80000000u
+#define RD_IMM_CREDIT_MASK 0x7fffffffu
+/* The payload of a trailer: the total length, then the caller's imm (both LE). */
+#define RD_TRAILER_LEN 8u
 
 /* ---- tags: what a wr_id or a cm id's context points to ------------------------------------ */
 
@@ -297,6 +310,7 @@ struct rd_loop {
 	uint32_t nconns;	  /* entries of conns (<= opts.max_conns) */
 	uint32_t nflushing;	  /* open connections with a flushed completion (grace) */
 	uint32_t nhandshake;	  /* passive connections waiting for ESTABLISHED */
+	uint32_t ncm_wait;	  /* CONNECTING or ACCEPTING: the cm channel is read every poll */
 	uint32_t nreap;		  /* failed handshakes waiting to be freed (ps_rdma_reap) */
 	uint32_t sq_depth;	  /* send-queue WRs of each connection (2 x send_depth) */
 	bool destroying;	  /* loop_destroy: the CQ goes too, no per-connection drain */
@@ -409,7 +423,7 @@ struct rd_conn {
 	struct ibv_mr *data_mr; /* the rest, local only */
 	uint64_t *credit_word;	/* the peer writes its "released" counter here (LE) */
 	uint64_t *credit_src;	/* sq_depth sources of our credit writes (LE) */
-	uint8_t *trailers;	/* send_depth x RD_TRAILER_LEN-in-8: split write_imm ends */
+	uint8_t *trailers;	/* send_depth x RD_TRAILER_LEN: split write_imm ends */
 	uint8_t *bounce;	/* bounce ring for unregistered or tail-copied bytes */
 	uint32_t bounce_size;	/* bytes in it */
 	uint64_t bounce_head;	/* next byte to allocate (monotonic) */
@@ -450,9 +464,9 @@ struct rd_conn {
 	struct ibv_recv_wr **repost_tail; /* where to link the next one */
 	uint32_t nrepost;		  /* entries of that chain */
 	uint64_t reposted;		  /* buffers reposted after the first posting: "released" */
-	uint64_t credit_written;	  /* the value of our last credit write */
-	uint32_t credit_thresh;	 /* write credits when this many are pending (recv_depth/4) */
-	uint32_t rx_since_flush; /* messages received since the last flush (idle test) */
+	uint64_t credit_written;	  /* "released" as last told to the peer (write or imm) */
+	uint32_t credit_thresh; /* write credits when this many are pending (recv_depth/4) */
+	uint64_t rx_count;	/* messages received (receive completions with data) */
 };
 
 static inline struct rd_conn *rd_conn_of(struct ps_tp_conn *c)
@@ -537,8 +551,9 @@ void ps_rdma_recv_release(struct ps_tp_conn *conn, void *buf);
 /* Put @c on the loop's flush queue (idempotent). */
 void ps_rdma_flushq_add(struct rd_conn *c);
 /*
- * Post what @c has queued: receive reposts (one post_recv), a credit write if due (always when
- * @force_credit and any are pending), the send chain (one post_send = one doorbell).
+ * Post what @c has queued: receive reposts (one post_recv), the send chain (one post_send = one
+ * doorbell) with our "released" count in every SEND's imm, and before it a credit write if one
+ * is still due (always when @force_credit and any are pending).
  */
 void ps_rdma_conn_flush(struct rd_conn *c, bool force_credit);
 /* Initial receive buffers (all recv_depth, one post_recv), before connect/accept. */

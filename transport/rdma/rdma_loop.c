@@ -5,8 +5,10 @@
  *
  * A poll: flush (post what is queued, one doorbell per connection), then take completions 32 at
  * a time and dispatch them by the tag in their wr_id, then handle cm events (when epoll saw the
- * channel readable, or every RD_CM_EVERY polls: reading an empty channel is a system call). If
- * no event is ready and the caller allows a wait: return pending credits, arm the CQ, poll it
+ * channel readable, while a connection is being set up, or every RD_CM_EVERY polls: reading an
+ * empty channel is a system call). A poll with a timeout of 0 never reads the clock (in a
+ * virtual machine that can be an emulated device read). If no event is ready and the caller
+ * allows a wait: return pending credits, arm the CQ, poll it
  * once more (a completion may land between the last poll and the arming), and sleep in
  * epoll_wait on both channels, bounded by the caller's timeout. Handing an event to the caller
  * is what frees the op slot or reposts the receive buffer behind it (rdma_internal.h explains
@@ -219,7 +221,7 @@ static void cm_progress(struct rd_loop *l)
 	struct rdma_cm_event *ev;
 	int rc;
 
-	if (!l->cm_ready && ++l->cm_polls < RD_CM_EVERY)
+	if (!l->cm_ready && !l->ncm_wait && ++l->cm_polls < RD_CM_EVERY)
 		return;
 	l->cm_ready = false;
 	l->cm_polls = 0;
@@ -432,7 +434,7 @@ static bool starved_fed(struct rd_loop *l)
 int ps_rdma_poll(struct ps_tp_loop *loop, struct ps_tp_event *evs, int max, int timeout_ms)
 {
 	struct rd_loop *l = rd_loop_of(loop);
-	uint64_t deadline = ps_clock_deadline_ms((uint64_t)timeout_ms);
+	uint64_t deadline = 0; /* read the clock only once a wait is possible (a busy loop never) */
 	struct epoll_event epevs[4];
 	int left, wait, n, cnt;
 
@@ -446,6 +448,10 @@ int ps_rdma_poll(struct ps_tp_loop *loop, struct ps_tp_event *evs, int max, int 
 		ps_rdma_reap(l);
 		if (l->evq_count || starved_fed(l))
 			break;
+		if (!timeout_ms)
+			break;
+		if (!deadline)
+			deadline = ps_clock_deadline_ms((uint64_t)timeout_ms);
 		left = ps_clock_remaining_ms(deadline);
 		if (!left)
 			break;

@@ -16,6 +16,15 @@
  *   - send: a SEND lands in one receive buffer, so it cannot be split over WRs: the first
  *     max_sge - 1 SGEs stay zero copy and the rest of the list is copied into one bounce SGE.
  *
+ * Credits. Every SEND (and trailer) carries our "released" counter in its imm, filled in at
+ * flush time once the receives it announces are posted, so a request/response exchange returns
+ * credits for free. A separate 8-byte credit write goes out only when no SEND carries them:
+ * when a quarter of the peer's window is pending, when the buffers we hold plus those pending
+ * reach half the window (the peer may be short), or when the loop is about to sleep. Liveness:
+ * the peer's outstanding count is what is in flight + what we hold + what is pending; after
+ * the flights land, if we hold less than half the window, the rules keep pending below a
+ * quarter, so the peer has credits; if we hold more, the caller holds them, not the transport.
+ *
  * Signalling. A WR is signalled when it is the last of an op with a ctx (the caller wants the
  * event), when max(sq_depth/2) WRs passed since the last signalled one (so completions retire the
  * send queue before it fills, even when every op has a NULL ctx), and the last WR of a flush is
@@ -64,6 +73,15 @@ uint32_t ps_rdma_credits(struct rd_conn *c)
 	if (v > c->peer_released && v <= c->msgs_sent)
 		c->peer_released = v;
 	return c->peer_depth - (uint32_t)(c->msgs_sent - c->peer_released);
+}
+
+/* Credits that came in a SEND's imm: the peer's counter modulo 2^31, widened below msgs_sent. */
+static void credit_take_imm(struct rd_conn *c, uint32_t imm)
+{
+	uint64_t v = c->msgs_sent - ((uint32_t)(c->msgs_sent - imm) & RD_IMM_CREDIT_MASK);
+
+	if (v > c->peer_released)
+		c->peer_released = v;
 }
 
 /* ---- gather planning ------------------------------------------------------------------------ */
@@ -278,7 +296,8 @@ static int op_queue(struct rd_conn *c, const struct ps_tp_sge *sgl, int nsge,
 
 	if (!dst) {
 		w = wqe_queue(c, ctx != NULL);
-		w->wr.opcode = IBV_WR_SEND;
+		w->wr.opcode = IBV_WR_SEND_WITH_IMM;
+		w->wr.imm_data = 0; /* the credits, at flush */
 		w->wr.num_sge = (int)nout;
 		if (inl)
 			w->wr.send_flags |= IBV_SEND_INLINE;
@@ -300,13 +319,14 @@ static int op_queue(struct rd_conn *c, const struct ps_tp_sge *sgl, int nsge,
 				off += w->sge[i].length;
 		}
 		if (chunks > 1) {
-			/* The length trailer; its bytes live in the op's slot of trailers[]. */
-			uint8_t *t = c->trailers + (c->op_head % c->send_depth) * 8;
+			/* The trailer; its bytes live in the op's slot of trailers[]. */
+			uint8_t *t = c->trailers + (c->op_head % c->send_depth) * RD_TRAILER_LEN;
 
 			rd_put32(t, (uint32_t)g.total);
+			rd_put32(t + 4, imm);
 			w = wqe_queue(c, ctx != NULL);
 			w->wr.opcode = IBV_WR_SEND_WITH_IMM;
-			w->wr.imm_data = htonl(imm);
+			w->wr.imm_data = htonl(RD_IMM_TRAILER); /* and the credits, at flush */
 			w->wr.num_sge = 1;
 			w->sge[0].addr = (uintptr_t)t;
 			w->sge[0].length = RD_TRAILER_LEN;
@@ -364,6 +384,23 @@ static void credit_queue(struct rd_conn *c)
 	c->credit_written = c->reposted;
 }
 
+/* Put our "released" count into the imm of every queued SEND; did any take it? */
+static bool credits_ride(struct rd_conn *c)
+{
+	uint32_t v = (uint32_t)c->reposted & RD_IMM_CREDIT_MASK;
+	bool any = false;
+
+	for (uint64_t seq = c->sq_posted; seq < c->sq_head; seq++) {
+		struct ibv_send_wr *wr = &wqe_at(c, seq)->wr;
+
+		if (wr->opcode != IBV_WR_SEND_WITH_IMM)
+			continue;
+		wr->imm_data = htonl((ntohl(wr->imm_data) & RD_IMM_TRAILER) | v);
+		any = true;
+	}
+	return any;
+}
+
 void ps_rdma_conn_flush(struct rd_conn *c, bool force_credit)
 {
 	struct ibv_send_wr *bad_s;
@@ -392,16 +429,15 @@ void ps_rdma_conn_flush(struct rd_conn *c, bool force_credit)
 		c->repost = NULL;
 		c->repost_tail = &c->repost;
 	}
-	/*
-	 * Credits: at once when a quarter of the peer's window is pending, else when the
-	 * connection is idle (nothing arrived since the last flush, or the loop is about to sleep):
-	 * while messages keep coming, more releases follow and one write covers them all.
-	 */
+	/* Credits: in the imm of every SEND of the chain, else a write when due (see the top). */
+	if (c->sq_head > c->sq_posted && credits_ride(c))
+		c->credit_written = c->reposted;
 	pending = c->reposted - c->credit_written;
-	if (pending && (pending >= c->credit_thresh || force_credit || !c->rx_since_flush) &&
+	if (pending &&
+	    (pending >= c->credit_thresh || force_credit ||
+	     c->rx_count - c->credit_written >= c->recv_depth / 2) &&
 	    c->sq_head - c->sq_done < c->sq_depth)
 		credit_queue(c);
-	c->rx_since_flush = 0;
 	if (c->sq_head > c->sq_posted) {
 		struct rd_wqe *last = wqe_at(c, c->sq_head - 1);
 
@@ -568,7 +604,7 @@ void ps_rdma_rx_done(struct rd_rx *rx, const struct ibv_wc *wc)
 	struct rd_conn *c = rx->conn;
 	uint32_t idx = (uint32_t)(rx - c->rx);
 	uint8_t *buf = c->rxbuf + (size_t)idx * c->rx_stride;
-	uint32_t len;
+	uint32_t len, imm;
 
 	/* Data before ESTABLISHED: the peer got our accept, so the connection is up. */
 	if (c->state == RD_CONN_ACCEPTING && wc->status == IBV_WC_SUCCESS)
@@ -580,18 +616,32 @@ void ps_rdma_rx_done(struct rd_rx *rx, const struct ibv_wc *wc)
 		wc_error(c, wc);
 		return;
 	}
-	c->rx_since_flush++;
+	c->rx_count++;
 	stats_of(c)->rx_ops++;
 	if (wc->opcode == IBV_WC_RECV_RDMA_WITH_IMM) {
 		rx->state = RD_RX_IMM;
 		stats_of(c)->rx_bytes += wc->byte_len;
 		ps_rdma_ev_push(c->loop, PS_TP_EV_WRITE_IMM, c, 0, NULL, NULL, wc->byte_len,
 				ntohl(wc->imm_data), idx);
-	} else if (wc->opcode == IBV_WC_RECV && (wc->wc_flags & IBV_WC_WITH_IMM)) {
-		/* The trailer of a split write_imm: the total length. */
+	} else if (wc->opcode == IBV_WC_RECV && !(wc->wc_flags & IBV_WC_WITH_IMM)) {
+		ps_log_warn(RD_LOG, "%s: a SEND without imm (no credits): not protocol %u",
+			    c->base.peer, RD_PROTO_VERSION);
+		rx->state = 0;
+		ps_rdma_conn_break(c, PS_EBAD_MESSAGE);
+	} else if (wc->opcode == IBV_WC_RECV) {
+		imm = ntohl(wc->imm_data);
+		credit_take_imm(c, imm & RD_IMM_CREDIT_MASK);
+		if (!(imm & RD_IMM_TRAILER)) {
+			rx->state = RD_RX_HELD;
+			stats_of(c)->rx_bytes += wc->byte_len;
+			ps_rdma_ev_push(c->loop, PS_TP_EV_RECV, c, 0, NULL, buf, wc->byte_len, 0,
+					idx);
+			return;
+		}
+		/* The trailer of a split write_imm: the total length and the caller's imm. */
 		if (wc->byte_len != RD_TRAILER_LEN) {
-			ps_log_warn(RD_LOG, "%s: SEND_WITH_IMM of %u bytes: not a trailer",
-				    c->base.peer, wc->byte_len);
+			ps_log_warn(RD_LOG, "%s: trailer of %u bytes, not %u", c->base.peer,
+				    wc->byte_len, RD_TRAILER_LEN);
 			rx->state = 0;
 			ps_rdma_conn_break(c, PS_EBAD_MESSAGE);
 			return;
@@ -600,11 +650,7 @@ void ps_rdma_rx_done(struct rd_rx *rx, const struct ibv_wc *wc)
 		rx->state = RD_RX_IMM;
 		stats_of(c)->rx_bytes += len;
 		ps_rdma_ev_push(c->loop, PS_TP_EV_WRITE_IMM, c, 0, NULL, NULL, len,
-				ntohl(wc->imm_data), idx);
-	} else if (wc->opcode == IBV_WC_RECV) {
-		rx->state = RD_RX_HELD;
-		stats_of(c)->rx_bytes += wc->byte_len;
-		ps_rdma_ev_push(c->loop, PS_TP_EV_RECV, c, 0, NULL, buf, wc->byte_len, 0, idx);
+				rd_get32(buf + 4), idx);
 	} else {
 		ps_log_warn(RD_LOG, "%s: receive completion with opcode %d", c->base.peer,
 			    wc->opcode);
