@@ -339,8 +339,8 @@ int bench_json_write(const char *path, const struct bench_json_info *in,
 		in->tool, in->transport, in->device ? in->device : "");
 	fprintf(f,
 		"  \"test\": \"%s\",\n  \"units\": {\"bw\": \"MiB/s\", \"msg_rate\": \"Mpps\", "
-		"\"latency\": \"usec one-way (RTT/2)\"},\n",
-		in->test);
+		"\"latency\": \"%s\"},\n",
+		in->test, in->kind == BENCH_BW_LAT ? "usec per operation" : "usec one-way (RTT/2)");
 	fprintf(f, "  \"duration_s\": %.3f,\n  \"margin_s\": %.3f,\n  \"iters\": %" PRIu64 ",\n",
 		in->duration_s, in->margin_s, in->iters);
 	fprintf(f, "  \"depth\": %u,\n  \"cq_mod\": %u,\n", in->depth, in->cq_mod);

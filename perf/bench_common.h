@@ -142,7 +142,7 @@ int bench_margin_resolve(const char *prog, uint64_t duration_ms, bool margin_set
 enum bench_kind {
 	BENCH_BW,
 	BENCH_LAT,
-	BENCH_BW_LAT, /* JSON only: both, e.g. bandwidth and latency per operation of one run */
+	BENCH_BW_LAT, /* JSON only: both, bandwidth and latency per operation (not halved) */
 };
 
 struct bench_lat {

@@ -25,6 +25,17 @@
 #   target NAME met|MISSED ...
 # and each psplus JSON file between "BEGIN-JSON name" and "END-JSON" lines.
 #
+# Then the parameter service end to end (perf/bench_e2e_lib.sh): a scheduler on 127.0.0.1 and
+# 2 servers with --transport rdma, server i on device i's address (PS_RXE<i>_ADDR: one rxe device
+# per server, as tests/rxe/conformance_rxe.sh runs them), and psplus-bench-ps --transport rdma:
+# sparse pull of 1,024 ids x 64 floats (uniform and Zipf(1.1) ids) and sparse push (uniform),
+# each PS_BENCH_DURATION seconds, interleaved PS_BENCH_REPEAT times with perftest
+# `ib_write_bw -s 262144` on rxe1 (the reference; "ref write_bw_256k" is their median):
+#   ratio pull_1024x64_uniform <pull goodput / ib_write_bw 256 KiB>   (target >= 0.8)
+#   ratio pull_1024x64_zipf, ratio push_1024x64_uniform               (the same reference)
+#   latency NAME p50=.. p99=.. usec                  (per operation, one whole call)
+#   target pull_1024x64_uniform>=0.8 met|MISSED, the same for pull_1024x64_zipf
+#
 # Every wait is bounded: servers must show their listening line within PS_BENCH_START_TIMEOUT
 # seconds, every process runs under `timeout`. Exit status: 0 if every run finished and passed
 # its data check, 1 otherwise (a missed target is reported, not an error).
@@ -37,13 +48,18 @@
 # (default 1000, perftest's), PS_BENCH_TABLE (gather table, default 1G),
 # PS_BENCH_START_TIMEOUT (default 180: the gather server fills and registers its table first),
 # PS_BENCH_REPEAT (interleaved repetitions of the four comparison runs, default 3; the ratios
-# are the medians of the per-repetition ratios), PS_BENCH_GATHER_PAIRS (default 5).
+# are the medians of the per-repetition ratios), PS_BENCH_GATHER_PAIRS (default 5),
+# PS_BENCH_PARTS (default "transport e2e"), PS_BENCH_PS_CLIENTS (psplus-bench-ps -q, default 1),
+# PS_BENCH_PS_ARGS (more psplus-bench-ps options).
 set -uo pipefail
 
-if (($# != 1)) || [[ ! -x $1/bin/psplus-bench-tp ]]; then
-	echo "usage: $0 BUILD_DIR (with bin/psplus-bench-tp built)" >&2
+if (($# != 1)) || [[ ! -x $1/bin/psplus-bench-tp || ! -x $1/bin/psplus ||
+	! -x $1/bin/psplus-bench-ps ]]; then
+	echo "usage: $0 BUILD_DIR (with bin/psplus-bench-tp, bin/psplus-bench-ps, bin/psplus)" >&2
 	exit 2
 fi
+# shellcheck source=SCRIPTDIR/bench_e2e_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/bench_e2e_lib.sh"
 build=$1
 tp_bin=$build/bin/psplus-bench-tp
 dev=${PS_BENCH_DEV:-rxe1}
@@ -55,6 +71,9 @@ table=${PS_BENCH_TABLE:-1G}
 start_timeout=${PS_BENCH_START_TIMEOUT:-180}
 repeat=${PS_BENCH_REPEAT:-3}
 gather_pairs=${PS_BENCH_GATHER_PAIRS:-5}
+parts=${PS_BENCH_PARTS:-transport e2e}
+ps_clients=${PS_BENCH_PS_CLIENTS:-1}
+read -r -a ps_args <<<"${PS_BENCH_PS_ARGS:-}"
 run_timeout=$((dur + 180)) # one process, start to end, under TCG
 out=/tmp/bench-rxe
 port=18800
@@ -63,11 +82,10 @@ mkdir -p "$out"
 ulimit -l unlimited 2>/dev/null || true
 
 log() { echo "bench-rxe: $*" >&2; }
-hw=/sys/class/infiniband/$dev/ports/1/hw_counters
-# counters_snap FILE: "name value" per hw_counter of the device.
+# counters_snap FILE [DEV]: "name value" per hw_counter of DEV (default: the device).
 counters_snap() {
 	local f
-	for f in "$hw"/*; do
+	for f in "/sys/class/infiniband/${2:-$dev}/ports/1/hw_counters"/*; do
 		[[ -r $f ]] && echo "$(basename "$f") $(<"$f")"
 	done >"$1" 2>/dev/null
 }
@@ -160,17 +178,10 @@ col() {
 		$1 == s && NF >= idx { print $idx; exit }' "$1"
 }
 # median V...: the middle value of the numeric arguments ("nan" ones are left out).
-median() {
-	printf '%s\n' "$@" | grep -E '^[0-9]+([.][0-9]+)?$' | sort -g | awk '{ v[NR] = $1 } END {
-		if (!NR) print "nan"; else if (NR % 2) print v[(NR + 1) / 2];
-		else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
+median() { e2e_median "$@"; }
 # ratio A B: A / B, or nan unless both are plain positive numbers (perftest prints "inf" when
 # its cycle counter misbehaves).
-ratio() {
-	awk -v a="$1" -v b="$2" 'BEGIN { n = "^[0-9]+([.][0-9]+)?$"
-		if (a ~ n && b ~ n && b + 0 > 0) printf "%.3f", a / b; else print "nan" }'
-}
+ratio() { e2e_ratio "$@"; }
 # target NAME VALUE OP LIMIT
 target() {
 	if awk -v v="$2" -v l="$4" -v op="$3" \
@@ -198,27 +209,127 @@ tp_conn='^ #bytes|data check'
 pt() { run_pair "$1" "$pt_ready" "$pt_conn" stdbuf -oL -eL "${@:2}"; }
 tp() { run_pair "$1" "$tp_ready" "$tp_conn" "$tp_bin" --transport rdma -d "$addr" "${@:2}"; }
 bw=(-D "$dur" -f "$margin")
-# Interleaved repetitions: a run and its reference are minutes apart at most, so a change of
-# the host's load (the guest is emulated on a shared host) hits both; the ratios are the
-# medians of the per-repetition ratios.
-for ((rep = 1; rep <= repeat; rep++)); do
-	pt "pt_write_bw_64k.$rep" ib_write_bw -R -d "$dev" -s 65536 "${bw[@]}"
-	tp "tp_write_bw_64k.$rep" -t write_bw -s 64K "${bw[@]}" --json "$out/tp_write_bw_64k.$rep.json"
-	# Information: the same with both ends sleeping on completion events (-e), which leaves the
-	# guest's two vCPUs to rxe's softirq work instead of two spinning pollers.
-	tp "tp_write_bw_64k_e.$rep" -t write_bw -s 64K "${bw[@]}" -e
-	pt "pt_send_lat_64.$rep" ib_send_lat -R -d "$dev" -s 64 -n "$lat_iters"
-	tp "tp_send_lat_64.$rep" -t send_lat -s 64 -n "$lat_iters" \
-		--json "$out/tp_send_lat_64.$rep.json"
-done
-# The gather against its contiguous baseline, in one connection: each gather round is followed
-# by a round writing the same 64 KiB as one row of the same table (one SGE), so the two see the
-# same moment of the host; the ratio is the median over the pairs.
-tp tp_gather_256x256 -t gather --rows 256 --row-size 256 --table-size "$table" "${bw[@]}" \
-	--contig-pairs "$gather_pairs" --json "$out/tp_gather_256x256.json"
-pt pt_write_bw_256k ib_write_bw -R -d "$dev" -s 262144 "${bw[@]}"
+# The transport runs. Interleaved repetitions: a run and its reference are minutes apart at
+# most, so a change of the host's load (the guest is emulated on a shared host) hits both; the
+# ratios are the medians of the per-repetition ratios.
+transport_runs() {
+	for ((rep = 1; rep <= repeat; rep++)); do
+		pt "pt_write_bw_64k.$rep" ib_write_bw -R -d "$dev" -s 65536 "${bw[@]}"
+		tp "tp_write_bw_64k.$rep" -t write_bw -s 64K "${bw[@]}" \
+			--json "$out/tp_write_bw_64k.$rep.json"
+		# Information: the same with both ends sleeping on completion events (-e), which
+		# leaves the guest's two vCPUs to rxe's softirq work instead of two spinning pollers.
+		tp "tp_write_bw_64k_e.$rep" -t write_bw -s 64K "${bw[@]}" -e
+		pt "pt_send_lat_64.$rep" ib_send_lat -R -d "$dev" -s 64 -n "$lat_iters"
+		tp "tp_send_lat_64.$rep" -t send_lat -s 64 -n "$lat_iters" \
+			--json "$out/tp_send_lat_64.$rep.json"
+	done
+	# The gather against its contiguous baseline, in one connection: each gather round is
+	# followed by a round writing the same 64 KiB as one row of the same table (one SGE), so
+	# the two see the same moment of the host; the ratio is the median over the pairs.
+	tp tp_gather_256x256 -t gather --rows 256 --row-size 256 --table-size "$table" "${bw[@]}" \
+		--contig-pairs "$gather_pairs" --json "$out/tp_gather_256x256.json"
+}
 
-for j in "$out"/*.json; do
+# The end-to-end runs (perf/bench_e2e_lib.sh): a cluster over rdma, one rxe device per server,
+# and per repetition perftest's ib_write_bw 256 KiB on rxe1 (the reference) then the three
+# psplus-bench-ps tests.
+e2e_runs() {
+	local rep t n d
+	local -a common=(-D "$dur" -f "$margin" -q "$ps_clients" "${ps_args[@]}") sdevs
+	read -r -a sdevs <<<"${PS_RXE_DEVS:-rxe0 rxe1}"
+	sdevs=("${sdevs[@]:0:2}") # the servers' devices
+	E2E_BIN=$build/bin/psplus
+	E2E_PS=$build/bin/psplus-bench-ps
+	E2E_DIR=$out/e2e
+	E2E_TRANSPORT=rdma
+	E2E_HOSTS=("${PS_RXE0_ADDR:?}" "${PS_RXE1_ADDR:?}")
+	E2E_START_TIMEOUT=$start_timeout
+	E2E_RUN_TIMEOUT=$run_timeout
+	e2e_on_server=() e2e_on_client=()
+	echo
+	echo "=== the parameter service end to end: 2 servers (rdma on ${E2E_HOSTS[*]}, 1 data-path" \
+		"thread each), psplus-bench-ps -q $ps_clients -D $dur -f $margin ${ps_args[*]}"
+	if ! e2e_cluster_start; then
+		failed=1
+		return 1
+	fi
+	for ((rep = 1; rep <= repeat; rep++)); do
+		pt "pt_write_bw_256k.$rep" ib_write_bw -R -d "$dev" -s 262144 "${bw[@]}"
+		E2E_REF[rep]=$(col "$out/pt_write_bw_256k.$rep.log" 'average[MB/sec]' 262144)
+		for t in "pull_1024x64_uniform -t pull --ids uniform" \
+			"pull_1024x64_zipf -t pull --ids zipf" "push_1024x64_uniform -t push --ids uniform"; do
+			n=${t%% *}.$rep
+			for d in "${sdevs[@]}"; do counters_snap "$out/$n.$d.cnt0" "$d"; done
+			# shellcheck disable=SC2086 # the test's options are words
+			e2e_test ${t%% *} "$rep" ${t#* } "${common[@]}" || failed=1
+			for d in "${sdevs[@]}"; do
+				counters_snap "$out/$n.$d.cnt1" "$d"
+				counters_diff "$out/$n.$d.cnt0" "$out/$n.$d.cnt1" "$n ($d)"
+			done
+		done
+	done
+	e2e_cluster_stop || failed=1
+}
+
+# Per repetition: the raw numbers and the ratios against perftest.
+transport_summary() {
+	local g gline m_gather g_med copied m_bw m_lat
+	r_bw=() r_bw_e=() r_lat=() tp_bws=()
+	echo
+	for ((rep = 1; rep <= repeat; rep++)); do
+		pt_bw=$(col "$out/pt_write_bw_64k.$rep.log" 'average[MB/sec]' 65536)
+		tp_bw=$(col "$out/tp_write_bw_64k.$rep.log" 'average[MB/sec]' 65536)
+		pt_lat=$(col "$out/pt_send_lat_64.$rep.log" 't_typical[usec]' 64)
+		tp_lat=$(col "$out/tp_send_lat_64.$rep.log" 't_typical[usec]' 64)
+		tp_bw_e=$(col "$out/tp_write_bw_64k_e.$rep.log" 'average[MB/sec]' 65536)
+		r_bw+=("$(ratio "$tp_bw" "$pt_bw")")
+		r_bw_e+=("$(ratio "$tp_bw_e" "$pt_bw")")
+		r_lat+=("$(ratio "$tp_lat" "$pt_lat")")
+		tp_bws+=("${tp_bw:-nan}")
+		echo "raw.$rep write_bw_64k psplus=${tp_bw:-?} perftest=${pt_bw:-?} MB/sec ratio" \
+			"${r_bw[-1]} (psplus -e: ${tp_bw_e:-?}, ratio ${r_bw_e[-1]})"
+		echo "raw.$rep send_lat_64 psplus_p50=${tp_lat:-?} perftest_t_typical=${pt_lat:-?}" \
+			"usec (one-way) ratio ${r_lat[-1]}"
+	done
+	g=$out/tp_gather_256x256.log
+	gline=$(grep -m1 '^ gather_vs_contiguous ' "$g" 2>/dev/null)
+	kv() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$gline"; }
+	m_gather=$(kv ratio_median)
+	g_med=$(kv gather_median)
+	copied=$(awk -F: '/^ bytes_copied/ { split($2, a, " "); print a[1]; exit }' "$g" 2>/dev/null)
+	echo "raw gather_256x256 gather_median=${g_med:-?} contiguous_median=$(kv contiguous_median)" \
+		"MB/sec pairs=$(kv pairs) ($(grep -m1 '^ gather/contiguous:' "$g" | cut -d: -f2 | xargs))"
+	echo "raw gather_256x256 vs psplus write_bw 64 KiB runs:" \
+		"$(ratio "$g_med" "$(median "${tp_bws[@]}")")"
+	echo "ref write_bw_256k $pt_bw_256k"
+	m_bw=$(median "${r_bw[@]}")
+	m_lat=$(median "${r_lat[@]}")
+	echo "ratio write_bw_64k $m_bw"
+	echo "info write_bw_64k_events $(median "${r_bw_e[@]}") (psplus -e on both ends / perftest)"
+	echo "ratio send_lat_64 $m_lat"
+	echo "ratio gather_256x256 ${m_gather:-nan}"
+	echo "copied_bytes gather ${copied:-?}"
+	target write_bw_64k "$m_bw" ">=" 0.9
+	target send_lat_64 "$m_lat" "<=" 1.2
+	target gather_256x256 "${m_gather:-nan}" ">=" 0.85
+	if [[ $copied == 0 ]]; then
+		echo "target copied_bytes_gather==0 met"
+	else
+		echo "target copied_bytes_gather==0 MISSED"
+	fi
+}
+
+if [[ " $parts " == *" transport "* ]]; then
+	transport_runs
+fi
+if [[ " $parts " == *" e2e "* ]]; then
+	e2e_runs
+else
+	pt pt_write_bw_256k.1 ib_write_bw -R -d "$dev" -s 262144 "${bw[@]}"
+fi
+
+for j in "$out"/*.json "$out"/e2e/*.json; do
 	[[ -f $j ]] || continue
 	echo "BEGIN-JSON $(basename "$j")"
 	cat "$j"
@@ -226,52 +337,24 @@ for j in "$out"/*.json; do
 done
 
 for f in "$out"/tp_*.log; do
-	[[ $f == *.server.log ]] && continue
+	[[ -f $f && $f != *.server.log ]] || continue
 	grep -q '^ data check *: ok' "$f" || { log "$(basename "$f"): data check did not pass"; failed=1; }
 done
 
-# Per repetition: the raw numbers and the two ratios against perftest.
-r_bw=() r_bw_e=() r_lat=() tp_bws=()
-echo
-for ((rep = 1; rep <= repeat; rep++)); do
-	pt_bw=$(col "$out/pt_write_bw_64k.$rep.log" 'average[MB/sec]' 65536)
-	tp_bw=$(col "$out/tp_write_bw_64k.$rep.log" 'average[MB/sec]' 65536)
-	pt_lat=$(col "$out/pt_send_lat_64.$rep.log" 't_typical[usec]' 64)
-	tp_lat=$(col "$out/tp_send_lat_64.$rep.log" 't_typical[usec]' 64)
-	tp_bw_e=$(col "$out/tp_write_bw_64k_e.$rep.log" 'average[MB/sec]' 65536)
-	r_bw+=("$(ratio "$tp_bw" "$pt_bw")")
-	r_bw_e+=("$(ratio "$tp_bw_e" "$pt_bw")")
-	r_lat+=("$(ratio "$tp_lat" "$pt_lat")")
-	tp_bws+=("${tp_bw:-nan}")
-	echo "raw.$rep write_bw_64k psplus=${tp_bw:-?} perftest=${pt_bw:-?} MB/sec ratio ${r_bw[-1]}" \
-		"(psplus -e: ${tp_bw_e:-?}, ratio ${r_bw_e[-1]})"
-	echo "raw.$rep send_lat_64 psplus_p50=${tp_lat:-?} perftest_t_typical=${pt_lat:-?} usec" \
-		"(one-way) ratio ${r_lat[-1]}"
+# The 256 KiB reference: the median of its runs (one per repetition with the end-to-end part).
+refs=()
+for f in "$out"/pt_write_bw_256k.*.log; do
+	[[ $f == *.server.log ]] || refs+=("$(col "$f" 'average[MB/sec]' 262144)")
 done
-g=$out/tp_gather_256x256.log
-gline=$(grep -m1 '^ gather_vs_contiguous ' "$g" 2>/dev/null)
-kv() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$gline"; }
-m_gather=$(kv ratio_median)
-g_med=$(kv gather_median)
-copied=$(awk -F: '/^ bytes_copied/ { split($2, a, " "); print a[1]; exit }' "$g" 2>/dev/null)
-echo "raw gather_256x256 gather_median=${g_med:-?} contiguous_median=$(kv contiguous_median)" \
-	"MB/sec pairs=$(kv pairs) ($(grep -m1 '^ gather/contiguous:' "$g" | cut -d: -f2 | xargs))"
-echo "raw gather_256x256 vs psplus write_bw 64 KiB runs: $(ratio "$g_med" "$(median "${tp_bws[@]}")")"
-pt_bw_256k=$(col "$out/pt_write_bw_256k.log" 'average[MB/sec]' 262144)
-echo "ref write_bw_256k ${pt_bw_256k:-?}"
-m_bw=$(median "${r_bw[@]}")
-m_lat=$(median "${r_lat[@]}")
-echo "ratio write_bw_64k $m_bw"
-echo "info write_bw_64k_events $(median "${r_bw_e[@]}") (psplus -e on both ends / perftest)"
-echo "ratio send_lat_64 $m_lat"
-echo "ratio gather_256x256 ${m_gather:-nan}"
-echo "copied_bytes gather ${copied:-?}"
-target write_bw_64k "$m_bw" ">=" 0.9
-target send_lat_64 "$m_lat" "<=" 1.2
-target gather_256x256 "${m_gather:-nan}" ">=" 0.85
-if [[ $copied == 0 ]]; then
-	echo "target copied_bytes_gather==0 met"
+pt_bw_256k=$(median "${refs[@]}")
+if [[ " $parts " == *" transport "* ]]; then
+	transport_summary
 else
-	echo "target copied_bytes_gather==0 MISSED"
+	echo
+	echo "ref write_bw_256k $pt_bw_256k"
+fi
+if [[ " $parts " == *" e2e "* ]]; then
+	echo
+	e2e_summary write_bw_256k "$repeat"
 fi
 exit "$failed"
