@@ -23,6 +23,7 @@
 #   raw.REP NAME goodput=.. REF_NAME=.. MB/sec ratio .. p50=.. p99=.. usec
 #   ratio NAME <median over repetitions of goodput / reference>
 #   latency NAME p50=.. p99=.. usec (medians over repetitions; per operation, not halved)
+#   cpu NAME client=.. server0=.. server1=.. us per call (medians; see e2e_test)
 #   target pull_1024x64_uniform>=0.8 met|MISSED, the same for pull_1024x64_zipf
 
 E2E_TESTS=(pull_1024x64_uniform pull_1024x64_zipf push_1024x64_uniform)
@@ -109,21 +110,39 @@ e2e_cluster_stop() {
 	return $rc
 }
 
+# e2e_ticks PID: user + system CPU clock ticks of PID so far (0 if it is gone).
+e2e_ticks() {
+	awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
 # e2e_test NAME REP ARGS...: psplus-bench-ps ARGS against the cluster, output to stdout and
-# E2E_DIR/NAME.REP.log (JSON next to it). Fails unless it exits 0 with its data checked.
+# E2E_DIR/NAME.REP.log (JSON next to it), then a line
+#   cpu NAME.REP client=.. server0=.. server1=.. us per call
+# (the client's from its own measure over the loop; each server's CPU over the whole run divided
+# by every call the client made, preparation included). Fails unless it exits 0 with its data
+# checked.
 e2e_test() {
-	local name=$1 rep=$2 log rc
+	local name=$1 rep=$2 log rc a0 a1 b0 b1 calls hz
 	shift 2
 	log=$E2E_DIR/$name.$rep.log
+	a0=$(e2e_ticks "${e2e_pid[s0]}") b0=$(e2e_ticks "${e2e_pid[s1]}")
 	timeout --kill-after=5 "$E2E_RUN_TIMEOUT" "${e2e_on_client[@]}" "$E2E_PS" --kv "$E2E_KV" \
 		--transport "$E2E_TRANSPORT" --json "$E2E_DIR/$name.$rep.json" "$@" >"$log" 2>&1
 	rc=$?
+	a1=$(e2e_ticks "${e2e_pid[s0]}") b1=$(e2e_ticks "${e2e_pid[s1]}")
 	cat "$log"
 	if ((rc != 0)) || ! grep -q '^ data check *: ok' "$log"; then
 		e2e_msg "$name (repetition $rep) failed: exit $rc"
 		return 1
 	fi
 	grep -q "^ result $name " "$log" || { e2e_msg "$name: no 'result $name' line"; return 1; }
+	calls=$(e2e_field "$name" "$rep" calls)
+	hz=$(getconf CLK_TCK)
+	awk -v n="$name.$rep" -v c="$(e2e_field "$name" "$rep" client_cpu_us)" -v k="$calls" \
+		-v s0=$((a1 - a0)) -v s1=$((b1 - b0)) -v hz="$hz" 'BEGIN {
+		printf "cpu %s client=%s server0=%.1f server1=%.1f us per call\n", n, c,
+			s0 * 1e6 / hz / k, s1 * 1e6 / hz / k }' >"$E2E_DIR/$name.$rep.cpu"
+	cat "$E2E_DIR/$name.$rep.cpu"
 }
 
 # e2e_field NAME REP KEY: KEY's value on the result line of that run ("" if none).
@@ -140,6 +159,22 @@ e2e_median() {
 e2e_ratio() {
 	awk -v a="$1" -v b="$2" 'BEGIN { n = "^[0-9]+([.][0-9]+)?$"
 		if (a ~ n && b ~ n && b + 0 > 0) printf "%.3f", a / b; else print "nan" }'
+}
+
+# e2e_cpu_summary NAME REPEAT: "cpu NAME client=.. server0=.. server1=.. us per call", the
+# medians over the repetitions.
+e2e_cpu_summary() {
+	local rep k line
+	local -A v=()
+	for ((rep = 1; rep <= $2; rep++)); do
+		line=$(cat "$E2E_DIR/$1.$rep.cpu" 2>/dev/null)
+		for k in client server0 server1; do
+			v[$k]+=" $(sed -n "s/.* $k=\([^ ]*\).*/\1/p" <<<"$line")"
+		done
+	done
+	# shellcheck disable=SC2086 # the values are words
+	echo "cpu $1 client=$(e2e_median ${v[client]}) server0=$(e2e_median ${v[server0]})" \
+		"server1=$(e2e_median ${v[server1]}) us per call (medians of the repetitions)"
 }
 
 # e2e_summary REF_NAME REPEAT: the raw, ratio, latency and target lines (see the top).
@@ -161,6 +196,7 @@ e2e_summary() {
 		echo "ratio $name ${e2e_ratio_of[$name]}"
 		echo "latency $name p50=$(e2e_median "${p50s[@]}") p99=$(e2e_median "${p99s[@]}")" \
 			"usec (per operation; medians of the repetitions)"
+		e2e_cpu_summary "$name" "$repeat"
 	done
 	for name in pull_1024x64_uniform pull_1024x64_zipf; do
 		r=${e2e_ratio_of[$name]}

@@ -322,15 +322,20 @@ static void report(const struct bp_opts *o, const struct bp_result *r)
 	       r->bytes_staged);
 	printf(" bytes_copied    : %" PRId64 " (by the transport, this side)\n",
 	       r->row.bytes_copied);
-	printf(" prepare         : %.2f s\n", r->prep_s);
+	printf(" client cpu      : %.1f us per operation (user + system, every client thread)\n",
+	       r->client_cpu_us);
+	printf(" prepare         : %.2f s (%" PRIu64 " calls in all, preparation and checks "
+	       "included)\n",
+	       r->prep_s, r->calls);
 	if (r->capped)
 		printf(" note            : a client stopped early: %u samples recorded\n",
 		       BP_SAMPLES_MAX);
 	printf(" data check      : %s (%" PRIu64 " rows compared, %" PRIu64 " wrong)\n",
 	       r->row.check_ok ? "ok" : "FAILED", r->checked_rows, r->bad_rows);
-	printf(" result %s ops_s=%.1f goodput_mbs=%.2f p50_us=%.1f p99_us=%.1f p999_us=%.1f\n",
+	printf(" result %s ops_s=%.1f goodput_mbs=%.2f p50_us=%.1f p99_us=%.1f p999_us=%.1f "
+	       "client_cpu_us=%.1f calls=%" PRIu64 "\n",
 	       name, r->ops_per_s, r->row.bw_mbs, r->row.lat.typical_us, r->row.lat.p99_us,
-	       r->row.lat.p999_us);
+	       r->row.lat.p999_us, r->client_cpu_us, r->calls);
 	fflush(stdout);
 }
 

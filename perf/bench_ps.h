@@ -99,7 +99,9 @@ struct bp_result {
 	bool capped;		/* a client stopped early: its sample array was full */
 	char transport[8];	/* what the clients use */
 	char var_name[64];
-	double prep_s; /* preparing (and verifying) the variable */
+	double prep_s;	      /* preparing (and verifying) the variable */
+	double client_cpu_us; /* user + system CPU of this process per operation, measured loop */
+	uint64_t calls;	      /* every call this process made: the loop's, preparation, checks */
 };
 
 /* ---- bench_ps_ids.c -------------------------------------------------------------------------- */

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include <psplus/client.h>
 
@@ -38,6 +39,7 @@ struct bp_client {
 	uint32_t *uses;	   /* [pool]: how often each batch was sent */
 	uint64_t start_ns; /* when this client's clock started */
 	uint64_t checked_rows, bad_rows;
+	uint64_t prep_calls;		 /* calls outside the measured loop (preparation, checks) */
 	struct ps_client_stats st0, st1; /* around the measured loop */
 	bool capped;
 	int rc;
@@ -123,6 +125,7 @@ static int prepare_pull(struct bp_client *k, const struct bp_opts *o, const uint
 		size_t n = nmk - at < BP_PREP_BATCH ? nmk - at : BP_PREP_BATCH;
 
 		rc = ps_client_sparse_pull(k->c, k->var, mk + at, n, buf);
+		k->prep_calls++;
 		if (rc)
 			break;
 		switch (chunk_state(mk + at, n, buf, o->width)) {
@@ -133,6 +136,7 @@ static int prepare_pull(struct bp_client *k, const struct bp_opts *o, const uint
 				for (uint32_t j = 0; j < o->width; j++)
 					buf[i * o->width + j] = bp_pattern(mk[at + i], j);
 			rc = ps_client_sparse_push(k->c, k->var, mk + at, n, buf);
+			k->prep_calls++;
 			pushed += n;
 			break;
 		case CHUNK_MIXED:
@@ -152,6 +156,7 @@ static int prepare_pull(struct bp_client *k, const struct bp_opts *o, const uint
 		size_t n = nmk - at < BP_PREP_BATCH ? nmk - at : BP_PREP_BATCH;
 
 		rc = ps_client_sparse_pull(k->c, k->var, mk + at, n, buf);
+		k->prep_calls++;
 		if (rc) {
 			say_fail("verifying the prepared rows", rc);
 			return rc;
@@ -176,6 +181,7 @@ static int pull_all(struct bp_client *k, const struct bp_opts *o, const uint64_t
 		size_t n = nmk - at < BP_PREP_BATCH ? nmk - at : BP_PREP_BATCH;
 		int rc = ps_client_sparse_pull(k->c, k->var, mk + at, n, rows + at * o->width);
 
+		k->prep_calls++;
 		if (rc) {
 			say_fail("pulling the marked rows", rc);
 			return rc;
@@ -433,6 +439,11 @@ static int prepare(struct bp_client *k, const struct bp_opts *o, const uint64_t 
 	return pull_all(k, o, mk, nmk, rows);
 }
 
+static double cpu_us(const struct timeval *tv)
+{
+	return (double)tv->tv_sec * 1e6 + (double)tv->tv_usec;
+}
+
 static int measure(struct bp_shared *sh, struct bp_client *cl, uint32_t n)
 {
 	uint32_t started = 0;
@@ -467,6 +478,7 @@ int bp_run(const struct bp_opts *o, struct bp_result *res)
 	float *grads = NULL, *before = NULL, *after = NULL;
 	uint32_t *uses = NULL;
 	struct ps_var_spec sp;
+	struct rusage ru0, ru1;
 	size_t nmk = 0;
 	uint64_t t0;
 	int rc = -ENOMEM;
@@ -508,7 +520,9 @@ int bp_run(const struct bp_opts *o, struct bp_result *res)
 		goto out;
 	sh.ids = ids;
 	sh.grads = grads;
+	getrusage(RUSAGE_SELF, &ru0);
 	rc = measure(&sh, cl, o->clients);
+	getrusage(RUSAGE_SELF, &ru1);
 	pthread_barrier_destroy(&sh.go);
 	if (rc)
 		goto out;
@@ -528,8 +542,12 @@ int bp_run(const struct bp_opts *o, struct bp_result *res)
 	rc = window(o, cl, res);
 	if (rc)
 		goto out;
-	if (res->ops_total)
+	if (res->ops_total) {
 		res->requests_per_op /= (double)res->ops_total;
+		res->client_cpu_us = (cpu_us(&ru1.ru_utime) + cpu_us(&ru1.ru_stime) -
+				      cpu_us(&ru0.ru_utime) - cpu_us(&ru0.ru_stime)) /
+				     (double)res->ops_total;
+	}
 	if (o->test == BP_PUSH) {
 		uint64_t checked = 0, bad;
 
@@ -552,6 +570,9 @@ int bp_run(const struct bp_opts *o, struct bp_result *res)
 		res->checked_rows += checked;
 		res->bad_rows += bad;
 	}
+	res->calls = res->ops_total;
+	for (uint32_t i = 0; i < o->clients; i++)
+		res->calls += cl[i].prep_calls;
 	res->row.checked = res->checked_rows * o->width * sizeof(float);
 	res->row.check_ok = !res->bad_rows && res->checked_rows;
 	rc = 0;
