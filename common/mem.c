@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <numa.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -14,6 +15,11 @@
 #include "common/mem.h"
 
 #define HUGE_2M (2ul << 20)
+
+/* Linux 5.14; older headers lack the name, and older kernels answer EINVAL. */
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
 
 static size_t round_up(size_t v, size_t to)
 {
@@ -56,13 +62,26 @@ int ps_mem_alloc(size_t len, int numa_node, unsigned flags, struct ps_mem *out)
 	}
 	/* Registered memory is pinned anyway; DONTFORK keeps a fork() from breaking the pinning. */
 	(void)madvise(p, mlen, MADV_DONTFORK);
-	if (flags & PS_MEM_POPULATE) {
+	/* Nobody else sees the memory yet: without MADV_POPULATE_WRITE, write every page. */
+	if ((flags & PS_MEM_POPULATE) && ps_mem_populate(p, mlen)) {
 		for (size_t off = 0; off < mlen; off += page)
 			((volatile char *)p)[off] = 0;
 	}
 	out->addr = p;
 	out->len = mlen;
 	return 0;
+}
+
+int ps_mem_populate(void *addr, size_t len)
+{
+	if ((uintptr_t)addr % (size_t)sysconf(_SC_PAGESIZE))
+		return -EINVAL;
+	if (!len)
+		return 0;
+	if (!madvise(addr, len, MADV_POPULATE_WRITE))
+		return 0;
+	/* EINVAL for an aligned range: a kernel before 5.14, which does not know the advice. */
+	return errno == EINVAL ? -EOPNOTSUPP : -errno;
 }
 
 void ps_mem_free(struct ps_mem *m)

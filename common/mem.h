@@ -39,6 +39,18 @@ struct ps_mem {
  */
 PS_EXPORT int ps_mem_alloc(size_t len, int numa_node, unsigned flags, struct ps_mem *out);
 
+/**
+ * ps_mem_populate() - fault in the pages of [@addr, @addr + @len) writable now, without
+ * changing what they hold: one madvise(MADV_POPULATE_WRITE) (Linux 5.14), which costs the
+ * kernel's page allocation and zeroing but not a page fault per page. Safe while other threads
+ * read and write the same pages, so it may run ahead of a loader that fills them.
+ *
+ * Returns 0, -EINVAL when @addr is not page-aligned, -EOPNOTSUPP when the kernel has no
+ * MADV_POPULATE_WRITE (the pages are then faulted in by their first write, as usual), or
+ * -ENOMEM / -EFAULT. Thread-safe.
+ */
+PS_EXPORT int ps_mem_populate(void *addr, size_t len);
+
 /** ps_mem_free() - unmap what ps_mem_alloc() gave; a zeroed struct is accepted. */
 PS_EXPORT void ps_mem_free(struct ps_mem *m);
 
