@@ -180,7 +180,14 @@ struct ps_ckpt_part_reader_opts {
 	 * [filter_begin, filter_end); both 0: every row. Rows filtered out are still read and
 	 * checksummed. */
 	uint64_t filter_begin, filter_end;
-	size_t buffer_bytes; /* read buffer; 0: 1 MiB */
+	size_t buffer_bytes; /* read buffer; 0: 1 MiB; at least one record whatever is asked */
+	/* Map the file (mmap, read-only) instead of reading it into the buffer, so that
+	 * ps_ckpt_part_reader_next_batch() hands out rows straight from the page cache: each byte
+	 * is then copied once, by the caller, where a read() copies it into the buffer first.
+	 * The file must not be truncated while the reader is open (a mapped page past the end
+	 * raises SIGBUS): part files never are, a writer renames a new file over the old name.
+	 * Falls back to reading when the file cannot be mapped. */
+	bool map;
 };
 
 /**
@@ -201,6 +208,17 @@ const struct ps_ckpt_part_hdr *ps_ckpt_part_reader_header(const struct ps_ckpt_p
  * naming the file. After an error, every call returns it again.
  */
 int ps_ckpt_part_reader_next(struct ps_ckpt_part_reader *r, struct ps_ckpt_row *row);
+
+/**
+ * ps_ckpt_part_reader_next_batch() - up to @max rows (after the filter) at once, *@n of them,
+ * with the same checks: for loaders that copy each row where it belongs. @rows[i].data points
+ * into the reader's buffer or, with the map option, into the file's mapping (no copy), valid
+ * until the next call on @r; the rows of one call are checksummed just before they are handed
+ * out, so they are still in cache when the caller copies them. Returns 0 with *@n > 0 rows, 0 with *@n == 0 at the end once the content CRC
+ * matched, or a negative code as ps_ckpt_part_reader_next() (which may be mixed with it).
+ */
+int ps_ckpt_part_reader_next_batch(struct ps_ckpt_part_reader *r, struct ps_ckpt_row *rows,
+				   size_t max, size_t *n);
 
 /** Bytes consumed so far (for progress). */
 uint64_t ps_ckpt_part_reader_offset(const struct ps_ckpt_part_reader *r);

@@ -376,6 +376,10 @@ static int reader_prescan(struct ps_ckpt_part_reader *r)
 	uint64_t off = PS_CKPT_PART_HEADER_BYTES, end = off + r->hdr.content_bytes;
 	uint32_t crc = 0;
 
+	if (r->rb.map) {
+		crc = ps_crc32c(0, r->rb.buf, r->rb.len);
+		off = end;
+	}
 	while (off < end) {
 		size_t want = end - off < r->rb.cap ? (size_t)(end - off) : r->rb.cap, got;
 		int rc = mio_pread_full(r->fd, r->rb.buf, want, off, &got);
@@ -402,7 +406,7 @@ int ps_ckpt_part_reader_open(const struct ps_ckpt_part_reader_opts *o,
 	uint8_t raw[PS_CKPT_PART_HEADER_BYTES];
 	char sub[512];
 	struct stat st;
-	size_t got;
+	size_t got, cap;
 	int rc;
 
 	*out = NULL;
@@ -454,10 +458,17 @@ int ps_ckpt_part_reader_open(const struct ps_ckpt_part_reader_opts *o,
 	r->rec_bytes = ps_ckpt_record_bytes(r->hdr.kind, r->hdr.width, r->hdr.nslots);
 	r->nfloats = (size_t)r->hdr.width * (1u + r->hdr.nslots);
 	r->row = malloc(r->nfloats * sizeof(float));
-	rc = r->row ? mio_rbuf_init(&r->rb, r->fd, PS_CKPT_PART_HEADER_BYTES,
-				    PS_CKPT_PART_HEADER_BYTES + r->hdr.content_bytes,
-				    o->buffer_bytes)
-		    : -ENOMEM;
+	/* Room for one whole record at least: ps_ckpt_part_reader_next_batch() hands records out
+	 * in place. (A file without rows needs none, whatever its header's width.) */
+	cap = o->buffer_bytes ? o->buffer_bytes : 1u << 20;
+	if (cap < r->rec_bytes && r->rec_bytes <= r->hdr.content_bytes)
+		cap = (size_t)r->rec_bytes;
+	rc = r->row ? 0 : -ENOMEM;
+	if (!rc && (!o->map || !r->hdr.content_bytes ||
+		    mio_rbuf_map(&r->rb, r->fd, PS_CKPT_PART_HEADER_BYTES,
+				 PS_CKPT_PART_HEADER_BYTES + r->hdr.content_bytes)))
+		rc = mio_rbuf_init(&r->rb, r->fd, PS_CKPT_PART_HEADER_BYTES,
+				   PS_CKPT_PART_HEADER_BYTES + r->hdr.content_bytes, cap);
 	if (rc) {
 		reader_fail(r, rc, "out of memory");
 		goto fail;
@@ -489,6 +500,42 @@ const char *ps_ckpt_part_reader_errmsg(const struct ps_ckpt_part_reader *r)
 	return r->errmsg[0] ? r->errmsg : "no error";
 }
 
+/* A record's key, read at file offset @at as record @rowno: ids in sequence (dense/sparse), the
+ * bucket inside the part's range (hash). */
+static int check_key(struct ps_ckpt_part_reader *r, const uint64_t key[2], uint64_t at,
+		     uint64_t rowno)
+{
+	const struct ps_ckpt_part_hdr *h = &r->hdr;
+	uint32_t b;
+
+	if (h->kind == PS_VAR_DENSE || h->kind == PS_VAR_SPARSE) {
+		if (key[0] != h->begin + rowno)
+			return reader_fail(r, PS_ECORRUPT,
+					   "row at offset %" PRIu64 " has id %" PRIu64
+					   " where %" PRIu64 " is due",
+					   at, key[0], h->begin + rowno);
+		return 0;
+	}
+	b = h->kind == PS_VAR_HASH64 ? ps_hash_bucket64(key[0]) : ps_hash_bucket128(key[0], key[1]);
+	if (b < h->begin || b >= h->end)
+		return reader_fail(r, PS_ECORRUPT,
+				   "key at offset %" PRIu64 " is in bucket %u, outside [%" PRIu64
+				   ", %" PRIu64 ")",
+				   at, b, h->begin, h->end);
+	return 0;
+}
+
+/* Does the filter take the row with @key? */
+static bool in_filter(const struct ps_ckpt_part_reader *r, const uint64_t key[2])
+{
+	const struct ps_ckpt_part_hdr *h = &r->hdr;
+	uint64_t x = h->kind == PS_VAR_HASH64	 ? ps_hash_bucket64(key[0])
+		     : h->kind == PS_VAR_HASH128 ? ps_hash_bucket128(key[0], key[1])
+						 : key[0];
+
+	return x >= r->fbegin && x < r->fend;
+}
+
 static int read_record(struct ps_ckpt_part_reader *r, uint64_t key[2])
 {
 	const struct ps_ckpt_part_hdr *h = &r->hdr;
@@ -510,24 +557,16 @@ static int read_record(struct ps_ckpt_part_reader *r, uint64_t key[2])
 	mio_le_u64s(key, (size_t)nk);
 	mio_le_f32s(r->row, r->nfloats);
 	r->next_row++;
-	if (h->kind == PS_VAR_DENSE || h->kind == PS_VAR_SPARSE) {
-		if (key[0] != h->begin + r->next_row - 1)
-			return reader_fail(r, PS_ECORRUPT,
-					   "row at offset %" PRIu64 " has id %" PRIu64
-					   " where %" PRIu64 " is due",
-					   at, key[0], h->begin + r->next_row - 1);
-		return 0;
-	}
-	{
-		uint32_t b = h->kind == PS_VAR_HASH64 ? ps_hash_bucket64(key[0])
-						      : ps_hash_bucket128(key[0], key[1]);
+	return check_key(r, key, at, r->next_row - 1);
+}
 
-		if (b < h->begin || b >= h->end)
-			return reader_fail(r, PS_ECORRUPT,
-					   "key at offset %" PRIu64
-					   " is in bucket %u, outside [%" PRIu64 ", %" PRIu64 ")",
-					   at, b, h->begin, h->end);
-	}
+/* Every record consumed: 0 when the content CRC matches. */
+static int reader_end(struct ps_ckpt_part_reader *r)
+{
+	if (r->rb.crc != r->hdr.content_crc)
+		return reader_fail(r, PS_ECORRUPT,
+				   "content CRC mismatch (header says 0x%08x, computed 0x%08x)",
+				   r->hdr.content_crc, r->rb.crc);
 	return 0;
 }
 
@@ -539,15 +578,11 @@ int ps_ckpt_part_reader_next(struct ps_ckpt_part_reader *r, struct ps_ckpt_row *
 	if (r->err)
 		return r->err;
 	while (r->next_row < h->rows) {
-		uint64_t x;
 		int rc = read_record(r, key);
 
 		if (rc)
 			return rc;
-		x = h->kind == PS_VAR_HASH64	? ps_hash_bucket64(key[0])
-		    : h->kind == PS_VAR_HASH128 ? ps_hash_bucket128(key[0], key[1])
-						: key[0];
-		if (x < r->fbegin || x >= r->fend)
+		if (!in_filter(r, key))
 			continue;
 		row->id = key[0];
 		row->key_hi = key[1];
@@ -556,11 +591,64 @@ int ps_ckpt_part_reader_next(struct ps_ckpt_part_reader *r, struct ps_ckpt_row *
 		row->nslots = h->nslots;
 		return 1;
 	}
-	if (r->rb.crc != h->content_crc)
-		return reader_fail(r, PS_ECORRUPT,
-				   "content CRC mismatch (header says 0x%08x, computed 0x%08x)",
-				   h->content_crc, r->rb.crc);
-	return 0;
+	return reader_end(r);
+}
+
+/*
+ * One buffer window per call: the rows handed out point into the buffer, which the next fill
+ * moves. The records of the window are checksummed in one pass just before the caller copies
+ * them, so they are read from cache, not from memory, the second time.
+ */
+int ps_ckpt_part_reader_next_batch(struct ps_ckpt_part_reader *r, struct ps_ckpt_row *rows,
+				   size_t max, size_t *n)
+{
+	const struct ps_ckpt_part_hdr *h = &r->hdr;
+	size_t kb = h->kind == PS_VAR_HASH128 ? 16 : 8, rec = (size_t)r->rec_bytes;
+
+	*n = 0;
+	if (r->err)
+		return r->err;
+	if (!rows || !max)
+		return -EINVAL;
+	while (!*n && r->next_row < h->rows) {
+		uint64_t at = mio_rbuf_offset(&r->rb), left = h->rows - r->next_row;
+		size_t avail, k;
+		uint8_t *p;
+		int rc = mio_rbuf_window(&r->rb, rec, &p, &avail);
+
+		if (rc == -ENODATA)
+			return reader_fail(r, PS_ECORRUPT,
+					   "truncated at offset %" PRIu64 " (row %" PRIu64 ")",
+					   r->rb.off, r->next_row);
+		if (rc)
+			return reader_fail(r, rc, "read failed at offset %" PRIu64 ": %s", at,
+					   strerror(-rc));
+		k = avail / rec;
+		if (k > max)
+			k = max;
+		if (k > left)
+			k = (size_t)left;
+		mio_rbuf_consume(&r->rb, k * rec);
+		for (size_t i = 0; i < k; i++, p += rec, at += rec) {
+			uint64_t key[2] = {0, 0};
+
+			memcpy(key, p, kb);
+			mio_le_u64s(key, kb / 8);
+			rc = check_key(r, key, at, r->next_row++);
+			if (rc)
+				return rc;
+			if (!in_filter(r, key))
+				continue;
+			mio_le_f32s((float *)(void *)(p + kb), r->nfloats);
+			rows[*n] = (struct ps_ckpt_row){.id = key[0],
+							.key_hi = key[1],
+							.data = (const float *)(void *)(p + kb),
+							.width = h->width,
+							.nslots = h->nslots};
+			++*n;
+		}
+	}
+	return *n ? 0 : reader_end(r);
 }
 
 void ps_ckpt_part_reader_close(struct ps_ckpt_part_reader *r)

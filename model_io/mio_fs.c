@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -216,9 +217,38 @@ int mio_rbuf_init(struct mio_rbuf *r, int fd, uint64_t off, uint64_t end, size_t
 	return r->buf ? 0 : -ENOMEM;
 }
 
+int mio_rbuf_map(struct mio_rbuf *r, int fd, uint64_t off, uint64_t end)
+{
+#ifdef MIO_BIG_ENDIAN
+	return -ENOTSUP;
+#else
+	void *m;
+
+	if (off >= end || end > SIZE_MAX)
+		return -EINVAL;
+	m = mmap(NULL, (size_t)end, PROT_READ, MAP_PRIVATE, fd, 0);
+	if (m == MAP_FAILED)
+		return -errno;
+	/* Read ahead aggressively, as for read(); advice only. */
+	(void)madvise(m, (size_t)end, MADV_SEQUENTIAL);
+	memset(r, 0, sizeof(*r));
+	r->fd = fd;
+	r->map = m;
+	r->map_len = (size_t)end;
+	r->buf = (uint8_t *)m + off;
+	r->cap = r->len = (size_t)(end - off);
+	r->off = r->end = end;
+	return 0;
+#endif
+}
+
 void mio_rbuf_free(struct mio_rbuf *r)
 {
-	free(r->buf);
+	if (r->map)
+		munmap(r->map, r->map_len);
+	else
+		free(r->buf);
+	r->map = NULL;
 	r->buf = NULL;
 }
 
@@ -226,6 +256,9 @@ static int rbuf_fill(struct mio_rbuf *r)
 {
 	size_t want, got;
 	int rc;
+
+	if (r->map) /* the whole file is in the window already */
+		return -ENODATA;
 
 	/* Keep the unconsumed tail, then read as much as fits and the file allows. */
 	memmove(r->buf, r->buf + r->pos, r->len - r->pos);
@@ -264,6 +297,35 @@ int mio_rbuf_get(struct mio_rbuf *r, void *dst, size_t len)
 		len -= k;
 	}
 	return 0;
+}
+
+int mio_rbuf_window(struct mio_rbuf *r, size_t min, uint8_t **p, size_t *avail)
+{
+	int rc;
+
+	if (min > r->cap)
+		return r->map ? -ENODATA : -EINVAL;
+	/* Records handed out in place hold floats: start the window 4-byte aligned. It is,
+	 * unless mio_rbuf_get() filled the buffer from an odd offset (a short read). */
+	if (!r->map && (uintptr_t)(r->buf + r->pos) % sizeof(float)) {
+		memmove(r->buf, r->buf + r->pos, r->len - r->pos);
+		r->len -= r->pos;
+		r->pos = 0;
+	}
+	while (r->len - r->pos < min) {
+		rc = rbuf_fill(r);
+		if (rc)
+			return rc;
+	}
+	*p = r->buf + r->pos;
+	*avail = r->len - r->pos;
+	return 0;
+}
+
+void mio_rbuf_consume(struct mio_rbuf *r, size_t n)
+{
+	r->crc = ps_crc32c(r->crc, r->buf + r->pos, n);
+	r->pos += n;
 }
 
 void mio_le_u64s(uint64_t *v, size_t n)

@@ -88,15 +88,38 @@ struct mio_rbuf {
 	uint64_t off;	      /* file offset of buf[len] (the next byte to read from the file) */
 	uint64_t end;	      /* file offset where reading stops (the size from fstat) */
 	uint32_t crc;	      /* CRC32C of every byte consumed */
+	void *map;	      /* mio_rbuf_map(): the mapping (buf points into it), else NULL */
+	size_t map_len;
 };
 
 int mio_rbuf_init(struct mio_rbuf *r, int fd, uint64_t off, uint64_t end, size_t cap);
+/**
+ * mio_rbuf_map() - as mio_rbuf_init(), but map [0, @end) of the file read-only instead of
+ * reading it: the "buffer" is the page cache itself, every byte already there (the kernel reads
+ * on first touch, ahead of it with MADV_SEQUENTIAL). No copy into a buffer, so
+ * mio_rbuf_window() hands out the file's bytes in place, read-only. The file must keep its size
+ * while mapped: touching a page past a truncation raises SIGBUS. Returns 0, or -ENOTSUP on
+ * big-endian hosts (whose callers convert records in place) or mmap's error: the caller then
+ * uses mio_rbuf_init().
+ */
+int mio_rbuf_map(struct mio_rbuf *r, int fd, uint64_t off, uint64_t end);
 void mio_rbuf_free(struct mio_rbuf *r);
 /**
  * mio_rbuf_get() - the next @len bytes into @dst (CRC'd). Returns 0, -EIO, or -ENODATA when
  * fewer than @len bytes remain before @end (truncation; mio_rbuf_offset() says where).
  */
 int mio_rbuf_get(struct mio_rbuf *r, void *dst, size_t len);
+/**
+ * mio_rbuf_window() - make at least @min bytes readable in place (reading more from the file
+ * when fewer are buffered; @min <= cap) and point *@p at everything buffered, *@avail bytes
+ * from the next one. Nothing is consumed. Returns 0, -EIO, or -ENODATA when fewer than @min
+ * bytes remain before @end. For callers that use records in the buffer instead of copying
+ * them out, then mio_rbuf_consume() them; *@p is 4-byte aligned (records of floats), and
+ * writable unless the buffer is a mapping (mio_rbuf_map()).
+ */
+int mio_rbuf_window(struct mio_rbuf *r, size_t min, uint8_t **p, size_t *avail);
+/** mio_rbuf_consume() - consume (and CRC) the next @n buffered bytes, @n <= what is buffered. */
+void mio_rbuf_consume(struct mio_rbuf *r, size_t n);
 /** The file offset of the next byte mio_rbuf_get() would return. */
 static inline uint64_t mio_rbuf_offset(const struct mio_rbuf *r)
 {

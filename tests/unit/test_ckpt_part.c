@@ -1,7 +1,9 @@
 /*
  * Checkpoint part files and metadata: round trips of every kind with slots, the byte layout of
  * the header, every single-byte corruption and every truncation of a small file refused with a
- * message naming the file, the reader's row / bucket filter, and the writer's refusals.
+ * message naming the file (by the row reader, the batch reader and the mapped reader alike),
+ * the reader's row / bucket filter, the batch and mapped readers agreeing with the row reader at
+ * every buffer size, and the writer's refusals.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -176,24 +178,52 @@ static void write_small_part(const char *dir, char *path, size_t len)
 	assert_int_equal(tm_file_size(path), 136);
 }
 
-/* Reads every row; returns the final code (0 = good) and how many rows were handed out. */
-static int read_all(const char *path, bool verify_first, int *rows)
+/* Reads every row, one at a time or in batches of @batch; returns the final code (0 = good)
+ * and how many rows were handed out. */
+static int read_rows(const char *path, bool verify_first, size_t batch, bool map, int *rows)
 {
-	struct ps_ckpt_part_reader_opts o = {.path = path, .verify_first = verify_first};
+	struct ps_ckpt_part_reader_opts o = {
+		.path = path, .verify_first = verify_first, .map = map};
 	struct ps_ckpt_part_reader *r;
-	struct ps_ckpt_row row;
+	struct ps_ckpt_row row[4];
+	size_t n;
 	int rc;
 
 	*rows = 0;
 	rc = ps_ckpt_part_reader_open(&o, &r, err, sizeof(err));
 	if (rc)
 		return rc;
-	while ((rc = ps_ckpt_part_reader_next(r, &row)) == 1)
-		(*rows)++;
+	if (batch) {
+		while (!(rc = ps_ckpt_part_reader_next_batch(r, row, batch, &n)) && n)
+			*rows += (int)n;
+	} else {
+		while ((rc = ps_ckpt_part_reader_next(r, row)) == 1)
+			(*rows)++;
+	}
 	if (rc)
 		snprintf(err, sizeof(err), "%s", ps_ckpt_part_reader_errmsg(r));
-	assert_int_equal(ps_ckpt_part_reader_next(r, &row), rc); /* errors are sticky */
+	/* errors are sticky */
+	assert_int_equal(ps_ckpt_part_reader_next(r, row), rc);
+	assert_int_equal(ps_ckpt_part_reader_next_batch(r, row, 4, &n), rc);
 	ps_ckpt_part_reader_close(r);
+	return rc;
+}
+
+static int read_all(const char *path, bool verify_first, int *rows)
+{
+	int brows, rc = read_rows(path, verify_first, 0, false, rows);
+	char first[sizeof(err)];
+
+	/* The batch reader and the mapped reader agree: same code, same message, rows handed
+	 * out at most as many (verify_first: none either). */
+	snprintf(first, sizeof(first), "%s", err);
+	for (int mode = 0; mode < 3; mode++) {
+		assert_int_equal(read_rows(path, verify_first, mode ? 2 : 0, mode > 0, &brows), rc);
+		assert_string_equal(err, first);
+		assert_true(rc ? brows <= 3 : brows == *rows);
+		if (verify_first && rc)
+			assert_int_equal(brows, 0);
+	}
 	return rc;
 }
 
@@ -348,6 +378,103 @@ static void test_filters(void **state)
 	tm_free(&m);
 }
 
+/* Reads rows of @path in [fb, fe) three ways: next(), next_batch() of @batch, and the two
+ * alternating; all must give the same rows with the same values, and end with 0. */
+static void check_batch_path(const char *path, uint64_t fb, uint64_t fe, size_t batch,
+			     size_t buffer, bool map)
+{
+	struct ps_ckpt_part_reader_opts o = {
+		.path = path, .filter_begin = fb, .filter_end = fe, .buffer_bytes = buffer};
+	struct ps_ckpt_part_reader *a, *b, *c;
+	struct ps_ckpt_row ra, rb[8], rc1;
+	size_t nfl, n = 0, i = 0;
+	bool alt = false;
+	int ea, eb, ec;
+
+	assert_true(batch <= 8);
+	/* a: the row reader, unmapped (the reference); b, c: mapped or not. */
+	assert_int_equal(ps_ckpt_part_reader_open(&o, &a, err, sizeof(err)), 0);
+	o.map = map;
+	assert_int_equal(ps_ckpt_part_reader_open(&o, &b, err, sizeof(err)), 0);
+	assert_int_equal(ps_ckpt_part_reader_open(&o, &c, err, sizeof(err)), 0);
+	for (;;) {
+		if (i == n) {
+			eb = ps_ckpt_part_reader_next_batch(b, rb, batch, &n);
+			assert_int_equal(eb, 0);
+			i = 0;
+		}
+		ea = ps_ckpt_part_reader_next(a, &ra);
+		if (alt) {
+			ec = ps_ckpt_part_reader_next(c, &rc1);
+		} else {
+			size_t one;
+
+			ec = ps_ckpt_part_reader_next_batch(c, &rc1, 1, &one);
+			assert_int_equal(ec, 0);
+			ec = (int)one;
+		}
+		alt = !alt;
+		if (ea == 0) {
+			assert_int_equal(n, 0);
+			assert_int_equal(ec, 0);
+			break;
+		}
+		assert_int_equal(ea, 1);
+		assert_int_equal(ec, 1);
+		assert_true(i < n);
+		nfl = (size_t)ra.width * (1 + ra.nslots);
+		assert_int_equal(rb[i].id, ra.id);
+		assert_int_equal(rb[i].key_hi, ra.key_hi);
+		assert_int_equal(rb[i].width, ra.width);
+		assert_int_equal(rb[i].nslots, ra.nslots);
+		assert_memory_equal(rb[i].data, ra.data, nfl * sizeof(float));
+		assert_int_equal(rc1.id, ra.id);
+		assert_memory_equal(rc1.data, ra.data, nfl * sizeof(float));
+		assert_true((uintptr_t)rb[i].data % sizeof(float) == 0);
+		i++;
+	}
+	assert_int_equal(ps_ckpt_part_reader_offset(b), ps_ckpt_part_reader_offset(a));
+	ps_ckpt_part_reader_close(a);
+	ps_ckpt_part_reader_close(b);
+	ps_ckpt_part_reader_close(c);
+}
+
+static void test_batch_reader(void **state)
+{
+	static const size_t buffers[] = {1, 77, 300, 0};
+	static const size_t batches[] = {1, 3, 8};
+	struct ps_ckpt_meta *meta;
+	struct tmodel m;
+	char dir[4200], path[4400];
+
+	make_model(&m, 3);
+	assert_int_equal(tm_save(&m, root, "batch", 2), 0);
+	assert_int_equal(ps_ckpt_meta_load(root, "batch", &meta, err, sizeof(err)), 0);
+	ps_ckpt_dir(root, "batch", dir, sizeof(dir));
+	for (size_t v = 0; v < meta->nvars; v++) {
+		const struct ps_ckpt_var *cv = &meta->vars[v];
+
+		for (size_t p = 0; p < cv->nparts; p++) {
+			const struct ps_ckpt_part_desc *d = &cv->parts[p];
+			uint64_t mid = d->begin + (d->end - d->begin) / 3;
+
+			snprintf(path, sizeof(path), "%s/%s", dir, d->file);
+			for (size_t k = 0; k < 5; k++)
+				for (size_t j = 0; j < 3; j++) {
+					/* Every row, then a filter keeping part of the range;
+					 * k == 4: mapped. */
+					size_t bb = buffers[k % 4];
+
+					check_batch_path(path, 0, 0, batches[j], bb, k == 4);
+					check_batch_path(path, mid, d->end - 1, batches[j], bb,
+							 k == 4);
+				}
+		}
+	}
+	ps_ckpt_meta_free(meta);
+	tm_free(&m);
+}
+
 static void test_writer_refusals(void **state)
 {
 	struct ps_ckpt_part_writer_opts o = {
@@ -453,6 +580,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_every_byte_flip_is_caught, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_every_truncation_is_caught, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_filters, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_batch_reader, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_writer_refusals, setup, teardown),
 		cmocka_unit_test(test_meta_check_and_decode),
 	};
