@@ -173,12 +173,25 @@ int ps_dp_stage_var(struct ps_dp *dp, uint32_t var_id, const struct ps_dp_declar
 		    size_t errlen);
 
 /**
- * ps_dp_stage_load() - create the staged shards of @var_id and fill them from the checkpoint in
- * @dir: every saved part of @cv overlapping the staged part, read with the reader's range
- * filter (hash keys go to the thread their key hash names), and the optimizer state from
- * ps_ckpt_var_state_for_range(). Each file is read to its end, so its CRC was checked when this
- * returns 0. Any thread; one call per variable at a time.
- * Returns 0 or the first error (PS_ECORRUPT with @err naming the file, -ENOENT, -ENOMEM, ...).
+ * ps_dp_stage_create() - start the disk on every saved part of @cv (in @dir) overlapping the
+ * staged part of @var_id (kernel readahead), and map the staged shards' row memory (not yet
+ * faulted in). A restore calls it for every variable before it loads any: mapping memory takes
+ * the process's mmap lock for writing, which the loaders' page population holds for reading, so
+ * a mapping made while others load waits for them. Any thread; one call per variable at a time.
+ * Returns 0, -ENOMEM, ... with @err filled.
+ */
+int ps_dp_stage_create(struct ps_dp *dp, uint32_t var_id, const char *dir,
+		       const struct ps_ckpt_var *cv, char *err, size_t errlen);
+
+/**
+ * ps_dp_stage_load() - fill the staged shards of @var_id from the checkpoint in @dir (creating
+ * them first, as ps_dp_stage_create(), if that was not called): every saved part of @cv
+ * overlapping the staged part, read with the reader's range filter (hash keys go to the thread
+ * their key hash names), and the optimizer state from ps_ckpt_var_state_for_range(). Each file
+ * is read to its end, so its CRC was checked when this returns 0. A helper thread faults the
+ * shards' memory in ahead of the copies (see dp_ckpt_load.c). Any thread; one call per variable
+ * at a time. Returns 0 or the first error (PS_ECORRUPT with @err naming the file, -ENOENT,
+ * -ENOMEM, -ECANCELED when @cancel was raised, ...).
  */
 int ps_dp_stage_load(struct ps_dp *dp, uint32_t var_id, const char *dir,
 		     const struct ps_ckpt_var *cv, const _Atomic bool *cancel, uint64_t *rows,

@@ -1,7 +1,8 @@
 /*
  * The data plane's side of checkpoints and streaming export (dp.h, "Checkpoints"): pausing the
- * threads, writing a part file from the shards of every thread, restoring into staged
- * variables and switching to them, and exporting the rows changed since the last export.
+ * threads, writing a part file from the shards of every thread, staging variables for a restore
+ * and switching to them (dp_ckpt_load.c fills them), and exporting the rows changed since the
+ * last export.
  *
  * Ownership. A data-path thread owns its shards; nobody else touches them while it serves
  * requests. ps_dp_pause() raises dp->pause and waits until every thread has acknowledged it:
@@ -19,7 +20,6 @@
  * variables once no pull write can still be reading their rows (pulls_inflight).
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,27 +33,14 @@
 #include "common/log.h"
 #include "model_io/ckpt.h"
 #include "model_io/sm.h"
-#include "scheduler/placement.h"
 #include "server/dp_internal.h"
 
-/* Write and read buffers of part files: large sequential I/O. */
+/* Write buffer of part files: large sequential I/O. */
 #define CKPT_IO_BUFFER (4u << 20)
-/* How often (rows) a long loop looks at its cancel flag. */
-#define CANCEL_EVERY 4096u
 /* Streaming export: rows buffered before they are handed to the writer as one model. */
 #define EXPORT_BATCH_BYTES (8u << 20)
 /* How long a commit waits for pull writes to finish before parking the old variables. */
 #define DRAIN_TIMEOUT_MS 5000u
-
-static bool cancelled(const _Atomic bool *cancel)
-{
-	return cancel && atomic_load_explicit(cancel, memory_order_relaxed);
-}
-
-static uint32_t slots_of(const struct dp_var *v)
-{
-	return ps_optim_slot_count(v->spec.optim.kind);
-}
 
 /* ---- pause ---------------------------------------------------------------------------------- */
 
@@ -125,7 +112,7 @@ static int save_row(void *arg, const struct ps_store_row *row)
 {
 	struct save_ctx *x = arg;
 
-	if (++x->rows % CANCEL_EVERY == 0 && cancelled(x->cancel))
+	if (++x->rows % DP_CANCEL_EVERY == 0 && dp_cancelled(x->cancel))
 		return -ECANCELED;
 	return ps_ckpt_part_writer_append(x->w, row->id, row->key_hi, row->data);
 }
@@ -151,7 +138,7 @@ int ps_dp_save_part(struct ps_dp *dp, const char *dir, uint32_t var_id, uint64_t
 	wo.var_id = var_id;
 	wo.kind = vs[0]->kind;
 	wo.width = vs[0]->width;
-	wo.nslots = slots_of(vs[0]);
+	wo.nslots = dp_var_nslots(vs[0]);
 	wo.begin = begin;
 	wo.end = end;
 	wo.buffer_bytes = CKPT_IO_BUFFER;
@@ -219,186 +206,6 @@ int ps_dp_stage_var(struct ps_dp *dp, uint32_t var_id, const struct ps_dp_declar
 		}
 	}
 	return 0;
-}
-
-/* Hash rows a new shard will receive: the saved rows of its range, spread over the threads. */
-static uint64_t hash_estimate(const struct ps_ckpt_var *cv, const size_t *idx, size_t n,
-			      uint64_t begin, uint64_t end, uint32_t threads)
-{
-	double rows = 0;
-
-	for (size_t k = 0; k < n; k++) {
-		const struct ps_ckpt_part_desc *d = &cv->parts[idx[k]];
-		uint64_t lo = d->begin > begin ? d->begin : begin;
-		uint64_t hi = d->end < end ? d->end : end;
-
-		rows += (double)d->rows * (double)(hi - lo) / (double)(d->end - d->begin);
-	}
-	return (uint64_t)(rows / threads * 1.05) + 16;
-}
-
-/*
- * Ask the kernel to start reading a whole part file now (readahead into the page cache), so
- * the disk streams while the loader is busy copying rows: the reader's own reads are
- * synchronous, one buffer at a time. Advice only: failures are ignored.
- */
-static void prefetch(const char *path)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-
-	if (fd < 0)
-		return;
-	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-	posix_fadvise(fd, 0, 0, POSIX_FADV_WILLNEED);
-	close(fd);
-}
-
-static int load_file(struct ps_dp *dp, struct dp_var **vs, const char *path,
-		     const struct ps_ckpt_var *cv, const _Atomic bool *cancel, uint64_t *rows,
-		     uint64_t *bytes, char *err, size_t errlen)
-{
-	struct ps_ckpt_part_reader_opts ro = {.path = path,
-					      .filter_begin = vs[0]->part_begin,
-					      .filter_end = vs[0]->part_end,
-					      .buffer_bytes = CKPT_IO_BUFFER};
-	struct ps_placement_part pp = {.begin = vs[0]->part_begin, .end = vs[0]->part_end};
-	enum ps_place_kind pk = vs[0]->kind == PS_VAR_DENSE ? PS_PLACE_DENSE : PS_PLACE_SPARSE;
-	const struct ps_ckpt_part_hdr *h;
-	struct ps_ckpt_part_reader *r;
-	struct ps_ckpt_row row;
-	uint32_t T = dp->nthreads, nslots = slots_of(vs[0]);
-	uint64_t n = 0;
-	int rc;
-
-	rc = ps_ckpt_part_reader_open(&ro, &r, err, errlen);
-	if (rc)
-		return rc;
-	h = ps_ckpt_part_reader_header(r);
-	if (h->var_id != cv->id || h->kind != (uint8_t)vs[0]->kind || h->width != vs[0]->width ||
-	    h->nslots != nslots) {
-		snprintf(err, errlen,
-			 "%s: holds variable %" PRIu64 " (kind %u, width %u, %u slots), expected "
-			 "%" PRIu64 " (kind %u, width %u, %u slots)",
-			 path, h->var_id, h->kind, h->width, h->nslots, cv->id,
-			 (unsigned)vs[0]->kind, vs[0]->width, nslots);
-		ps_ckpt_part_reader_close(r);
-		return PS_ECORRUPT;
-	}
-	while ((rc = ps_ckpt_part_reader_next(r, &row)) == 1) {
-		uint32_t s;
-		int lrc;
-
-		if (vs[0]->kind == PS_VAR_HASH64)
-			s = ps_placement_key_shard(ps_placement_key_hash(row.id), T);
-		else if (vs[0]->kind == PS_VAR_HASH128)
-			s = ps_placement_key_shard(ps_placement_key_hash128(row.key_hi, row.id), T);
-		else
-			s = ps_placement_row_shard(pk, &pp, row.id, T);
-		lrc = ps_store_load_row(vs[s]->part, row.id, row.key_hi, row.data, row.width,
-					row.nslots);
-		if (lrc) {
-			snprintf(err, errlen, "%s: loading row %" PRIu64 ": %s", path, row.id,
-				 ps_strerror(lrc));
-			rc = lrc;
-			goto done;
-		}
-		if (++n % CANCEL_EVERY == 0 && cancelled(cancel)) {
-			snprintf(err, errlen, "%s: cancelled", path);
-			rc = -ECANCELED;
-			goto done;
-		}
-	}
-	/* 0 only once the content CRC matched: the rows loaded are the file's, all of them. */
-	if (rc < 0)
-		snprintf(err, errlen, "%s", ps_ckpt_part_reader_errmsg(r));
-done:
-	*rows += n;
-	*bytes += ps_ckpt_part_reader_offset(r);
-	ps_ckpt_part_reader_close(r);
-	return rc;
-}
-
-int ps_dp_stage_load(struct ps_dp *dp, uint32_t var_id, const char *dir,
-		     const struct ps_ckpt_var *cv, const _Atomic bool *cancel, uint64_t *rows,
-		     uint64_t *bytes, char *err, size_t errlen)
-{
-	struct dp_var **vs = NULL;
-	size_t *idx = NULL, n;
-	uint64_t b, e, hash_rows = 0;
-	char path[4096];
-	int rc = -ENOMEM;
-
-	err[0] = 0;
-	vs = calloc(dp->nthreads, sizeof(*vs));
-	idx = calloc(cv->nparts ? cv->nparts : 1, sizeof(*idx));
-	if (!vs || !idx)
-		goto out;
-	for (uint32_t i = 0; i < dp->nthreads; i++) {
-		vs[i] = dp_vartab_find(&dp->threads[i].stage, var_id);
-		if (!vs[i]) {
-			snprintf(err, errlen, "variable %u is not staged on thread %u", var_id, i);
-			rc = PS_EUNKNOWN_VAR;
-			goto out;
-		}
-	}
-	b = vs[0]->part_begin;
-	e = vs[0]->part_end;
-	n = ps_ckpt_var_overlaps(cv, b, e, idx);
-	if (vs[0]->kind == PS_VAR_HASH64 || vs[0]->kind == PS_VAR_HASH128)
-		hash_rows = hash_estimate(cv, idx, n, b, e, dp->nthreads);
-	/* The disk starts on the files while the parts are created. */
-	for (size_t k = 0; k < n; k++) {
-		snprintf(path, sizeof(path), "%s/%s", dir, cv->parts[idx[k]].file);
-		prefetch(path);
-	}
-
-	for (uint32_t i = 0; i < dp->nthreads; i++) {
-		/* Dense and sparse rows all come from the files: no initialiser pass first. */
-		rc = dp_var_create_part(vs[i], hash_rows, true);
-		if (rc) {
-			snprintf(err, errlen,
-				 "variable %u ('%s'): creating its part on thread %u: %s", var_id,
-				 cv->name, i, ps_strerror(rc));
-			goto out;
-		}
-	}
-	for (size_t k = 0; k < n; k++) {
-		if (snprintf(path, sizeof(path), "%s/%s", dir, cv->parts[idx[k]].file) >=
-		    (int)sizeof(path)) {
-			rc = -ENAMETOOLONG;
-			snprintf(err, errlen, "%s/%s: path too long", dir, cv->parts[idx[k]].file);
-			goto out;
-		}
-		rc = load_file(dp, vs, path, cv, cancel, rows, bytes, err, errlen);
-		if (rc)
-			goto out;
-	}
-	/* Optimizer state: that of the saved parts overlapping each new shard (largest step). */
-	for (uint32_t i = 0; i < dp->nthreads; i++) {
-		struct ps_ckpt_state cs;
-		struct ps_store_state st;
-
-		if (!vs[i]->part)
-			continue;
-		if (vs[i]->kind == PS_VAR_HASH64 || vs[i]->kind == PS_VAR_HASH128)
-			ps_ckpt_var_state_for_range(cv, b, e, &cs);
-		else
-			ps_ckpt_var_state_for_range(cv, vs[i]->begin, vs[i]->end, &cs);
-		ps_store_part_get_state(vs[i]->part, &st);
-		st.step = cs.step;
-		if (cs.step) {
-			st.optim.beta1_power = cs.beta1_power;
-			st.optim.beta2_power = cs.beta2_power;
-		}
-		ps_store_part_set_state(vs[i]->part, &st);
-	}
-	rc = 0;
-out:
-	if (rc && !err[0])
-		snprintf(err, errlen, "variable %u: %s", var_id, ps_strerror(rc));
-	free(idx);
-	free(vs);
-	return rc;
 }
 
 void ps_dp_stage_drop(struct ps_dp *dp)
@@ -615,7 +422,7 @@ static int exp_del(void *arg, uint64_t key, uint64_t key_hi)
 static int exp_var(struct dp_var *v, struct ps_sm_writer *w, const char *name, uint64_t *rows,
 		   uint64_t *deletes)
 {
-	struct exp_ctx x = {.v = v, .w = w, .nslots = slots_of(v)};
+	struct exp_ctx x = {.v = v, .w = w, .nslots = dp_var_nslots(v)};
 	bool hash = v->kind == PS_VAR_HASH64 || v->kind == PS_VAR_HASH128;
 	size_t rb = row_floats(&x) * sizeof(float) + (size_t)key_words(v) * 8;
 	int rc;

@@ -271,10 +271,25 @@ int dp_handle(struct dp_conn *c, void *buf, uint32_t len, struct dp_pend *out);
 int dp_check_ids(const struct dp_var *v, const uint64_t *ids, uint32_t n);
 int dp_check_keys(const struct dp_var *v, const uint64_t *keys, uint32_t n, bool key128);
 
-/* ---- dp_ckpt.c -------------------------------------------------------------------------- */
+/* ---- dp_ckpt.c, dp_ckpt_load.c ---------------------------------------------------------- */
 
 /** dp_graveyard_free() - every retired variable table (at destroy). */
 void dp_graveyard_free(struct ps_dp *dp);
+
+/* How often (rows) a long checkpoint loop looks at its cancel flag. */
+#define DP_CANCEL_EVERY 4096u
+
+/** dp_cancelled() - has the job's cancel flag (may be NULL) been raised? */
+static inline bool dp_cancelled(const _Atomic bool *cancel)
+{
+	return cancel && atomic_load_explicit(cancel, memory_order_relaxed);
+}
+
+/** dp_var_nslots() - optimizer slots per row of @v. */
+static inline uint32_t dp_var_nslots(const struct dp_var *v)
+{
+	return ps_optim_slot_count(v->spec.optim.kind);
+}
 
 /* ---- dp_sync.c -------------------------------------------------------------------------- */
 

@@ -5,8 +5,9 @@
  *
  * The control thread must keep heartbeating while a checkpoint is written or read, so the
  * long commands (SAVE, RESTORE_PREPARE, EXPORT) run on a job thread, which spreads the parts
- * over a few worker threads (the files are independent) and writes an eventfd when it is done;
- * the control thread's poll loop then joins it and answers. Short commands (PAUSE, RESUME,
+ * over a few worker threads (the files are independent; a restore runs them twice: first every
+ * variable's memory is mapped, then the variables are loaded) and writes an eventfd when it is
+ * done; the control thread's poll loop then joins it and answers. Short commands (PAUSE, RESUME,
  * RESTORE_COMMIT, RESTORE_ABORT) are answered on the spot.
  *
  * Safety nets, because the scheduler may die at any point:
@@ -90,6 +91,7 @@ struct srv_ckpt {
 
 	/* restore */
 	struct ps_ckpt_meta *meta; /* the checkpoint being staged */
+	bool creating;		   /* the job maps the staged parts (first pass) */
 	bool staged;		   /* a prepared restore waits for commit or abort */
 
 	/* streaming export */
@@ -258,6 +260,8 @@ static void unit_run(struct ps_srv *s, struct unit *u)
 		}
 		rows = u->desc.rows;
 		bytes = u->desc.size;
+	} else if (k->creating) {
+		u->rc = ps_dp_stage_create(s->dp, u->var_id, k->dir, u->cv, u->err, sizeof(u->err));
 	} else {
 		u->rc = ps_dp_stage_load(s->dp, u->var_id, k->dir, u->cv, &k->cancel, &rows, &bytes,
 					 u->err, sizeof(u->err));
@@ -409,6 +413,13 @@ static void *job_main(void *arg)
 
 	if (k->cmd == CMD_EXPORT) {
 		job_export(s);
+	} else if (k->cmd == CMD_RESTORE_PREPARE) {
+		/* Every variable's memory is mapped before any is loaded (ps_dp_stage_create()). */
+		k->creating = true;
+		run_units(s);
+		k->creating = false;
+		if (!k->status)
+			run_units(s);
 	} else {
 		run_units(s);
 		if (k->cmd == CMD_SAVE) {
