@@ -188,7 +188,19 @@ struct ps_ckpt_part_reader_opts {
 	 * raises SIGBUS): part files never are, a writer renames a new file over the old name.
 	 * Falls back to reading when the file cannot be mapped. */
 	bool map;
+	/* Keep the kernel reading this many bytes past the reader's position (POSIX_FADV_WILLNEED,
+	 * renewed as rows are consumed): a deeper stream than the kernel's own readahead window
+	 * (read_ahead_kb), for a reader that wants the disk to stay ahead of it. 0: the
+	 * kernel's window only. */
+	uint64_t readahead;
 };
+
+/**
+ * ps_ckpt_part_prefetch() - ask the kernel to start reading the first @bytes of the part file
+ * @path into the page cache (sequential access advised too), and return at once: the disk can
+ * work while the caller prepares to read it. Advice only; errors are ignored.
+ */
+void ps_ckpt_part_prefetch(const char *path, uint64_t bytes);
 
 /**
  * ps_ckpt_part_reader_open() - open and validate the header and the file size (which must be

@@ -350,11 +350,43 @@ struct ps_ckpt_part_reader {
 	uint64_t fbegin, fend;
 	uint64_t rec_bytes;
 	size_t nfloats;
-	float *row; /* one record's floats */
-	int err;    /* sticky */
+	float *row;		    /* one record's floats */
+	int err;		    /* sticky */
+	uint64_t ra_ahead, ra_step; /* readahead option: bytes kept asked for, per call */
+	uint64_t ra_next;	    /* file offset asked for up to */
 	char path[4200];
 	char errmsg[4400];
 };
+
+/* The readahead option: keep the kernel reading ra_ahead bytes past the position, asking for
+ * whole steps once at least one is due (the end of the file as the last, shorter, one). */
+static void reader_ahead(struct ps_ckpt_part_reader *r)
+{
+	uint64_t end = PS_CKPT_PART_HEADER_BYTES + r->hdr.content_bytes, want, to;
+
+	if (!r->ra_ahead || r->ra_next >= end)
+		return;
+	want = mio_rbuf_offset(&r->rb) + r->ra_ahead;
+	if (want >= end)
+		to = end;
+	else if (want >= r->ra_next + r->ra_step)
+		to = want;
+	else
+		return;
+	mio_readahead(r->fd, r->ra_next, to, r->ra_step);
+	r->ra_next = to;
+}
+
+void ps_ckpt_part_prefetch(const char *path, uint64_t bytes)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return;
+	(void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	mio_readahead(fd, 0, bytes, mio_readahead_step(fd));
+	close(fd);
+}
 
 static int reader_fail(struct ps_ckpt_part_reader *r, int rc, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -475,6 +507,12 @@ int ps_ckpt_part_reader_open(const struct ps_ckpt_part_reader_opts *o,
 	}
 	r->fbegin = o->filter_begin;
 	r->fend = o->filter_end ? o->filter_end : UINT64_MAX;
+	if (o->readahead) {
+		r->ra_ahead = o->readahead;
+		r->ra_step = mio_readahead_step(r->fd);
+		r->ra_next = PS_CKPT_PART_HEADER_BYTES;
+		reader_ahead(r);
+	}
 	if (o->verify_first && (rc = reader_prescan(r)))
 		goto fail;
 	*out = r;
@@ -577,6 +615,7 @@ int ps_ckpt_part_reader_next(struct ps_ckpt_part_reader *r, struct ps_ckpt_row *
 
 	if (r->err)
 		return r->err;
+	reader_ahead(r);
 	while (r->next_row < h->rows) {
 		int rc = read_record(r, key);
 
@@ -610,6 +649,7 @@ int ps_ckpt_part_reader_next_batch(struct ps_ckpt_part_reader *r, struct ps_ckpt
 		return r->err;
 	if (!rows || !max)
 		return -EINVAL;
+	reader_ahead(r);
 	while (!*n && r->next_row < h->rows) {
 		uint64_t at = mio_rbuf_offset(&r->rb), left = h->rows - r->next_row;
 		size_t avail, k;

@@ -16,6 +16,7 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -353,6 +354,41 @@ void mio_le_f32s(float *v, size_t n)
 	(void)v;
 	(void)n;
 #endif
+}
+
+/* ---- readahead ------------------------------------------------------------------------------ */
+
+uint64_t mio_readahead_step(int fd)
+{
+	unsigned long long kb = 0;
+	struct stat st;
+	char path[96];
+	FILE *f;
+
+	if (fstat(fd, &st))
+		return 128u << 10;
+	snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", major(st.st_dev),
+		 minor(st.st_dev));
+	f = fopen(path, "re");
+	if (f) {
+		if (fscanf(f, "%llu", &kb) != 1)
+			kb = 0;
+		fclose(f);
+	}
+	if (kb < 128)
+		kb = 128;
+	if (kb > (64u << 10))
+		kb = 64u << 10;
+	return (uint64_t)kb << 10;
+}
+
+void mio_readahead(int fd, uint64_t from, uint64_t to, uint64_t step)
+{
+	for (uint64_t off = from; off < to; off += step) {
+		uint64_t len = to - off < step ? to - off : step;
+
+		(void)posix_fadvise(fd, (off_t)off, (off_t)len, POSIX_FADV_WILLNEED);
+	}
 }
 
 /* ---- directories, atomic replacement, locks ------------------------------------------------ */

@@ -131,6 +131,19 @@ void mio_le_f32s(float *v, size_t n);
 
 /* ---- files and durability -------------------------------------------------------------------- */
 
+/**
+ * mio_readahead_step() - the most the kernel reads ahead of @fd's file per POSIX_FADV_WILLNEED
+ * call: its read_ahead_kb (sysfs, of the file system's device), which it honours whole
+ * (it reads up to the larger of that and the device's largest request); 128 KiB when unknown.
+ */
+uint64_t mio_readahead_step(int fd);
+/**
+ * mio_readahead() - ask the kernel to read [@from, @to) of @fd's file into the page cache now,
+ * in steps of @step (mio_readahead_step()): a larger range in one call would be cut to one
+ * step. Advice: errors are ignored.
+ */
+void mio_readahead(int fd, uint64_t from, uint64_t to, uint64_t step);
+
 int mio_write_all(int fd, const void *buf, size_t len);
 int mio_pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
 /** mio_pread_full() - read up to @len bytes at @off; *@got receives how many (EOF shortens). */

@@ -7,8 +7,9 @@
  * into memory that did not exist before the restore began, beside the live model. The kernel
  * has to allocate and zero that memory page by page (1.1 GB: 270,000 pages), which costs more
  * CPU than the reading and checking together. So:
- *   - the disk starts on every file before anything else (POSIX_FADV_WILLNEED): from then on
- *     the reads only wait when the loader overtakes the disk;
+ *   - the disk starts on every file before anything else and is kept LOAD_READAHEAD ahead of
+ *     each loader (POSIX_FADV_WILLNEED, in steps the kernel honours: it cuts one call to its
+ *     readahead size), a deeper stream than the kernel's own readahead gives;
  *   - a helper thread per variable faults the new parts' pages in ahead of the loader, with
  *     madvise(MADV_POPULATE_WRITE) (ps_mem_populate): a third cheaper than one fault per page
  *     and done while the loader waits for the disk, not in series with it;
@@ -19,13 +20,11 @@
  *     preadv() with one iovec per row, was measured slower: a cost per iovec.)
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <psplus/error.h>
 
@@ -37,6 +36,11 @@
 
 /* Read buffer of part files that cannot be mapped: large sequential reads, few system calls. */
 #define LOAD_IO_BUFFER (4u << 20)
+/* How far ahead of each loader the disk is asked to read (from the start, while the memory is
+ * mapped, then renewed as rows are consumed). Deeper than the kernel's own window, so the disk
+ * never waits for a loader; bounded, so a checkpoint larger than the page cache does not evict
+ * its own pages before they are read. */
+#define LOAD_READAHEAD (64ull << 20)
 /* Rows taken from the reader at once: 256 rows of 64 floats are 66 KB, which stay in cache
  * between the CRC pass and the copy. */
 #define LOAD_BATCH 256u
@@ -58,22 +62,6 @@ static uint64_t hash_estimate(const struct ps_ckpt_var *cv, const size_t *idx, s
 		rows += (double)d->rows * (double)(hi - lo) / (double)(d->end - d->begin);
 	}
 	return (uint64_t)(rows / threads * 1.05) + 16;
-}
-
-/*
- * Ask the kernel to start reading a whole part file now (readahead into the page cache), so
- * the disk streams while the loader is busy copying rows: the reader's own reads are
- * synchronous, one buffer at a time. Advice only: failures are ignored.
- */
-static void prefetch(const char *path)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-
-	if (fd < 0)
-		return;
-	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-	posix_fadvise(fd, 0, 0, POSIX_FADV_WILLNEED);
-	close(fd);
 }
 
 /* ---- prefault helper ------------------------------------------------------------------------ */
@@ -177,7 +165,8 @@ static int load_file(struct ps_dp *dp, struct dp_var **vs, const char *path,
 					      .filter_begin = vs[0]->part_begin,
 					      .filter_end = vs[0]->part_end,
 					      .buffer_bytes = LOAD_IO_BUFFER,
-					      .map = true};
+					      .map = true,
+					      .readahead = LOAD_READAHEAD};
 	struct ps_placement_part pp = {.begin = vs[0]->part_begin, .end = vs[0]->part_end};
 	struct ps_ckpt_row batch[LOAD_BATCH];
 	const struct ps_ckpt_part_hdr *h;
@@ -277,7 +266,7 @@ static int create_parts(struct ps_dp *dp, struct dp_var **vs, const char *dir,
 			return 0;
 	for (size_t k = 0; k < n; k++)
 		if (!part_path(dir, cv, idx[k], path, sizeof(path), NULL, 0))
-			prefetch(path);
+			ps_ckpt_part_prefetch(path, LOAD_READAHEAD);
 	if (vs[0]->kind == PS_VAR_HASH64 || vs[0]->kind == PS_VAR_HASH128)
 		hash_rows =
 			hash_estimate(cv, idx, n, vs[0]->part_begin, vs[0]->part_end, dp->nthreads);

@@ -392,9 +392,12 @@ static void check_batch_path(const char *path, uint64_t fb, uint64_t fe, size_t 
 	int ea, eb, ec;
 
 	assert_true(batch <= 8);
-	/* a: the row reader, unmapped (the reference); b, c: mapped or not. */
+	/* a: the row reader, unmapped (the reference); b, c: mapped or not, with readahead
+	 * (advice: it must change nothing but timing). */
 	assert_int_equal(ps_ckpt_part_reader_open(&o, &a, err, sizeof(err)), 0);
 	o.map = map;
+	o.readahead = buffer == 77 ? 100 : buffer * 3;
+	ps_ckpt_part_prefetch(path, o.readahead);
 	assert_int_equal(ps_ckpt_part_reader_open(&o, &b, err, sizeof(err)), 0);
 	assert_int_equal(ps_ckpt_part_reader_open(&o, &c, err, sizeof(err)), 0);
 	for (;;) {
