@@ -168,6 +168,9 @@ int ps_dp_save_part(struct ps_dp *dp, const char *dir, uint32_t var_id, uint64_t
  * ps_dp_stage_var() - stage variable @var_id on every thread for a restore: its shard of the
  * part @d describes (spec, part range, name, num_workers: 0 if unknown; shard fields are set
  * here), without rows yet. Not served until ps_dp_stage_commit(). -EEXIST when staged twice.
+ * Until the commit or ps_dp_stage_drop(), idle threads poll every few milliseconds instead of
+ * every 50, so that the commit's pause is acknowledged at once (200 wake-ups a second per
+ * thread meanwhile).
  */
 int ps_dp_stage_var(struct ps_dp *dp, uint32_t var_id, const struct ps_dp_declare *d, char *err,
 		    size_t errlen);

@@ -180,6 +180,8 @@ out:
 int ps_dp_stage_var(struct ps_dp *dp, uint32_t var_id, const struct ps_dp_declare *d, char *err,
 		    size_t errlen)
 {
+	/* A commit (a pause) follows: idle threads poll faster until then (dp_thread.c). */
+	atomic_store_explicit(&dp->pause_soon, true, memory_order_relaxed);
 	for (uint32_t i = 0; i < dp->nthreads; i++) {
 		struct dp_thread *t = &dp->threads[i];
 		struct ps_dp_declare ds = *d;
@@ -210,6 +212,7 @@ int ps_dp_stage_var(struct ps_dp *dp, uint32_t var_id, const struct ps_dp_declar
 
 void ps_dp_stage_drop(struct ps_dp *dp)
 {
+	atomic_store_explicit(&dp->pause_soon, false, memory_order_relaxed);
 	for (uint32_t i = 0; i < dp->nthreads; i++)
 		dp_vartab_free(&dp->threads[i].stage);
 }
@@ -264,6 +267,7 @@ int ps_dp_stage_commit(struct ps_dp *dp, uint64_t version, uint32_t timeout_ms)
 			    "pull writes still in flight %u ms after the switch: the replaced "
 			    "variables are kept until shutdown",
 			    DRAIN_TIMEOUT_MS);
+	atomic_store_explicit(&dp->pause_soon, false, memory_order_relaxed);
 	ps_dp_resume(dp);
 	return 0;
 }

@@ -10,6 +10,8 @@
  *   - the disk starts on every file before anything else and is kept LOAD_READAHEAD ahead of
  *     each loader (POSIX_FADV_WILLNEED, in steps the kernel honours: it cuts one call to its
  *     readahead size), a deeper stream than the kernel's own readahead gives;
+ *   - every variable's memory is mapped before any loader starts (ps_dp_stage_create()), and
+ *     the commit's pause is acknowledged at once (ps_dp_stage_var());
  *   - a helper thread per variable faults the new parts' pages in ahead of the loader, with
  *     madvise(MADV_POPULATE_WRITE) (ps_mem_populate): a third cheaper than one fault per page
  *     and done while the loader waits for the disk, not in series with it;
@@ -41,6 +43,10 @@
  * never waits for a loader; bounded, so a checkpoint larger than the page cache does not evict
  * its own pages before they are read. */
 #define LOAD_READAHEAD (64ull << 20)
+/* ... of which the first pass (every variable's memory mapped) asks for this much of each
+ * file: enough to start the disk. More would make that pass wait for the disk (asking for
+ * 4 x 64 MiB took 60-110 ms here, while the loaders could not start). */
+#define LOAD_PREFETCH (8ull << 20)
 /* Rows taken from the reader at once: 256 rows of 64 floats are 66 KB, which stay in cache
  * between the CRC pass and the copy. */
 #define LOAD_BATCH 256u
@@ -266,7 +272,7 @@ static int create_parts(struct ps_dp *dp, struct dp_var **vs, const char *dir,
 			return 0;
 	for (size_t k = 0; k < n; k++)
 		if (!part_path(dir, cv, idx[k], path, sizeof(path), NULL, 0))
-			ps_ckpt_part_prefetch(path, LOAD_READAHEAD);
+			ps_ckpt_part_prefetch(path, LOAD_PREFETCH);
 	if (vs[0]->kind == PS_VAR_HASH64 || vs[0]->kind == PS_VAR_HASH128)
 		hash_rows =
 			hash_estimate(cv, idx, n, vs[0]->part_begin, vs[0]->part_end, dp->nthreads);

@@ -36,7 +36,7 @@
 #define DP_IDLE_POLL_MS	  50	      /* poll timeout when idle: bounds the stop latency */
 #define DP_GATHER_MAX	  4096u	      /* longest gather list we build (rdma) */
 #define DP_MAX_ORPHANS	  16	      /* accepted connections we could not take, closed later */
-#define DP_PAUSED_POLL_MS 5	      /* poll timeout while paused: bounds the resume latency */
+#define DP_PAUSED_POLL_MS 5	      /* poll timeout while paused (or a pause is coming) */
 
 /*
  * Header at the start of every reply and bounce block. A block that is the ctx of a
@@ -186,6 +186,9 @@ struct ps_dp {
 	_Atomic uint64_t cluster_version;
 	_Atomic bool stop;
 	_Atomic bool pause; /* ps_dp_pause(): every thread holds its requests */
+	/* A pause is coming (variables are staged: the commit pauses), so idle threads poll
+	 * with DP_PAUSED_POLL_MS, not DP_IDLE_POLL_MS, and acknowledge it within milliseconds. */
+	_Atomic bool pause_soon;
 	/*
 	 * Variable tables a restore replaced (control thread only): the first nfreeable are
 	 * drained and freed by ps_dp_free_retired(); the others may still be read by pull writes

@@ -400,6 +400,19 @@ static void dispatch(struct dp_thread *t, const struct ps_tp_event *ev)
 	}
 }
 
+/* How long a poll may sleep: short while paused (the resume); 1 ms with requests pending;
+ * short when a pause is coming (its acknowledgement); else long, bounding the stop latency. */
+static int poll_timeout_ms(const struct dp_thread *t)
+{
+	if (t->paused)
+		return DP_PAUSED_POLL_MS;
+	if (t->plist)
+		return 1;
+	if (atomic_load_explicit(&t->dp->pause_soon, memory_order_relaxed))
+		return DP_PAUSED_POLL_MS;
+	return DP_IDLE_POLL_MS;
+}
+
 static void *thread_main(void *arg)
 {
 	struct dp_thread *t = arg;
@@ -419,10 +432,7 @@ static void *thread_main(void *arg)
 			t->paused = pause;
 			atomic_store_explicit(&t->paused_ack, pause, memory_order_release);
 		}
-		n = ps_tp_poll(t->loop, evs, DP_POLL_BATCH,
-			       t->paused  ? DP_PAUSED_POLL_MS
-			       : t->plist ? 1
-					  : DP_IDLE_POLL_MS);
+		n = ps_tp_poll(t->loop, evs, DP_POLL_BATCH, poll_timeout_ms(t));
 		if (n < 0) {
 			if (!warned)
 				ps_log_err(DP_LOG, "thread %u: poll: %s", t->idx, ps_strerror(n));
