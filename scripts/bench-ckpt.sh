@@ -15,13 +15,19 @@
 #             timed by the scheduler (pause, write, commit; ModelOpResp.elapsed_us)
 #   dd write  dd if=/dev/zero bs=4M conv=fsync of the same number of bytes, same folder
 #   (evict)   both files' pages dropped from the page cache (dd iflag=nocache count=0, i.e.
-#             posix_fadvise DONTNEED on clean pages; fincore reports what stayed resident), so
-#             both reads below start cold - root is not needed, unlike drop_caches
+#             posix_fadvise DONTNEED on clean pages), so both reads below start cold; the file
+#             read first is evicted again before the second read. Root is not needed, unlike
+#             drop_caches, which would also empty every other user's cache on the machine.
+#             fincore measures, right before each read, what of its files is still resident.
 #   dd read   dd of=/dev/null bs=4M of the dd file
 #   restore   psplus-admin restore: every part file read and CRC-checked into staged parts
-#             (allocated and initialised first: part of a restore's cost), then switched in
+#             (memory mapped and faulted in by the restore: part of its cost), then switched in
+# Before each timed step the script waits until the server has used no CPU for 0.2 s (at most
+# 5 s): after a restore the server frees the replaced model, which must not overlap the next
+# dd (it would slow dd, not psplus).
 # It prints a table (with the server's user/sys CPU seconds for the save and the restore, and
-# the bytes still resident in the page cache after the eviction), "raw.N ..." lines, then
+# the most bytes found resident in the page cache before a read), "raw.N ..." lines (with the
+# load average: other work on the machine slows psplus, which needs CPU, more than dd), then
 # (medians over the repetitions):
 #   ratio ckpt_save <save MB/s / dd write MB/s>        (higher is better; target >= 0.7)
 #   ratio ckpt_restore <restore MB/s / dd read MB/s>   (higher is better; target >= 0.7)
@@ -94,7 +100,26 @@ evict() {
 		dd if="$f" iflag=nocache count=0 status=none
 	done
 }
-resident() { fincore -b -n -o RES "$@" 2>/dev/null | awk '{ s += $1 } END { print s + 0 }'; }
+# resident FILE...: bytes of the files in the page cache ("n/a" without fincore)
+resident() {
+	command -v fincore >/dev/null || { echo n/a; return; }
+	fincore -b -n -o RES "$@" | awk '{ s += $1 } END { print s + 0 }'
+}
+# idle PID: wait until PID used no CPU for 0.2 s (at most 5 s)
+idle() {
+	local a b i
+	a=$(awk '{ print $14 + $15 }' "/proc/$1/stat")
+	for ((i = 0; i < 50; i++)); do
+		sleep 0.1
+		b=$(awk '{ print $14 + $15 }' "/proc/$1/stat")
+		if [[ $a == "$b" ]]; then
+			sleep 0.1
+			a=$(awk '{ print $14 + $15 }' "/proc/$1/stat")
+			[[ $a == "$b" ]] && return 0
+		fi
+		a=$b
+	done
+}
 # cpu PID: "user sys" of a process, in clock ticks
 cpu() { awk '{ print $14, $15 }' "/proc/$1/stat"; }
 # cpu_s BEFORE AFTER: "user s / sys s" spent between two cpu() readings
@@ -137,6 +162,7 @@ for ((k = 1; k <= repeat; k++)); do
 	# Odd runs measure psplus first, even runs dd first: neither always follows the other's
 	# writeback.
 	save() {
+		idle "$spid"
 		c0=$(cpu "$spid")
 		o=$("$admin" save --kv "$url" "b$k" 2>&1) || die "save: $o"
 		scpu=$(cpu_s "$c0" "$(cpu "$spid")")
@@ -145,11 +171,14 @@ for ((k = 1; k <= repeat; k++)); do
 		[[ -n $s_ns && -n $bytes ]] || die "cannot read the save's time and size from: $o"
 	}
 	ddwrite() {
+		idle "$spid"
 		t0=$(now_ns)
 		dd if=/dev/zero of="$work/dd.bin" bs=4M count="$count" conv=fsync status=none
 		w_ns=$(($(now_ns) - t0))
 	}
 	restore() {
+		idle "$spid"
+		rres=$(resident "$ckroot/b$k"/*.psp)
 		c0=$(cpu "$spid")
 		o=$("$admin" restore --kv "$url" "b$k" 2>&1) || die "restore: $o"
 		rcpu=$(cpu_s "$c0" "$(cpu "$spid")")
@@ -157,6 +186,8 @@ for ((k = 1; k <= repeat; k++)); do
 		lbytes=$(admin_bytes "$o")
 	}
 	ddread() {
+		idle "$spid"
+		dres=$(resident "$work/dd.bin")
 		t0=$(now_ns)
 		dd if="$work/dd.bin" of=/dev/null bs=4M status=none
 		r_ns=$(($(now_ns) - t0))
@@ -178,7 +209,6 @@ for ((k = 1; k <= repeat; k++)); do
 	fi
 	dbytes=$((count * 4194304))
 	evict "$work/dd.bin" "$ckroot/b$k"/*.psp
-	res=$(resident "$work/dd.bin" "$ckroot/b$k"/*.psp)
 	# Each read starts with neither file in the page cache: what the first one read is
 	# dropped again before the second.
 	if ((k % 2)); then
@@ -190,6 +220,7 @@ for ((k = 1; k <= repeat; k++)); do
 		evict "$work/dd.bin"
 		restore
 	fi
+	res=$(printf "%s\n" "$rres" "$dres" | sort -g | tail -1)
 	sv=$(mbps "$bytes" "$s_ns")
 	dw=$(mbps "$dbytes" "$w_ns")
 	rs=$(mbps "$lbytes" "$l_ns")
@@ -197,7 +228,8 @@ for ((k = 1; k <= repeat; k++)); do
 	printf "%-4s %12s %10s %10s %12s %10s %10s %12s %9s\n" "$k" "$bytes" "$sv" "$dw" "$rs" \
 		"$dr" "$res" "$scpu" "$rcpu"
 	echo "raw.$k save_bytes=$bytes save_ns=$s_ns dd_write_bytes=$dbytes dd_write_ns=$w_ns" \
-		"restore_bytes=$lbytes restore_ns=$l_ns dd_read_ns=$r_ns resident_after_evict=$res"
+		"restore_bytes=$lbytes restore_ns=$l_ns dd_read_ns=$r_ns resident_before_restore=$rres" \
+		"resident_before_dd_read=$dres loadavg=$(cut -d' ' -f1 /proc/loadavg)"
 	r_save+=("$(awk -v a="$sv" -v b="$dw" 'BEGIN { printf "%.3f", a / b }')")
 	r_rest+=("$(awk -v a="$rs" -v b="$dr" 'BEGIN { printf "%.3f", a / b }')")
 	rm -f "$work/dd.bin"
