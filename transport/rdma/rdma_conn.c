@@ -185,7 +185,7 @@ void ps_rdma_conn_free(struct rd_conn *c)
 		}
 		ps_vshim_cm_id_destroy(c->id);
 	}
-	ps_rdma_ev_purge(l, c);
+	ps_tp_evq_purge(&l->evq, &c->base);
 	free(c->rx);
 	free(c->sges);
 	free(c->wqes);

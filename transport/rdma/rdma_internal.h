@@ -50,6 +50,7 @@
 
 #include "common/mem.h"
 #include "transport/rdma/verbs_shim.h"
+#include "transport/tp_evq.h"
 #include "transport/tp_internal.h"
 
 #define RD_LOG "rdma"
@@ -278,12 +279,6 @@ static inline struct rd_dev *rd_dev_of(struct ps_tp_dev *d)
 
 /* ---- loop ----------------------------------------------------------------------------------- */
 
-/* A queued event and what handing it to the caller releases (rdma_loop.c, ev_pop). */
-struct rd_ev {
-	struct ps_tp_event ev;
-	uint32_t ref; /* SEND_DONE/WRITE_DONE: op slot; WRITE_IMM: receive buffer index */
-};
-
 struct rd_loop {
 	struct ps_tp_loop base;		  /* first */
 	struct rd_dev *dev;		  /* the dev it was created on */
@@ -296,26 +291,19 @@ struct rd_loop {
 	struct rdma_event_channel *cm_ch; /* cm events of every id of the loop */
 	bool cm_ready;			  /* epoll saw cm_ch->fd readable */
 	uint32_t cm_polls;		  /* polls since the cm channel was last read */
-	int epfd;			  /* loop_fd: comp_ch->fd, cm_ch->fd and wakefd */
-	/*
-	 * An eventfd in the epoll set, kept readable while events wait in the ring, so a caller
-	 * sleeping on ps_tp_loop_fd() wakes for events that did not fit in its last poll.
-	 */
-	int wakefd;
-	bool wake_armed;	  /* wakefd holds a count */
-	struct rd_list conns;	  /* every connection, handshaking ones included */
-	struct rd_list listeners; /* open listeners */
-	struct rd_list flushq;	  /* connections with WRs, reposts or credits to post */
-	struct rd_list starved;	  /* refused an op (-EAGAIN); poll returns when it can */
-	uint32_t nconns;	  /* entries of conns (<= opts.max_conns) */
-	uint32_t nflushing;	  /* open connections with a flushed completion (grace) */
-	uint32_t nhandshake;	  /* passive connections waiting for ESTABLISHED */
-	uint32_t ncm_wait;	  /* CONNECTING or ACCEPTING: the cm channel is read every poll */
-	uint32_t nreap;		  /* failed handshakes waiting to be freed (ps_rdma_reap) */
-	uint32_t sq_depth;	  /* send-queue WRs of each connection (2 x send_depth) */
-	bool destroying;	  /* loop_destroy: the CQ goes too, no per-connection drain */
-	struct rd_ev *evq;	  /* the event ring (size: see the top of this file) */
-	uint32_t evq_cap, evq_head, evq_count;
+	int epfd;			  /* loop_fd: comp_ch->fd, cm_ch->fd and evq.wakefd */
+	struct rd_list conns;		  /* every connection, handshaking ones included */
+	struct rd_list listeners;	  /* open listeners */
+	struct rd_list flushq;		  /* connections with WRs, reposts or credits to post */
+	struct rd_list starved;		  /* refused an op (-EAGAIN); poll returns when it can */
+	uint32_t nconns;		  /* entries of conns (<= opts.max_conns) */
+	uint32_t nflushing;		  /* open connections with a flushed completion (grace) */
+	uint32_t nhandshake;		  /* passive connections waiting for ESTABLISHED */
+	uint32_t ncm_wait;    /* CONNECTING or ACCEPTING: the cm channel is read every poll */
+	uint32_t nreap;	      /* failed handshakes waiting to be freed (ps_rdma_reap) */
+	uint32_t sq_depth;    /* send-queue WRs of each connection (2 x send_depth) */
+	bool destroying;      /* loop_destroy: the CQ goes too, no per-connection drain */
+	struct ps_tp_evq evq; /* the event ring (size: see the top of this file) */
 	struct ibv_wc wc[RD_CQ_BATCH]; /* one batch of completions */
 };
 
@@ -496,8 +484,6 @@ int ps_rdma_poll(struct ps_tp_loop *loop, struct ps_tp_event *evs, int max, int 
 /* Queue an event (the ring is sized so this cannot fail; see the top of this file). */
 void ps_rdma_ev_push(struct rd_loop *l, enum ps_tp_ev_type type, struct rd_conn *c, int status,
 		     void *ctx, void *buf, uint32_t len, uint32_t imm, uint32_t ref);
-/* Drop the queued events of @c (it is being freed). */
-void ps_rdma_ev_purge(struct rd_loop *l, struct rd_conn *c);
 /* Handle the cm event @ev (acknowledges it). */
 void ps_rdma_cm_dispatch(struct rd_loop *l, struct rdma_cm_event *ev);
 /*
@@ -563,7 +549,7 @@ void ps_rdma_wqe_done(struct rd_wqe *w, const struct ibv_wc *wc);
 /* A receive completion. */
 void ps_rdma_rx_done(struct rd_rx *rx, const struct ibv_wc *wc);
 /* Event @e of @c was handed to the caller: free the slot or repost the buffer behind it. */
-void ps_rdma_delivered(struct rd_conn *c, const struct rd_ev *e);
+void ps_rdma_delivered(struct rd_conn *c, const struct ps_tp_qev *e);
 /* Mark every pending op complete with PS_EPEER_LOST (events for those with a ctx). */
 void ps_rdma_ops_fail(struct rd_conn *c);
 /* Credits available now (reads the credit word). */

@@ -18,7 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <psplus/error.h>
@@ -32,66 +31,30 @@ enum { EP_COMP = 1, EP_CM = 2, EP_WAKE = 3 };
 
 /* ---- event ring ------------------------------------------------------------------------- */
 
-/* Keep the eventfd readable exactly while events wait (see rd_loop.wakefd). */
-static void wake_sync(struct rd_loop *l)
-{
-	uint64_t v = 1;
-
-	if (l->evq_count && !l->wake_armed)
-		l->wake_armed = write(l->wakefd, &v, sizeof(v)) == (ssize_t)sizeof(v);
-	else if (!l->evq_count && l->wake_armed)
-		l->wake_armed = read(l->wakefd, &v, sizeof(v)) != (ssize_t)sizeof(v);
-}
-
 void ps_rdma_ev_push(struct rd_loop *l, enum ps_tp_ev_type type, struct rd_conn *c, int status,
 		     void *ctx, void *buf, uint32_t len, uint32_t imm, uint32_t ref)
 {
-	struct rd_ev *e;
+	struct ps_tp_qev e = {.ev = {.type = type,
+				     .status = status,
+				     .conn = &c->base,
+				     .ctx = ctx,
+				     .buf = buf,
+				     .len = len,
+				     .imm = imm},
+			      .ref = ref};
 
-	if (l->evq_count == l->evq_cap) {
-		/* Cannot happen: see the sizing argument in rdma_internal.h. */
-		ps_log_err(RD_LOG, "event ring full (%u): event %d lost", l->evq_cap, type);
-		return;
-	}
-	e = &l->evq[(l->evq_head + l->evq_count) % l->evq_cap];
-	e->ev.type = type;
-	e->ev.status = status;
-	e->ev.conn = &c->base;
-	e->ev.ctx = ctx;
-	e->ev.buf = buf;
-	e->ev.len = len;
-	e->ev.imm = imm;
-	e->ref = ref;
-	l->evq_count++;
-}
-
-void ps_rdma_ev_purge(struct rd_loop *l, struct rd_conn *c)
-{
-	uint32_t keep = 0, src, dst;
-
-	for (uint32_t i = 0; i < l->evq_count; i++) {
-		src = (l->evq_head + i) % l->evq_cap;
-		if (l->evq[src].ev.conn == &c->base)
-			continue;
-		dst = (l->evq_head + keep) % l->evq_cap;
-		if (dst != src)
-			l->evq[dst] = l->evq[src];
-		keep++;
-	}
-	l->evq_count = keep;
-	wake_sync(l);
+	/* Full cannot happen: see the sizing argument in rdma_internal.h. */
+	if (ps_tp_evq_push(&l->evq, &e))
+		ps_log_err(RD_LOG, "event ring full (%u): event %d lost", l->evq.cap, type);
 }
 
 static int ev_pop(struct rd_loop *l, struct ps_tp_event *evs, int max)
 {
+	const struct ps_tp_qev *e;
 	int n = 0;
 
-	while (n < max && l->evq_count) {
-		struct rd_ev *e = &l->evq[l->evq_head];
-
+	while (n < max && (e = ps_tp_evq_pop(&l->evq))) {
 		evs[n++] = e->ev;
-		l->evq_head = l->evq_head + 1 == l->evq_cap ? 0 : l->evq_head + 1;
-		l->evq_count--;
 		/* Nothing is pushed from here, so *e stays intact for the call. */
 		ps_rdma_delivered(rd_conn_of(e->ev.conn), e);
 	}
@@ -270,7 +233,7 @@ int ps_rdma_loop_create(struct ps_tp_dev *dev, const struct ps_tp_loop_opts *opt
 	l = calloc(1, sizeof(*l));
 	if (!l)
 		return -ENOMEM;
-	l->epfd = l->wakefd = -1;
+	l->epfd = l->evq.wakefd = -1;
 	ps_tp_loop_base_init(&l->base, dev, opts);
 	o = &l->base.opts;
 	l->dev = d;
@@ -288,9 +251,8 @@ int ps_rdma_loop_create(struct ps_tp_dev *dev, const struct ps_tp_loop_opts *opt
 		rc = -EINVAL;
 		goto err;
 	}
-	l->evq_cap = (uint32_t)cap;
-	l->evq = calloc(l->evq_cap, sizeof(*l->evq));
-	if (!l->evq)
+	rc = ps_tp_evq_init(&l->evq, (uint32_t)cap);
+	if (rc)
 		goto err;
 
 	/* Worst case per connection: its whole send and receive queues completing (flushing). */
@@ -328,14 +290,11 @@ int ps_rdma_loop_create(struct ps_tp_dev *dev, const struct ps_tp_loop_opts *opt
 	l->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (l->epfd < 0)
 		goto err_errno;
-	l->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (l->wakefd < 0)
-		goto err_errno;
 	rc = ep_add(l->epfd, l->comp_ch->fd, EP_COMP);
 	if (!rc)
 		rc = ep_add(l->epfd, l->cm_ch->fd, EP_CM);
 	if (!rc)
-		rc = ep_add(l->epfd, l->wakefd, EP_WAKE);
+		rc = ep_add(l->epfd, l->evq.wakefd, EP_WAKE);
 	if (rc)
 		goto err;
 	*out = &l->base;
@@ -344,14 +303,12 @@ int ps_rdma_loop_create(struct ps_tp_dev *dev, const struct ps_tp_loop_opts *opt
 err_errno:
 	rc = -errno;
 err:
-	if (l->wakefd >= 0)
-		close(l->wakefd);
 	if (l->epfd >= 0)
 		close(l->epfd);
 	ps_vshim_cm_channel_destroy(l->cm_ch);
 	ps_vshim_cq_destroy(l->cq);
 	ps_vshim_comp_channel_destroy(l->comp_ch);
-	free(l->evq);
+	ps_tp_evq_fini(&l->evq);
 	ps_tp_loop_base_fini(&l->base);
 	free(l);
 	return rc;
@@ -362,7 +319,7 @@ void ps_rdma_loop_destroy(struct ps_tp_loop *loop)
 	struct rd_loop *l = rd_loop_of(loop);
 	int rc;
 
-	l->evq_count = 0; /* every event goes; no need to purge them one connection at a time */
+	l->evq.count = 0; /* every event goes; no need to purge them one connection at a time */
 	l->destroying = true;
 	/*
 	 * Connections first (their QPs use the CQ, their ids the channel). No CQ drain per
@@ -379,9 +336,8 @@ void ps_rdma_loop_destroy(struct ps_tp_loop *loop)
 		ps_log_err(RD_LOG, "destroying the CQ: %s", ps_strerror(rc));
 	ps_vshim_comp_channel_destroy(l->comp_ch);
 	ps_vshim_cm_channel_destroy(l->cm_ch);
-	close(l->wakefd);
 	close(l->epfd);
-	free(l->evq);
+	ps_tp_evq_fini(&l->evq);
 	ps_tp_loop_base_fini(&l->base);
 	free(l);
 }
@@ -409,7 +365,7 @@ int ps_rdma_flush(struct ps_tp_loop *loop)
 	struct rd_loop *l = rd_loop_of(loop);
 
 	flush_all(l, false);
-	wake_sync(l);
+	ps_tp_evq_wake_sync(&l->evq);
 	return 0;
 }
 
@@ -446,7 +402,7 @@ int ps_rdma_poll(struct ps_tp_loop *loop, struct ps_tp_event *evs, int max, int 
 		if (l->nhandshake || l->nflushing)
 			wait = ps_rdma_conn_expire(l, wait);
 		ps_rdma_reap(l);
-		if (l->evq_count || starved_fed(l))
+		if (l->evq.count || starved_fed(l))
 			break;
 		if (!timeout_ms)
 			break;
@@ -481,9 +437,9 @@ int ps_rdma_poll(struct ps_tp_loop *loop, struct ps_tp_event *evs, int max, int 
 	 * Nothing for the caller: leave the CQ armed, so that a caller sleeping on ps_tp_loop_fd()
 	 * wakes for the next completion (and poll once more for one that beat the arming).
 	 */
-	if (!l->evq_count && !l->cq_armed && !cq_arm(l))
+	if (!l->evq.count && !l->cq_armed && !cq_arm(l))
 		cq_progress(l);
 	cnt = ev_pop(l, evs, max);
-	wake_sync(l);
+	ps_tp_evq_wake_sync(&l->evq);
 	return cnt;
 }

@@ -659,7 +659,7 @@ void ps_rdma_rx_done(struct rd_rx *rx, const struct ibv_wc *wc)
 	}
 }
 
-void ps_rdma_delivered(struct rd_conn *c, const struct rd_ev *e)
+void ps_rdma_delivered(struct rd_conn *c, const struct ps_tp_qev *e)
 {
 	switch (e->ev.type) {
 	case PS_TP_EV_SEND_DONE:

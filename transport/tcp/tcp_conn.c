@@ -146,7 +146,7 @@ void ps_tcp_conn_free(struct tcp_conn *c)
 		epoll_ctl(l->epfd, EPOLL_CTL_DEL, c->fd, NULL);
 		close(c->fd);
 	}
-	ps_tcp_ev_purge(l, c);
+	ps_tp_evq_purge(&l->evq, &c->base);
 	free(c->buf_held);
 	free(c->free_bufs);
 	ps_mem_free(&c->rx_mem);
@@ -393,14 +393,14 @@ static void slot_written(struct tcp_conn *c, uint32_t i)
 	st->tx_bytes += s->len;
 	if (s->ctx) {
 		s->state = TCP_SLOT_WAIT_EVENT;
-		ps_tcp_ev_push(
-			c->loop,
-			&(struct tcp_ev){.ev = {.type = s->op == TCP_OP_SEND ? PS_TP_EV_SEND_DONE
-									     : PS_TP_EV_WRITE_DONE,
-						.conn = &c->base,
-						.ctx = s->ctx,
-						.len = s->len},
-					 .ref = i});
+		ps_tcp_ev_push(c->loop,
+			       &(struct ps_tp_qev){.ev = {.type = s->op == TCP_OP_SEND
+									  ? PS_TP_EV_SEND_DONE
+									  : PS_TP_EV_WRITE_DONE,
+							  .conn = &c->base,
+							  .ctx = s->ctx,
+							  .len = s->len},
+						   .ref = i});
 	} else {
 		s->state = TCP_SLOT_DONE;
 	}
@@ -516,7 +516,7 @@ void ps_tcp_recv_release(struct ps_tp_conn *conn, void *buf)
 	buf_put(c, idx);
 }
 
-void ps_tcp_conn_delivered(struct tcp_conn *c, const struct tcp_ev *e)
+void ps_tcp_conn_delivered(struct tcp_conn *c, const struct ps_tp_qev *e)
 {
 	switch (e->ev.type) {
 	case PS_TP_EV_SEND_DONE:
@@ -559,14 +559,14 @@ void ps_tcp_conn_fail(struct tcp_conn *c, int status)
 			continue;
 		}
 		slot->state = TCP_SLOT_WAIT_EVENT;
-		ps_tcp_ev_push(l, &(struct tcp_ev){.ev = {.type = slot->op == TCP_OP_SEND
-									  ? PS_TP_EV_SEND_DONE
-									  : PS_TP_EV_WRITE_DONE,
-							  .status = PS_EPEER_LOST,
-							  .conn = &c->base,
-							  .ctx = slot->ctx,
-							  .len = slot->len},
-						   .ref = s});
+		ps_tcp_ev_push(l, &(struct ps_tp_qev){.ev = {.type = slot->op == TCP_OP_SEND
+									     ? PS_TP_EV_SEND_DONE
+									     : PS_TP_EV_WRITE_DONE,
+							     .status = PS_EPEER_LOST,
+							     .conn = &c->base,
+							     .ctx = slot->ctx,
+							     .len = slot->len},
+						      .ref = s});
 	}
 	c->tx = c->head;
 	c->nqueued = 0;
@@ -574,7 +574,7 @@ void ps_tcp_conn_fail(struct tcp_conn *c, int status)
 	c->credit_pending = c->credit_ready = false;
 	slots_reclaim(c);
 	ps_tcp_ev_push(
-		l, &(struct tcp_ev){
+		l, &(struct ps_tp_qev){
 			   .ev = {.type = PS_TP_EV_CLOSED, .status = status, .conn = &c->base}});
 	if (tcp_list_linked(&c->tx_link))
 		tcp_list_del(&c->tx_link);
@@ -631,12 +631,12 @@ static void rx_deliver(struct tcp_conn *c)
 	st->rx_ops++;
 	st->rx_bytes += h->len;
 	ps_tcp_ev_push(c->loop,
-		       &(struct tcp_ev){.ev = {.type = send ? PS_TP_EV_RECV : PS_TP_EV_WRITE_IMM,
-					       .conn = &c->base,
-					       .buf = send ? rbuf_addr(c, c->rx_buf) : NULL,
-					       .len = h->len,
-					       .imm = h->imm},
-					.ref = c->rx_buf});
+		       &(struct ps_tp_qev){.ev = {.type = send ? PS_TP_EV_RECV : PS_TP_EV_WRITE_IMM,
+						  .conn = &c->base,
+						  .buf = send ? rbuf_addr(c, c->rx_buf) : NULL,
+						  .len = h->len,
+						  .imm = h->imm},
+					   .ref = c->rx_buf});
 	c->rx_state = TCP_RX_HDR;
 }
 
@@ -755,8 +755,8 @@ static void rx(struct tcp_conn *c)
 				c->rx_state = TCP_RX_HDR;
 				tcp_list_del(&c->hello_link);
 				ps_tcp_ev_push(c->loop,
-					       &(struct tcp_ev){.ev = {.type = PS_TP_EV_ACCEPT,
-								       .conn = &c->base}});
+					       &(struct ps_tp_qev){.ev = {.type = PS_TP_EV_ACCEPT,
+									  .conn = &c->base}});
 			}
 		}
 		if (rc)

@@ -33,6 +33,7 @@
 #include <sys/uio.h>
 
 #include "common/mem.h"
+#include "transport/tp_evq.h"
 #include "transport/tp_internal.h"
 
 #define TCP_LOG "tcp"
@@ -259,30 +260,21 @@ struct tcp_listener {
 	struct tcp_list link; /* loop->listeners */
 };
 
-/* A queued event and what handing it to the caller releases (see tcp_loop.c, ev_pop). */
-struct tcp_ev {
-	struct ps_tp_event ev;
-	uint32_t ref; /* SEND_DONE/WRITE_DONE: send slot; WRITE_IMM: receive buffer */
-};
-
 struct tcp_loop {
 	struct ps_tp_loop base; /* first */
 	struct tcp_dev *dev;
 	int epfd;
-	/*
-	 * An eventfd in the epoll set, kept readable while events wait in the ring, so a caller
-	 * sleeping on ps_tp_loop_fd() wakes for events ps_tp_flush() produced or that did not
-	 * fit into its last ps_tp_poll(). Written/read only on empty<->non-empty transitions.
-	 */
-	int wakefd;
-	bool wake_armed;
 	struct tcp_list conns;	   /* every connection, handshaking ones included */
 	struct tcp_list hello;	   /* accepted, waiting for the peer's hello; oldest first */
 	struct tcp_list txq;	   /* connections with bytes to write */
 	struct tcp_list listeners; /* open listeners */
 	uint32_t nconns;	   /* entries of conns (bounded by opts.max_conns) */
-	struct tcp_ev *evq;	   /* the event ring (see the top of this file for its size) */
-	uint32_t evq_cap, evq_head, evq_count;
+	/*
+	 * The event ring (see the top of this file for its size; ref: the send slot of a
+	 * SEND_DONE/WRITE_DONE, the receive buffer of a RECV/WRITE_IMM). Its eventfd is in the
+	 * epoll set.
+	 */
+	struct ps_tp_evq evq;
 	struct iovec *scratch; /* IOV_MAX entries: one sendmsg's gather list */
 };
 
@@ -389,9 +381,7 @@ int ps_tcp_connect(struct ps_tp_loop *loop, const char *host, uint16_t port, voi
 int ps_tcp_flush(struct ps_tp_loop *loop);
 int ps_tcp_poll(struct ps_tp_loop *loop, struct ps_tp_event *evs, int max, int timeout_ms);
 /* Queue an event (the ring is sized so this cannot fail; see the top of the file). */
-void ps_tcp_ev_push(struct tcp_loop *loop, const struct tcp_ev *e);
-/* Drop the queued events of @c (it is being freed). */
-void ps_tcp_ev_purge(struct tcp_loop *loop, struct tcp_conn *c);
+void ps_tcp_ev_push(struct tcp_loop *loop, const struct ps_tp_qev *e);
 /* Arm or disarm EPOLLOUT for @c. */
 void ps_tcp_conn_want_out(struct tcp_conn *c, bool on);
 
@@ -413,7 +403,7 @@ void ps_tcp_conn_io(struct tcp_conn *c, uint32_t events);
 /* Write what is queued until done or the socket is full (then EPOLLOUT is armed). */
 void ps_tcp_conn_flush(struct tcp_conn *c);
 /* Event @e of @c was handed to the caller: free the slot or buffer it held. */
-void ps_tcp_conn_delivered(struct tcp_conn *c, const struct tcp_ev *e);
+void ps_tcp_conn_delivered(struct tcp_conn *c, const struct ps_tp_qev *e);
 /* Our hello, encoded into @raw (TCP_HELLO_LEN bytes). */
 void ps_tcp_hello_fill(const struct tcp_loop *loop, uint8_t *raw);
 /* Check the peer's hello in c->rx_raw and take its credits: 0 or PS_EBAD_MESSAGE (logged). */

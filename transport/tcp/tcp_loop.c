@@ -16,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -33,55 +32,20 @@
 
 /* ---- event ring ------------------------------------------------------------------------- */
 
-void ps_tcp_ev_push(struct tcp_loop *l, const struct tcp_ev *e)
+void ps_tcp_ev_push(struct tcp_loop *l, const struct ps_tp_qev *e)
 {
-	if (l->evq_count == l->evq_cap) {
-		/* Cannot happen: see the sizing argument in tcp_internal.h. */
-		ps_log_err(TCP_LOG, "event ring full (%u): event %d lost", l->evq_cap, e->ev.type);
-		return;
-	}
-	l->evq[(l->evq_head + l->evq_count) % l->evq_cap] = *e;
-	l->evq_count++;
-}
-
-/* Keep the eventfd readable exactly while events wait (see tcp_loop.wakefd). */
-static void wake_sync(struct tcp_loop *l)
-{
-	uint64_t v = 1;
-
-	if (l->evq_count && !l->wake_armed)
-		l->wake_armed = write(l->wakefd, &v, sizeof(v)) == (ssize_t)sizeof(v);
-	else if (!l->evq_count && l->wake_armed)
-		l->wake_armed = read(l->wakefd, &v, sizeof(v)) != (ssize_t)sizeof(v);
-}
-
-void ps_tcp_ev_purge(struct tcp_loop *l, struct tcp_conn *c)
-{
-	uint32_t keep = 0, src, dst;
-
-	for (uint32_t i = 0; i < l->evq_count; i++) {
-		src = (l->evq_head + i) % l->evq_cap;
-		if (l->evq[src].ev.conn == &c->base)
-			continue;
-		dst = (l->evq_head + keep) % l->evq_cap;
-		if (dst != src)
-			l->evq[dst] = l->evq[src];
-		keep++;
-	}
-	l->evq_count = keep;
-	wake_sync(l);
+	/* Full cannot happen: see the sizing argument in tcp_internal.h. */
+	if (ps_tp_evq_push(&l->evq, e))
+		ps_log_err(TCP_LOG, "event ring full (%u): event %d lost", l->evq.cap, e->ev.type);
 }
 
 static int ev_pop(struct tcp_loop *l, struct ps_tp_event *evs, int max)
 {
+	const struct ps_tp_qev *e;
 	int n = 0;
 
-	while (n < max && l->evq_count) {
-		struct tcp_ev *e = &l->evq[l->evq_head];
-
+	while (n < max && (e = ps_tp_evq_pop(&l->evq))) {
 		evs[n++] = e->ev;
-		l->evq_head = l->evq_head + 1 == l->evq_cap ? 0 : l->evq_head + 1;
-		l->evq_count--;
 		/* Nothing is pushed from here, so *e stays intact for the call. */
 		ps_tcp_conn_delivered(tcp_conn_of(e->ev.conn), e);
 	}
@@ -102,7 +66,7 @@ int ps_tcp_loop_create(struct ps_tp_dev *dev, const struct ps_tp_loop_opts *opts
 	l = calloc(1, sizeof(*l));
 	if (!l)
 		return -ENOMEM;
-	l->epfd = l->wakefd = -1;
+	l->epfd = l->evq.wakefd = -1;
 	ps_tp_loop_base_init(&l->base, dev, opts);
 	o = &l->base.opts;
 	l->dev = container_of(dev, struct tcp_dev, base);
@@ -113,19 +77,18 @@ int ps_tcp_loop_create(struct ps_tp_dev *dev, const struct ps_tp_loop_opts *opts
 	cap = (uint64_t)o->max_conns * ((uint64_t)o->send_depth + o->recv_depth + 2);
 	if (cap > UINT32_MAX)
 		goto err;
-	l->evq_cap = (uint32_t)cap;
-	l->evq = calloc(l->evq_cap, sizeof(*l->evq));
+	rc = ps_tp_evq_init(&l->evq, (uint32_t)cap);
+	if (rc)
+		goto err;
+	rc = -ENOMEM;
 	l->scratch = calloc(IOV_MAX, sizeof(*l->scratch));
-	if (!l->evq || !l->scratch)
+	if (!l->scratch)
 		goto err;
 	l->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (l->epfd < 0)
 		goto err_errno;
-	l->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (l->wakefd < 0)
-		goto err_errno;
 	/* data.ptr NULL marks the eventfd: it only makes the fd readable, poll ignores it. */
-	if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->wakefd, &ev))
+	if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->evq.wakefd, &ev))
 		goto err_errno;
 	*out = &l->base;
 	return 0;
@@ -133,12 +96,10 @@ int ps_tcp_loop_create(struct ps_tp_dev *dev, const struct ps_tp_loop_opts *opts
 err_errno:
 	rc = -errno;
 err:
-	if (l->wakefd >= 0)
-		close(l->wakefd);
 	if (l->epfd >= 0)
 		close(l->epfd);
 	free(l->scratch);
-	free(l->evq);
+	ps_tp_evq_fini(&l->evq);
 	ps_tp_loop_base_fini(&l->base);
 	free(l);
 	return rc;
@@ -148,16 +109,15 @@ void ps_tcp_loop_destroy(struct ps_tp_loop *loop)
 {
 	struct tcp_loop *l = tcp_loop_of(loop);
 
-	l->evq_count = 0; /* every event goes; no need to purge them one connection at a time */
+	l->evq.count = 0; /* every event goes; no need to purge them one connection at a time */
 	while (!tcp_list_empty(&l->conns))
 		ps_tcp_conn_free(container_of(l->conns.next, struct tcp_conn, link));
 	while (!tcp_list_empty(&l->listeners))
 		ps_tcp_listener_close(
 			&container_of(l->listeners.next, struct tcp_listener, link)->base);
-	close(l->wakefd);
 	close(l->epfd);
 	free(l->scratch);
-	free(l->evq);
+	ps_tp_evq_fini(&l->evq);
 	ps_tp_loop_base_fini(&l->base);
 	free(l);
 }
@@ -517,7 +477,7 @@ int ps_tcp_flush(struct ps_tp_loop *loop)
 	struct tcp_loop *l = tcp_loop_of(loop);
 
 	flush_all(l);
-	wake_sync(l);
+	ps_tp_evq_wake_sync(&l->evq);
 	return 0;
 }
 
@@ -528,7 +488,7 @@ int ps_tcp_poll(struct ps_tp_loop *loop, struct ps_tp_event *evs, int max, int t
 	int n, cnt;
 
 	flush_all(l);
-	if (l->evq_count)
+	if (l->evq.count)
 		timeout_ms = 0;
 	timeout_ms = hello_expire(l, timeout_ms);
 	n = epoll_wait(l->epfd, epevs, EPOLL_BATCH, timeout_ms);
@@ -545,6 +505,6 @@ int ps_tcp_poll(struct ps_tp_loop *loop, struct ps_tp_event *evs, int max, int t
 			ps_tcp_conn_io(container_of(ep, struct tcp_conn, ep), epevs[i].events);
 	}
 	cnt = ev_pop(l, evs, max);
-	wake_sync(l);
+	ps_tp_evq_wake_sync(&l->evq);
 	return cnt;
 }
