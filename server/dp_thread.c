@@ -34,6 +34,7 @@
 
 #include <psplus/error.h>
 
+#include "common/cpu_bind.h"
 #include "common/log.h"
 #include "server/dp_internal.h"
 
@@ -413,6 +414,43 @@ static int poll_timeout_ms(const struct dp_thread *t)
 	return DP_IDLE_POLL_MS;
 }
 
+/*
+ * --bind_cores: pin each data-path thread to a CPU of the device's NUMA node (cpu_bind.h says
+ * what happens without one) and log the layout. Failing to pin is logged, not fatal: the
+ * threads run where the scheduler puts them, as without the option.
+ */
+static void bind_threads(struct ps_dp *dp)
+{
+	struct ps_cpu_plan plan;
+	char layout[256] = "";
+	size_t used = 0;
+	int rc;
+
+	rc = ps_cpu_plan_for_node(dp->info.numa_node, &plan);
+	if (rc) {
+		ps_log_warn(DP_LOG, "bind_cores: no CPU plan (%s): threads not pinned",
+			    ps_strerror(rc));
+		return;
+	}
+	for (unsigned i = 0; i < dp->nthreads; i++) {
+		int cpu = plan.cpus[i % plan.ncpus];
+
+		rc = ps_cpu_bind(dp->threads[i].tid, cpu);
+		if (rc) {
+			ps_log_warn(DP_LOG, "bind_cores: pinning thread %u to CPU %d: %s", i, cpu,
+				    ps_strerror(rc));
+			continue;
+		}
+		if (used < sizeof(layout))
+			used += (size_t)snprintf(layout + used, sizeof(layout) - used, "%s%u->%d",
+						 used ? " " : "", i, cpu);
+	}
+	ps_log_info(DP_LOG, "bind_cores: %s; data-path thread->CPU: %s%s", plan.why, layout,
+		    dp->nthreads > plan.ncpus ? " (more threads than CPUs: shared round-robin)"
+					      : "");
+	ps_cpu_plan_free(&plan);
+}
+
 static void *thread_main(void *arg)
 {
 	struct dp_thread *t = arg;
@@ -625,6 +663,8 @@ int ps_dp_create(const struct ps_dp_opts *o, struct ps_dp **out)
 		}
 		dp->threads[i].started = true;
 	}
+	if (o->numa_dev)
+		bind_threads(dp);
 	ps_log_info(DP_LOG,
 		    "%u data-path threads on %s: %u-byte messages, %u receive buffers and %u "
 		    "sends per connection, bounce %u KiB per thread (%u KiB per pull), gather "

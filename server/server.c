@@ -69,14 +69,15 @@ static void log_start(const struct ps_srv *s)
 		snprintf(soft, sizeof(soft), "unknown");
 		snprintf(hard, sizeof(hard), "unknown");
 	}
-	ps_log_info(
-		SRV_LOG,
-		"server %u starting: transport %s requested, data-plane listener %s (%u "
-		"threads, ports %s), using %s; memlock limit %s (hard %s), bind_cores %s, "
-		"kv %s%s",
-		o->server_id, o->transport, listen, ps_dp_threads(s->dp), ports, dev, soft, hard,
-		o->bind_cores ? "True (memory on the device's node; threads not pinned)" : "False",
-		o->kv_path, s->auth ? ", auth token" : "");
+	ps_log_info(SRV_LOG,
+		    "server %u starting: transport %s requested, data-plane listener %s (%u "
+		    "threads, ports %s), using %s; memlock limit %s (hard %s), bind_cores %s, "
+		    "kv %s%s",
+		    o->server_id, o->transport, listen, ps_dp_threads(s->dp), ports, dev, soft,
+		    hard,
+		    o->bind_cores ? "True (memory and data-path threads on the device's node)"
+				  : "False",
+		    o->kv_path, s->auth ? ", auth token" : "");
 	if (di.kind == PS_TP_KIND_RDMA && !(o->host && *o->host))
 		ps_log_warn(SRV_LOG,
 			    "server %u: rdma without --host: using the first active device, which "

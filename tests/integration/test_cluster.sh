@@ -79,9 +79,10 @@ start_sched() {
 		--log_level debug 2>"$work/sched.log" &
 	pid[sched]=$!
 }
-# start_server NAME ID: a server process whose log is NAME.log.
+# start_server NAME ID [BIND_CORES]: a server process whose log is NAME.log (-bc False unless
+# told).
 start_server() {
-	"$bin" -r server -sp "$url" -si "$2" -bc False --host 127.0.0.1 --transport tcp \
+	"$bin" -r server -sp "$url" -si "$2" -bc "${3:-False}" --host 127.0.0.1 --transport tcp \
 		--kv_wait_ms 5000 2>"$work/$1.log" &
 	pid[$1]=$!
 }
@@ -115,7 +116,7 @@ else
 	exit 1
 fi
 start_server s1 1
-start_server s2 2
+start_server s2 2 True
 for i in 0 1 2; do
 	if wait_for 5000 log_has sched "server $i registered: data plane 127\.0\.0\.1:[0-9]+ \(transport tcp\)"; then
 		ok "scheduler logged server $i registered"
@@ -132,6 +133,14 @@ if log_has s0 "server 0 starting: transport tcp requested, data-plane listener 1
 	ok "server start-up log names id, transport, listener and memlock limit"
 else
 	ko "server 0 start-up log line missing"
+fi
+# --bind_cores: s2 pins its data-path threads and logs the plan (tcp: no device node, so every
+# allowed CPU); s0 (-bc False) pins nothing.
+if log_has s2 "bind_cores: no NUMA node for the device .*: all allowed CPUs [0-9].*; data-path thread->CPU: 0->[0-9]+" &&
+	! log_has s0 "bind_cores:"; then
+	ok "-bc True logs the thread->CPU layout it pinned; -bc False pins nothing"
+else
+	ko "bind_cores layout line wrong or missing: $(grep -h bind_cores "$work/s0.log" "$work/s2.log")"
 fi
 
 # ---- refused registrations ----------------------------------------------------------------
