@@ -14,13 +14,20 @@
 #   E2E_START_TIMEOUT  seconds a cluster may take to come up (and to go down)
 #   E2E_RUN_TIMEOUT    seconds one psplus-bench-ps may take
 #   e2e_on_server, e2e_on_client: arrays prefixed to the commands (e.g. taskset), may be empty
-# and calls e2e_cluster_start, e2e_test NAME REP ARGS... (any number), e2e_cluster_stop, then
-# e2e_summary REF_NAME REPEAT with E2E_REF[rep] holding the reference MB/sec of each
-# repetition. Functions return non-zero on failure and say why on stderr; nothing exits.
+# and defines e2e_reference TAG: run the reference once (its logs named after TAG) and set
+# E2E_REF_VALUE to its MB/sec ("" if it could not be read); optionally e2e_before NAME.REP and
+# e2e_after NAME.REP, run around each test (counters, say). Then it calls e2e_cluster_start,
+# e2e_runs REPEAT ARGS..., e2e_cluster_stop and e2e_summary REF_NAME REPEAT. Functions return
+# non-zero on failure and say why on stderr; nothing here exits.
+#
+# The reference brackets every test: per repetition R T1 R T2 R T3 R, and each test's ratio is
+# its goodput over the mean of the two references beside it. On a shared host (and in the TCG
+# guest even more) the load changes within seconds; one reference per repetition, measured a
+# minute before the last test, gave ratios anywhere from 0.3 to 1.3 for the same code.
 #
 # Names of the tests (and of the lines): pull_1024x64_uniform, pull_1024x64_zipf,
 # push_1024x64_uniform. The lines e2e_summary prints:
-#   raw.REP NAME goodput=.. REF_NAME=.. MB/sec ratio .. p50=.. p99=.. usec
+#   raw.REP NAME goodput=.. REF_NAME=BEFORE/AFTER MB/sec ratio .. p50=.. p99=.. usec
 #   ratio NAME <median over repetitions of goodput / reference>
 #   latency NAME p50=.. p99=.. usec (medians over repetitions; per operation, not halved)
 #   cpu NAME client=.. server0=.. server1=.. us per call (medians; see e2e_test)
@@ -29,9 +36,9 @@
 E2E_TESTS=(pull_1024x64_uniform pull_1024x64_zipf push_1024x64_uniform)
 # What the caller sets (after sourcing), with their defaults.
 declare -ga E2E_HOSTS=(127.0.0.1 127.0.0.1) e2e_on_server=() e2e_on_client=()
-declare -gA e2e_pid=()
-declare -ga E2E_REF=()
-declare -gA e2e_ratio_of=()
+declare -gA e2e_pid=() e2e_ratio_of=()
+declare -gA E2E_REFS=() # [REP.K]: the reference before test K + 1 (after test K) of REP
+E2E_REF_VALUE=
 
 e2e_msg() { echo "bench-e2e: $*" >&2; }
 
@@ -145,6 +152,41 @@ e2e_test() {
 	cat "$E2E_DIR/$name.$rep.cpu"
 }
 
+# e2e_args NAME: the psplus-bench-ps options of test NAME.
+e2e_args() {
+	case $1 in
+	pull_*_uniform) echo "-t pull --ids uniform" ;;
+	pull_*_zipf) echo "-t pull --ids zipf" ;;
+	push_*_uniform) echo "-t push --ids uniform" ;;
+	esac
+}
+
+# e2e_runs REPEAT ARGS...: REPEAT repetitions of R T1 R T2 R T3 R (R: e2e_reference; Tk: the
+# tests with their options and ARGS). Returns 1 if a test failed (the others still run).
+e2e_runs() {
+	local repeat=$1 rep k rc=0
+	shift
+	for ((rep = 1; rep <= repeat; rep++)); do
+		e2e_reference "$rep.0"
+		E2E_REFS[$rep.0]=$E2E_REF_VALUE
+		for ((k = 1; k <= ${#E2E_TESTS[@]}; k++)); do
+			if declare -F e2e_before >/dev/null; then e2e_before "${E2E_TESTS[k - 1]}.$rep"; fi
+			# shellcheck disable=SC2046 # the test's options are words
+			e2e_test "${E2E_TESTS[k - 1]}" "$rep" $(e2e_args "${E2E_TESTS[k - 1]}") "$@" ||
+				rc=1
+			if declare -F e2e_after >/dev/null; then e2e_after "${E2E_TESTS[k - 1]}.$rep"; fi
+			e2e_reference "$rep.$k"
+			E2E_REFS[$rep.$k]=$E2E_REF_VALUE
+		done
+	done
+	return $rc
+}
+
+# e2e_ref_median: the median of every reference measured.
+e2e_ref_median() {
+	e2e_median "${E2E_REFS[@]}"
+}
+
 # e2e_field NAME REP KEY: KEY's value on the result line of that run ("" if none).
 e2e_field() {
 	sed -n "s/^ result $1 .*[ ]$3=\([^ ]*\).*/\1/p" "$E2E_DIR/$1.$2.log" 2>/dev/null | head -n 1
@@ -179,17 +221,23 @@ e2e_cpu_summary() {
 
 # e2e_summary REF_NAME REPEAT: the raw, ratio, latency and target lines (see the top).
 e2e_summary() {
-	local ref_name=$1 repeat=$2 name rep g p50 p99 r
+	local ref_name=$1 repeat=$2 name rep g p50 p99 r k=0 before after ref
 	local -a rs p50s p99s
 	for name in "${E2E_TESTS[@]}"; do
 		rs=() p50s=() p99s=()
+		k=$((k + 1))
 		for ((rep = 1; rep <= repeat; rep++)); do
 			g=$(e2e_field "$name" "$rep" goodput_mbs)
 			p50=$(e2e_field "$name" "$rep" p50_us)
 			p99=$(e2e_field "$name" "$rep" p99_us)
-			r=$(e2e_ratio "${g:-nan}" "${E2E_REF[rep]:-nan}")
+			before=${E2E_REFS[$rep.$((k - 1))]:-} after=${E2E_REFS[$rep.$k]:-}
+			# The mean of the references on either side (one if the other is missing).
+			ref=$(awk -v a="$before" -v b="$after" 'BEGIN { n = "^[0-9]+([.][0-9]+)?$"
+				if (a ~ n && b ~ n) printf "%.2f", (a + b) / 2
+				else if (a ~ n) print a; else if (b ~ n) print b; else print "nan" }')
+			r=$(e2e_ratio "${g:-nan}" "$ref")
 			rs+=("$r") p50s+=("${p50:-nan}") p99s+=("${p99:-nan}")
-			echo "raw.$rep $name goodput=${g:-?} $ref_name=${E2E_REF[rep]:-?} MB/sec" \
+			echo "raw.$rep $name goodput=${g:-?} $ref_name=${before:-?}/${after:-?} MB/sec" \
 				"ratio $r p50=${p50:-?} p99=${p99:-?} usec"
 		done
 		e2e_ratio_of[$name]=$(e2e_median "${rs[@]}")

@@ -29,8 +29,9 @@
 # 2 servers with --transport rdma, server i on device i's address (PS_RXE<i>_ADDR: one rxe device
 # per server, as tests/rxe/conformance_rxe.sh runs them), and psplus-bench-ps --transport rdma:
 # sparse pull of 1,024 ids x 64 floats (uniform and Zipf(1.1) ids) and sparse push (uniform),
-# each PS_BENCH_DURATION seconds, interleaved PS_BENCH_REPEAT times with perftest
-# `ib_write_bw -s 262144` on rxe1 (the reference; "ref write_bw_256k" is their median):
+# each PS_BENCH_DURATION seconds, PS_BENCH_REPEAT times, each test bracketed by perftest
+# `ib_write_bw -s 262144` on rxe1 (the reference: a test's ratio is over the mean of the runs
+# before and after it; "ref write_bw_256k" is the median of all of them):
 #   ratio pull_1024x64_uniform <pull goodput / ib_write_bw 256 KiB>   (target >= 0.8)
 #   ratio pull_1024x64_zipf, ratio push_1024x64_uniform               (the same reference)
 #   latency NAME p50=.. p99=.. usec                  (per operation, one whole call)
@@ -72,6 +73,8 @@ start_timeout=${PS_BENCH_START_TIMEOUT:-180}
 repeat=${PS_BENCH_REPEAT:-3}
 gather_pairs=${PS_BENCH_GATHER_PAIRS:-5}
 parts=${PS_BENCH_PARTS:-transport e2e}
+read -r -a sdevs <<<"${PS_RXE_DEVS:-rxe0 rxe1}"
+sdevs=("${sdevs[@]:0:2}") # the servers' devices (end-to-end part)
 ps_clients=${PS_BENCH_PS_CLIENTS:-1}
 read -r -a ps_args <<<"${PS_BENCH_PS_ARGS:-}"
 run_timeout=$((dur + 180)) # one process, start to end, under TCG
@@ -231,14 +234,29 @@ transport_runs() {
 		--contig-pairs "$gather_pairs" --json "$out/tp_gather_256x256.json"
 }
 
-# The end-to-end runs (perf/bench_e2e_lib.sh): a cluster over rdma, one rxe device per server,
-# and per repetition perftest's ib_write_bw 256 KiB on rxe1 (the reference) then the three
-# psplus-bench-ps tests.
-e2e_runs() {
-	local rep t n d
-	local -a common=(-D "$dur" -f "$margin" -q "$ps_clients" "${ps_args[@]}") sdevs
-	read -r -a sdevs <<<"${PS_RXE_DEVS:-rxe0 rxe1}"
-	sdevs=("${sdevs[@]:0:2}") # the servers' devices
+# The reference of the end-to-end ratios: perftest's ib_write_bw 256 KiB on rxe1.
+e2e_reference() {
+	pt "pt_write_bw_256k.$1" ib_write_bw -R -d "$dev" -s 262144 "${bw[@]}"
+	E2E_REF_VALUE=$(col "$out/pt_write_bw_256k.$1.log" 'average[MB/sec]' 262144)
+}
+
+# Around each end-to-end test: the hw_counters of both servers' devices that moved.
+e2e_before() {
+	local d
+	for d in "${sdevs[@]}"; do counters_snap "$out/$1.$d.cnt0" "$d"; done
+}
+e2e_after() {
+	local d
+	for d in "${sdevs[@]}"; do
+		counters_snap "$out/$1.$d.cnt1" "$d"
+		counters_diff "$out/$1.$d.cnt0" "$out/$1.$d.cnt1" "$1 ($d)"
+	done
+}
+
+# The end-to-end part (perf/bench_e2e_lib.sh): a cluster over rdma, one rxe device per server,
+# the three psplus-bench-ps tests, each bracketed by the reference.
+e2e_part() {
+	local -a common=(-D "$dur" -f "$margin" -q "$ps_clients" "${ps_args[@]}")
 	E2E_BIN=$build/bin/psplus
 	E2E_PS=$build/bin/psplus-bench-ps
 	E2E_DIR=$out/e2e
@@ -254,21 +272,7 @@ e2e_runs() {
 		failed=1
 		return 1
 	fi
-	for ((rep = 1; rep <= repeat; rep++)); do
-		pt "pt_write_bw_256k.$rep" ib_write_bw -R -d "$dev" -s 262144 "${bw[@]}"
-		E2E_REF[rep]=$(col "$out/pt_write_bw_256k.$rep.log" 'average[MB/sec]' 262144)
-		for t in "pull_1024x64_uniform -t pull --ids uniform" \
-			"pull_1024x64_zipf -t pull --ids zipf" "push_1024x64_uniform -t push --ids uniform"; do
-			n=${t%% *}.$rep
-			for d in "${sdevs[@]}"; do counters_snap "$out/$n.$d.cnt0" "$d"; done
-			# shellcheck disable=SC2086 # the test's options are words
-			e2e_test ${t%% *} "$rep" ${t#* } "${common[@]}" || failed=1
-			for d in "${sdevs[@]}"; do
-				counters_snap "$out/$n.$d.cnt1" "$d"
-				counters_diff "$out/$n.$d.cnt0" "$out/$n.$d.cnt1" "$n ($d)"
-			done
-		done
-	done
+	e2e_runs "$repeat" "${common[@]}" || failed=1
 	e2e_cluster_stop || failed=1
 }
 
@@ -324,7 +328,7 @@ if [[ " $parts " == *" transport "* ]]; then
 	transport_runs
 fi
 if [[ " $parts " == *" e2e "* ]]; then
-	e2e_runs
+	e2e_part
 else
 	pt pt_write_bw_256k.1 ib_write_bw -R -d "$dev" -s 262144 "${bw[@]}"
 fi

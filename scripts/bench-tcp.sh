@@ -23,12 +23,14 @@
 # Then the parameter service end to end (perf/bench_e2e_lib.sh): a scheduler and 2 servers
 # (psplus, tcp on 127.0.0.1, one data-path thread each) and psplus-bench-ps through the client
 # library: sparse pull of 1,024 ids x 64 floats with uniform and with Zipf(1.1) ids, sparse push
-# of 1,024 x 64 (uniform), each for PS_BENCH_DURATION seconds, interleaved PS_BENCH_REPEAT times
-# with the socket pair streaming 256 KiB messages (the size of one pull's rows), and prints
+# of 1,024 x 64 (uniform), each for PS_BENCH_DURATION seconds, PS_BENCH_REPEAT times, each test
+# bracketed by runs of the socket pair streaming 256 KiB messages (the size of one pull's rows;
+# a test's ratio is over the mean of the runs before and after it), and prints
 #   ratio pull_1024x64_uniform <pull goodput / socket bw 256 KiB>   (target >= 0.8)
 #   ratio pull_1024x64_zipf <...>                                    (target >= 0.8)
 #   ratio push_1024x64_uniform <push goodput / socket bw 256 KiB>   (information)
 #   latency NAME p50=.. p99=.. usec                  (per operation, one whole call)
+#   cpu NAME client=.. server0=.. server1=.. us per call
 #   target pull_1024x64_uniform>=0.8 met|MISSED, the same for pull_1024x64_zipf
 # Exit status: 0 when every run finished and passed its data check (a missed target is
 # reported, not an error: the host is shared and noisy), 1 otherwise.
@@ -184,14 +186,19 @@ transport_part() {
 	fi
 }
 
-# The end-to-end part (perf/bench_e2e_lib.sh): the cluster and psplus-bench-ps, interleaved
-# with the socket pair at 256 KiB, the reference of the ratios. Nothing is pinned here, the
+# The reference of the end-to-end ratios: the socket pair streaming 256 KiB messages.
+e2e_reference() {
+	run_pair "sock_bw_256k.$1" free "$sock" -t bw -s 256K -D "$dur" -f "$margin"
+	E2E_REF_VALUE=$(bw_of "$out/sock_bw_256k.$1.log" 262144)
+}
+
+# The end-to-end part (perf/bench_e2e_lib.sh): the cluster and psplus-bench-ps, each test
+# bracketed by the socket pair at 256 KiB, the reference of the ratios. Nothing is pinned here, the
 # socket pair neither: three busy processes (client and two servers) have no placement on two
 # CPUs that matches the pair's one CPU per end, and a pinned pair cannot move away from another
 # load on the host while the cluster can (measured under load: pinned pairs dropped to 370-870
 # MB/s next to unpinned clusters, which made ratios above 1).
 e2e_part() {
-	local rep sock_bw t
 	local -a common=(-D "$dur" -f "$margin" -q "$ps_clients" "${ps_args[@]}")
 	# shellcheck source=SCRIPTDIR/../perf/bench_e2e_lib.sh
 	source "$root/perf/bench_e2e_lib.sh"
@@ -212,23 +219,14 @@ e2e_part() {
 	rm -rf "$E2E_DIR"
 	e2e_cluster_start || die "the cluster did not start (logs in $E2E_DIR)"
 	trap e2e_cluster_kill EXIT
-	for ((rep = 1; rep <= repeat; rep++)); do
-		run_pair "sock_bw_256k.$rep" free "$sock" -t bw -s 256K -D "$dur" -f "$margin"
-		sock_bw=$(bw_of "$out/sock_bw_256k.$rep.log" 262144)
-		[[ -n $sock_bw ]] || die "could not read the socket bandwidth of repetition $rep"
-		E2E_REF[rep]=$sock_bw
-		for t in "pull_1024x64_uniform -t pull --ids uniform" \
-			"pull_1024x64_zipf -t pull --ids zipf" "push_1024x64_uniform -t push --ids uniform"; do
-			# shellcheck disable=SC2086 # the test's options are words
-			e2e_test ${t%% *} "$rep" ${t#* } "${common[@]}" || {
-				e2e_cluster_stop
-				die "psplus-bench-ps failed (logs in $E2E_DIR)"
-			}
-		done
-	done
+	e2e_runs "$repeat" "${common[@]}" || {
+		e2e_cluster_stop
+		die "psplus-bench-ps failed (logs in $E2E_DIR)"
+	}
 	e2e_cluster_stop || die "the cluster did not stop cleanly (logs in $E2E_DIR)"
 	trap - EXIT
 	echo
+	echo "ref socket_256k $(e2e_ref_median) (median of the references)"
 	e2e_summary socket_256k "$repeat"
 }
 
