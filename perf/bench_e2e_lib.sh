@@ -59,7 +59,8 @@ e2e_wait_log() {
 e2e_cluster_start() {
 	local i kv=$E2E_DIR/sched.kv
 	mkdir -p "$E2E_DIR"
-	rm -f "$kv"
+	# Nothing of an earlier run for the waits below to find before the children write.
+	rm -f "$kv" "$E2E_DIR"/sched.log "$E2E_DIR"/s[01].log
 	E2E_KV=file://$kv
 	"${e2e_on_server[@]}" "$E2E_BIN" -r scheduler -sp "$E2E_KV" -sn 2 -snet 1000000 -smem 700 \
 		-sqps 1000000000 -bc False --host 127.0.0.1 >"$E2E_DIR/sched.log" 2>&1 &

@@ -125,6 +125,7 @@ run_pair() {
 	t0=$(date +%s.%N)
 	for ((attempt = 1; attempt <= 2; attempt++)); do
 		port=$((port + 1))
+		rm -f "$out/$name.server.log" # not seen by wait_line before the child truncates it
 		timeout --kill-after=5 "$run_timeout" "$@" -p "$port" >"$out/$name.server.log" 2>&1 &
 		spid=$!
 		if ! wait_line "$out/$name.server.log" "$ready" "$spid"; then

@@ -90,6 +90,9 @@ run_pair() {
 	fi
 	shift 3
 	port=$((port + 1))
+	# The child truncates the log only once it runs: a log left by an earlier run of the
+	# script must not be there for the readiness check below to find.
+	rm -f "$out/$name.server.log" "$out/$name.log" "$out/$name.json"
 	timeout "$step_timeout" "${on_s[@]}" "$bin" "$@" -p "$port" >"$out/$name.server.log" 2>&1 &
 	spid=$!
 	for ((i = 0; i < 300; i++)); do
