@@ -28,7 +28,10 @@
 # It prints a table (with the server's user/sys CPU seconds for the save and the restore, and
 # the most bytes found resident in the page cache before a read), "raw.N ..." lines (with the
 # load average: other work on the machine slows psplus, which needs CPU, more than dd), then
-# (medians over the repetitions):
+# "order ..." lines (the median ratio of the runs where psplus went first, and of those where
+# dd did), then the ratios: for each pair of runs (one of each order) the geometric mean of
+# its two ratios, which cancels the order effects (see pairs() below), and the median of those
+# over the pairs (of an even count, the lower middle one):
 #   ratio ckpt_save <save MB/s / dd write MB/s>        (higher is better; target >= 0.7)
 #   ratio ckpt_restore <restore MB/s / dd read MB/s>   (higher is better; target >= 0.7)
 #   target ckpt_save>=0.7 met|MISSED, target ckpt_restore>=0.7 met|MISSED
@@ -36,15 +39,17 @@
 # missed target is reported, not an error), 1 otherwise.
 #
 # Environment: PS_BUILD_DIR (default build/), JOBS, PS_BENCH_DIR (default /tmp; the file system
-# measured), PS_BENCH_REPEAT (default 3), PS_BENCH_VARS, PS_BENCH_ROWS, PS_BENCH_WIDTH,
-# PS_BENCH_THREADS (server data-path threads, default nproc), PS_BENCH_SETTLE (seconds between
-# the two writes of a run, default 3), PS_BENCH_OUT (logs, default BUILD/bench-ckpt).
+# measured), PS_BENCH_REPEAT (default 4, rounded up to even: pairs of runs), PS_BENCH_VARS,
+# PS_BENCH_ROWS, PS_BENCH_WIDTH, PS_BENCH_THREADS (server data-path threads, default nproc),
+# PS_BENCH_SETTLE (seconds between the two writes of a run, default 3), PS_BENCH_OUT (logs,
+# default BUILD/bench-ckpt).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${PS_BUILD_DIR:-$root/build}
 jobs=${JOBS:-$(nproc)}
-repeat=${PS_BENCH_REPEAT:-3}
+repeat=${PS_BENCH_REPEAT:-4}
+repeat=$(((repeat + 1) / 2 * 2)) # whole pairs: one run of each order
 nvars=${PS_BENCH_VARS:-4}
 rows=${PS_BENCH_ROWS:-1100000}
 width=${PS_BENCH_WIDTH:-64}
@@ -236,9 +241,35 @@ for ((k = 1; k <= repeat; k++)); do
 	# Older checkpoints are not needed: keep the disk use at one model's worth.
 	[[ $k -gt 1 ]] && "$build/bin/psplus-model" remove "$ckroot" "b$((k - 1))" >/dev/null 2>&1
 done
+# The median; of an even count, the lower middle value (the conservative one).
 median() { printf "%s\n" "$@" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
-ms=$(median "${r_save[@]}")
-mr=$(median "${r_rest[@]}")
+# pairs RATIO...: for each pair of runs (psplus first, then dd first) the geometric mean of its
+# two ratios, one per line. The step that comes second in a run is slowed by what the first
+# left behind (the host's writeback of a write, up to 10x on this VM; memory a read freed),
+# which multiplies one order's ratio by about what it divides the other's by: the geometric
+# mean of the pair cancels that, whichever side suffers more.
+pairs() {
+	local i j
+	for ((i = 1; i + 1 <= $#; i += 2)); do
+		j=$((i + 1))
+		awk -v a="${!i}" -v b="${!j}" 'BEGIN { printf "%.3f\n", sqrt(a * b) }'
+	done
+}
+# order_line NAME RATIO...: each order's own median, for information.
+order_line() {
+	local name=$1 i odd=() even=()
+	shift
+	for ((i = 1; i <= $#; i++)); do
+		if ((i % 2)); then odd+=("${!i}"); else even+=("${!i}"); fi
+	done
+	echo "order $name psplus_first=$(median "${odd[@]}") dd_first=$(median "${even[@]}")"
+}
+# shellcheck disable=SC2046 # one ratio per word
+ms=$(median $(pairs "${r_save[@]}"))
+# shellcheck disable=SC2046
+mr=$(median $(pairs "${r_rest[@]}"))
+order_line ckpt_save "${r_save[@]}"
+order_line ckpt_restore "${r_rest[@]}"
 echo "ratio ckpt_save $ms"
 echo "ratio ckpt_restore $mr"
 echo "target ckpt_save>=0.7 $(awk -v r="$ms" 'BEGIN { print (r >= 0.7) ? "met" : "MISSED" }')," \
