@@ -28,7 +28,8 @@
 # finished and its data checked), or rxe-run.sh's (124 timeout, 125 guest trouble).
 #
 # Environment: PS_BUILD_DIR (default build/, not under /tmp), JOBS, PS_RXE_TIMEOUT (default
-# 1500 s for the whole guest run), PS_RXE_NDEV (default 2: the servers need rxe0 and rxe1), and,
+# 2400 s for the whole guest run: 15 to 20 minutes on a quiet host, 25 and more beside
+# another guest), PS_RXE_NDEV (default 2: the servers need rxe0 and rxe1), and,
 # passed into the guest: PS_BENCH_DURATION (default 6), PS_BENCH_MARGIN (default 1),
 # PS_BENCH_LAT_ITERS (default 1000), PS_BENCH_TABLE (default 1G), PS_BENCH_START_TIMEOUT
 # (default 180), PS_BENCH_REPEAT (default 3 interleaved repetitions; the ratios are the medians
@@ -59,7 +60,7 @@ cmake --build "$build" -j "$jobs" --target psplus-bench-tp psplus-bench-ps psplu
 grep -q '^PS_WITH_VERBS:BOOL=ON' "$build/CMakeCache.txt" ||
 	die "$build is configured with PS_WITH_VERBS=OFF: the rdma transport is not built"
 
-export PS_RXE_TIMEOUT=${PS_RXE_TIMEOUT:-1500}
+export PS_RXE_TIMEOUT=${PS_RXE_TIMEOUT:-2400}
 export PS_RXE_NDEV=${PS_RXE_NDEV:-2}
 ((PS_RXE_NDEV >= 2)) || die "PS_RXE_NDEV must be at least 2 (one rxe device per server)"
 export PS_RXE_PASSENV="PS_BENCH_DURATION PS_BENCH_MARGIN PS_BENCH_LAT_ITERS PS_BENCH_TABLE
