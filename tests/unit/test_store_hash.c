@@ -5,6 +5,7 @@
  * recorded for export, reuse of freed rows, growth refused by on_chunk, iteration and restore.
  */
 #include <errno.h>
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -176,8 +177,15 @@ static void test_key128(void **state)
 		g[i] = (float)i;
 	assert_int_equal(ps_store_hash_push128(p, scr, k, 4, g, W), 0);
 	assert_int_equal(ps_store_hash_pull128(p, scr, k + 1, 1, out, W), 0);
-	for (int c = 0; c < W; c++)
-		assert_true(out[c] == a[c] - 0.01f * (g[W + c] + g[3 * W + c]));
+	/*
+	 * The duplicates' gradients summed, then one SGD step. Not bit-exact: the vector kernels
+	 * may fuse the multiply-add (one rounding) where this expression is compiled without.
+	 */
+	for (int c = 0; c < W; c++) {
+		float want = a[c] - 0.01f * (g[W + c] + g[3 * W + c]);
+
+		assert_true(fabsf(out[c] - want) <= 1e-6f * (fabsf(want) + 1.0f));
+	}
 	assert_int_equal(ps_store_hash_push64(p, scr, &k[0].lo, 1, g, W), -EINVAL);
 	{
 		size_t nd;
