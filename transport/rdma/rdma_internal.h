@@ -2,7 +2,8 @@
  * The rdma backend of the transport interface (transport.h): what its four files share.
  *
  *   rdma_dev.c   the dev (device chosen through rdma_cm, PD, limits), memory regions, ops table
- *   rdma_loop.c  one loop: CQ + completion channel, cm event channel, epoll fd, the event ring,
+ *   rdma_loop.c  one loop: CQ + completion channel, cm event channel, epoll fd, the event ring
+ *                (transport/tp_evq.h, shared with tcp),
  *                CQ and cm event dispatch, poll and flush
  *   rdma_conn.c  one connection: registered memory, QP, connect/accept/listen, private data,
  *                breaking and closing
