@@ -132,6 +132,13 @@ static int hash_addrs(struct ps_store_part *p, struct ps_store_scratch *s, const
 	return 0;
 }
 
+/* Prefetch an existing row of a push (new and rejected keys have none yet). */
+static inline void hash_prefetch(const struct ps_store_part *p, uint64_t r)
+{
+	if (r != STORE_U_NEW && r != STORE_U_REJECT)
+		store_prefetch_row(p, r);
+}
+
 static int hash_push(struct ps_store_part *p, struct ps_store_scratch *s, const uint64_t *keys,
 		     size_t n, const float *grads, uint32_t width, unsigned kw)
 {
@@ -158,9 +165,14 @@ static int hash_push(struct ps_store_part *p, struct ps_store_scratch *s, const 
 	/* Nothing can fail from here on. */
 	ps_optim_step_prepare(&p->spec.optim, &p->ostate, &step);
 	p->step++;
+	for (size_t u = 0; u < s->nunique && u < STORE_PREFETCH_AHEAD; u++)
+		hash_prefetch(p, s->urow[u]);
 	for (size_t u = 0; u < s->nunique; u++) {
 		const uint64_t *k = keys + (size_t)s->ufirst[u] * kw;
 		uint64_t r = s->urow[u];
+
+		if (u + STORE_PREFETCH_AHEAD < s->nunique)
+			hash_prefetch(p, s->urow[u + STORE_PREFETCH_AHEAD]);
 
 		if (r == STORE_U_REJECT)
 			continue; /* not admitted: the gradient is dropped */

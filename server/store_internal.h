@@ -125,6 +125,23 @@ static inline float *store_row(const struct ps_store_part *p, uint64_t r)
 	return (float *)((char *)c->mem.addr + off * p->stride);
 }
 
+/*
+ * Rows a push loop prefetches ahead of the one it updates. Pushed ids are spread over a table
+ * far larger than the caches: without this each update waits out a TLB and a cache miss in
+ * turn; with it the misses of the next rows overlap the current update.
+ */
+#define STORE_PREFETCH_AHEAD 8
+
+/* Start loading row @r (the row and its slots, up to 1 KiB of it) for writing. */
+static inline void store_prefetch_row(const struct ps_store_part *p, uint64_t r)
+{
+	const char *a = (const char *)store_row(p, r);
+	uint32_t n = p->stride < 1024 ? p->stride : 1024;
+
+	for (uint32_t off = 0; off < n; off += 64)
+		__builtin_prefetch(a + off, 1);
+}
+
 static inline struct store_meta *store_meta(const struct ps_store_part *p, uint64_t r)
 {
 	return &p->chunks[r >> p->rpc_shift].meta[r & ((1ull << p->rpc_shift) - 1)];

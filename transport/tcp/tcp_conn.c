@@ -251,6 +251,23 @@ static void txq_add(struct tcp_conn *c)
 		tcp_list_add_tail(&c->loop->txq, &c->tx_link);
 }
 
+/*
+ * Elements of at most this many bytes are prefetched when queued. A gather list of rows spread
+ * through a large table (a sparse pull) would otherwise be copied by sendmsg one row after the
+ * other, each a TLB and cache miss the kernel's copy waits out; prefetched here, the misses of
+ * all rows overlap and the copy finds them in cache. Large elements are contiguous: the
+ * hardware prefetcher streams them.
+ */
+#define TCP_PREFETCH_MAX 4096u
+
+static void prefetch_elem(const void *addr, uint32_t len)
+{
+	const char *p = addr;
+
+	for (uint32_t off = 0; off < len; off += 64)
+		__builtin_prefetch(p + off);
+}
+
 static int queue_op(struct tcp_conn *c, uint8_t op, const struct ps_tp_sge *sgl, int nsge,
 		    uint32_t len, uint32_t imm, const struct ps_tp_rbuf *dst, void *ctx)
 {
@@ -281,6 +298,8 @@ static int queue_op(struct tcp_conn *c, uint8_t op, const struct ps_tp_sge *sgl,
 		if (sgl[i].len)
 			iov[k++] = (struct iovec){.iov_base = (void *)sgl[i].addr,
 						  .iov_len = sgl[i].len};
+		if (sgl[i].len <= TCP_PREFETCH_MAX)
+			prefetch_elem(sgl[i].addr, sgl[i].len);
 	}
 	c->head = ring_next(c, c->head);
 	c->nbusy++;
