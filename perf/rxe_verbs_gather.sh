@@ -19,7 +19,8 @@
 # (s per round, default 6), PS_BENCH_MARGIN (default 1), PS_BENCH_TABLE (default 1G),
 # PS_BENCH_GATHER_PAIRS (default 5), PS_VG_SHAPES (default "256x256 128x512 64x1024"),
 # PS_VG_TARGETS (psplus-bench-verbs --target modes, default "passive"; e.g. "passive spin imm"),
-# PS_VG_REPEAT (default 1), PS_VG_VERBS_ARGS (more psplus-bench-verbs options).
+# PS_VG_REPEAT (default 1), PS_VG_VERBS_ARGS (more psplus-bench-verbs options), PS_VG_TP_ARGS
+# (more psplus-bench-tp options, e.g. -e: both ends sleep on completion events).
 # Every process runs under `timeout`; the server's listening line is awaited with a timeout.
 # Exit: 0 if every run finished and passed its data check, 1 otherwise.
 set -uo pipefail
@@ -40,6 +41,7 @@ repeat=${PS_VG_REPEAT:-1}
 read -r -a shapes <<<"${PS_VG_SHAPES:-256x256 128x512 64x1024}"
 read -r -a targets <<<"${PS_VG_TARGETS:-passive}"
 read -r -a vargs <<<"${PS_VG_VERBS_ARGS:-}"
+read -r -a targs <<<"${PS_VG_TP_ARGS:-}"
 start_timeout=180 # the gather server fills and registers its table before it listens
 run_timeout=$(awk -v p="$pairs" -v d="$dur" 'BEGIN { printf "%d", 2 * p * (d + 10) + 240 }')
 out=/tmp/verbs-gather
@@ -67,7 +69,7 @@ median() {
 tp() {
 	local name=$1 spid rc src t0 p0
 	local -a cmd=("$build/bin/psplus-bench-tp" --transport rdma -d "$addr" -t gather
-		--rows "$2" --row-size "$3" "${bw[@]}")
+		--rows "$2" --row-size "$3" "${bw[@]}" "${targs[@]}")
 	port=$((port + 1))
 	p0=$(sent)
 	timeout --kill-after=5 "$run_timeout" "${cmd[@]}" -p "$port" >"$out/$name.server.log" 2>&1 &

@@ -467,6 +467,72 @@ static void test_split_write_imm_trailer(void **state)
 	fx_close(&f);
 }
 
+/*
+ * The same split with a mixed list: an element without an mr (copied into the bounce ring),
+ * empty elements, and adjacent elements that share one SGE (also across what would be a WR
+ * boundary). Every byte lands in place, in order, and only the unregistered bytes are copied.
+ */
+static void test_split_write_imm_mixed(void **state)
+{
+	static uint8_t unreg[64]; /* not registered: goes through the bounce ring */
+	struct ps_tp_sge sgl[9];
+	struct ps_tp_stats st0, st1;
+	struct ps_tp_rbuf dst;
+	struct ps_tp_event ev;
+	uint8_t want[1024];
+	uint32_t n = 0, len = 0;
+	struct fx f;
+
+	fake_verbs_set_caps(2, -1, -1);
+	fx_open(&f);
+	for (int i = 0; i < 1024; i++)
+		f.buf[i] = (uint8_t)(i * 7 + 1);
+	memset(unreg, 0x5a, sizeof(unreg));
+	/* Runs of buf, one empty, one unregistered, two adjacent pairs. */
+	sgl[n++] = (struct ps_tp_sge){.addr = f.buf + 0, .len = 50, .mr = f.mr};
+	sgl[n++] = (struct ps_tp_sge){.addr = f.buf + 100, .len = 0, .mr = f.mr};
+	sgl[n++] = (struct ps_tp_sge){.addr = f.buf + 100, .len = 30, .mr = f.mr};
+	sgl[n++] = (struct ps_tp_sge){.addr = f.buf + 130, .len = 20, .mr = f.mr};
+	sgl[n++] = (struct ps_tp_sge){.addr = unreg, .len = sizeof(unreg), .mr = NULL};
+	sgl[n++] = (struct ps_tp_sge){.addr = f.buf + 300, .len = 10, .mr = f.mr};
+	sgl[n++] = (struct ps_tp_sge){.addr = f.buf + 400, .len = 40, .mr = f.mr};
+	sgl[n++] = (struct ps_tp_sge){.addr = f.buf + 440, .len = 60, .mr = f.mr};
+	sgl[n++] = (struct ps_tp_sge){.addr = f.buf + 600, .len = 5, .mr = f.mr};
+	for (uint32_t i = 0; i < n; i++) {
+		memcpy(want + len, sgl[i].addr, sgl[i].len);
+		len += sgl[i].len;
+	}
+	assert_int_equal(ps_tp_mr_rbuf(f.mr, f.buf + 4096, len, &dst), 0);
+	for (int round = 0; round < 10; round++) {
+		/* Every other round: all registered (the single-walk path). */
+		uint32_t cnt = round % 2 ? n : 4;
+		uint32_t total = 0;
+
+		for (uint32_t i = 0; i < cnt; i++)
+			total += sgl[i].len;
+		memset(f.buf + 4096, 0, len);
+		ps_tp_stats_get(f.dev, &st0);
+		assert_int_equal(ps_tp_write_imm(f.cli, sgl, (int)cnt, &dst, 7u + round, NULL), 0);
+		ps_tp_flush(f.loop);
+		ev = spin_event(&f, PS_TP_EV_WRITE_IMM, f.srv, false);
+		ps_tp_stats_get(f.dev, &st1);
+		assert_int_equal(ev.len, total);
+		assert_int_equal(ev.imm, 7u + round);
+		assert_memory_equal(f.buf + 4096, want, total);
+		assert_int_equal(st1.bytes_copied - st0.bytes_copied, cnt == n ? sizeof(unreg) : 0);
+		assert_int_equal(ps_tp_send(f.srv, sgl, 1, NULL), 0);
+		ps_tp_flush(f.loop);
+		spin_event(&f, PS_TP_EV_RECV, f.cli, true);
+	}
+	/* A bad element anywhere refuses the whole list and queues nothing. */
+	sgl[6].addr = NULL;
+	assert_int_equal(ps_tp_write_imm(f.cli, sgl, (int)n, &dst, 1, NULL), -EINVAL);
+	sgl[6].addr = f.buf + 400;
+	dst.len = len - 1;
+	assert_int_equal(ps_tp_write_imm(f.cli, sgl, (int)n, &dst, 1, NULL), -EMSGSIZE);
+	fx_close(&f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -482,6 +548,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_credits_ride_on_sends, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_credits_written_when_due, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_split_write_imm_trailer, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_split_write_imm_mixed, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

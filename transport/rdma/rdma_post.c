@@ -88,13 +88,16 @@ static void credit_take_imm(struct rd_conn *c, uint32_t imm)
 
 /*
  * One walk over a gather list, either counting (to size and admit an op) or building the SGEs
- * into the WR slots from seq0 on. Both walks follow the same rules, so they agree.
+ * into the WR slots from seq0 on. Both walks follow the same rules, so they agree. A long
+ * zero-copy write_imm is built in one walk, without the count: see op_build_zc().
  */
 struct gather {
 	struct rd_conn *c;
 	uint32_t keep;	    /* output SGEs before everything else is copied (UINT32_MAX: none) */
 	bool build;	    /* write SGEs and copy bytes (else count only) */
+	bool zc_only;	    /* an element without an mr ends the walk with RD_GATHER_COPY */
 	uint64_t seq0;	    /* build: first WR of the op */
+	uint64_t raddr;	    /* build: the remote address of the op's first byte (writes) */
 	uint8_t *bounce;    /* build: the op's bounce bytes */
 	uint64_t vbase;	    /* the address bounce bytes get (virtual when counting) */
 	uint32_t nout;	    /* output SGEs so far */
@@ -104,32 +107,44 @@ struct gather {
 	uint64_t last_addr; /* the last output SGE, for coalescing */
 	uint32_t last_len;
 	uint32_t last_lkey;
+	uint64_t wseq;		  /* build: the WR being filled, */
+	struct rd_wqe *w;	  /* its slot */
+	uint32_t k;		  /* and the SGEs it has */
+	struct ibv_sge *last_sge; /* build: the last SGE written */
 };
 
-static struct ibv_sge *gather_sge(struct gather *g, uint32_t i)
-{
-	return &wqe_at(g->c, g->seq0 + i / g->c->max_sge)->sge[i % g->c->max_sge];
-}
+/* gather_walk() with zc_only met an element that has to be copied. */
+#define RD_GATHER_COPY 1
 
-static void gather_emit(struct gather *g, uint64_t addr, uint32_t len, uint32_t lkey)
+/* Emit @len bytes at @addr, the payload's bytes from @off on. */
+static void gather_emit(struct gather *g, uint64_t addr, uint32_t len, uint32_t lkey, uint64_t off)
 {
+	struct ibv_sge *s;
+
 	if (g->nout && g->last_lkey == lkey && g->last_addr + g->last_len == addr) {
 		g->last_len += len;
 		if (g->build)
-			gather_sge(g, g->nout - 1)->length = g->last_len;
+			g->last_sge->length = g->last_len;
 		return;
 	}
 	g->last_addr = addr;
 	g->last_len = len;
 	g->last_lkey = lkey;
-	if (g->build) {
-		struct ibv_sge *s = gather_sge(g, g->nout);
-
-		s->addr = addr;
-		s->length = len;
-		s->lkey = lkey;
-	}
 	g->nout++;
+	if (!g->build)
+		return;
+	/* WRs are filled max_sge SGEs at a time; each learns where its first byte goes. */
+	if (!g->w || g->k == g->c->max_sge) {
+		g->wseq = g->w ? g->wseq + 1 : g->seq0;
+		g->w = wqe_at(g->c, g->wseq);
+		g->w->wr.wr.rdma.remote_addr = g->raddr + off;
+		g->k = 0;
+	}
+	s = &g->w->sge[g->k++];
+	s->addr = addr;
+	s->length = len;
+	s->lkey = lkey;
+	g->last_sge = s;
 }
 
 static int gather_walk(struct gather *g, const struct ps_tp_sge *sgl, int nsge)
@@ -140,6 +155,7 @@ static int gather_walk(struct gather *g, const struct ps_tp_sge *sgl, int nsge)
 	for (int i = 0; i < nsge; i++) {
 		const struct ps_tp_sge *e = &sgl[i];
 		const struct ps_tp_mr *mr = e->mr;
+		uint64_t off = g->total;
 
 		if (!e->len)
 			continue;
@@ -152,17 +168,19 @@ static int gather_walk(struct gather *g, const struct ps_tp_sge *sgl, int nsge)
 			if (mr->dev != dev || a < base || a - base > mr->info.len ||
 			    e->len > mr->info.len - (a - base))
 				return -EINVAL;
+		} else if (g->zc_only) {
+			return RD_GATHER_COPY;
 		}
 		g->total += e->len;
 		g->nin++;
 		if (g->nout >= g->keep && g->keep != UINT32_MAX)
 			mr = NULL; /* tail: copied into one contiguous bounce run */
 		if (mr) {
-			gather_emit(g, (uintptr_t)e->addr, e->len, mr->info.lkey);
+			gather_emit(g, (uintptr_t)e->addr, e->len, mr->info.lkey, off);
 		} else {
 			if (g->build)
 				memcpy(g->bounce + g->copied, e->addr, e->len);
-			gather_emit(g, g->vbase + g->copied, e->len, bounce_lkey);
+			gather_emit(g, g->vbase + g->copied, e->len, bounce_lkey, off);
 			g->copied += e->len;
 		}
 	}
@@ -218,27 +236,72 @@ static int eagain(struct rd_conn *c)
 	return -EAGAIN;
 }
 
+/* Does the op fit the connection's resources now: a credit, an op slot, @nwr WR slots? */
+static bool op_room(struct rd_conn *c, uint64_t nwr)
+{
+	return ps_rdma_credits(c) && c->op_head - c->op_tail < c->send_depth &&
+	       c->sq_head - c->sq_done + nwr <= c->sq_depth;
+}
+
+/*
+ * The single walk of a long zero-copy write_imm: validate and build the SGEs straight into the
+ * WR slots, when the slots for the worst case (no element coalesced) and a credit are free now.
+ * 0 when built; RD_GATHER_COPY when the general path must plan it (an element to copy, an op
+ * that goes inline, no room now); or an error about the list.
+ */
+static int op_build_zc(struct rd_conn *c, struct gather *g, const struct ps_tp_sge *sgl, int nsge,
+		       const struct ps_tp_rbuf *dst)
+{
+	uint64_t worst = ((uint64_t)nsge + c->max_sge - 1) / c->max_sge + 1;
+	int rc;
+
+	if (nsge <= (int)c->max_sge || !op_room(c, worst))
+		return RD_GATHER_COPY;
+	*g = (struct gather){.c = c,
+			     .keep = UINT32_MAX,
+			     .build = true,
+			     .zc_only = true,
+			     .seq0 = c->sq_head,
+			     .raddr = dst->addr};
+	rc = gather_walk(g, sgl, nsge);
+	if (rc)
+		return rc;
+	if (g->total > dst->len)
+		return -EMSGSIZE;
+	/* Empty elements made it short enough to go inline: the general path decides. */
+	if (c->max_inline && g->total <= c->max_inline && g->nin <= c->max_sge)
+		return RD_GATHER_COPY;
+	return 0;
+}
+
 static int op_queue(struct rd_conn *c, const struct ps_tp_sge *sgl, int nsge,
 		    const struct ps_tp_rbuf *dst, uint32_t imm, void *ctx)
 {
 	struct gather g = {.c = c, .keep = UINT32_MAX, .vbase = 1ull << 62};
 	uint32_t keep = UINT32_MAX, nwr, chunks = 1, nout;
-	uint64_t copied, off;
+	uint64_t copied = 0;
 	struct rd_op *op;
 	struct rd_wqe *w = NULL;
 	uint8_t *bounce = NULL;
-	bool inl;
+	bool inl = false, built;
 	int rc;
 
 	if (c->state != RD_CONN_OPEN)
 		return c->state == RD_CONN_DEAD ? PS_EPEER_LOST : -ENOTCONN;
-	rc = gather_walk(&g, sgl, nsge);
-	if (rc)
+	rc = dst ? op_build_zc(c, &g, sgl, nsge, dst) : RD_GATHER_COPY;
+	if (rc < 0)
 		return rc;
-	if (dst ? g.total > dst->len : g.total > c->max_msg)
-		return -EMSGSIZE;
-	inl = c->max_inline && g.total <= c->max_inline && g.nin <= c->max_sge;
-	copied = inl ? 0 : g.copied;
+	built = !rc;
+	if (!built) {
+		g = (struct gather){.c = c, .keep = UINT32_MAX, .vbase = 1ull << 62};
+		rc = gather_walk(&g, sgl, nsge);
+		if (rc)
+			return rc;
+		if (dst ? g.total > dst->len : g.total > c->max_msg)
+			return -EMSGSIZE;
+		inl = c->max_inline && g.total <= c->max_inline && g.nin <= c->max_sge;
+		copied = inl ? 0 : g.copied;
+	}
 	nout = inl ? g.nin : g.nout;
 	if (!inl && !dst && g.nout > c->max_sge) {
 		/* A SEND with too many SGEs: keep max_sge - 1 of them, copy the rest. */
@@ -257,9 +320,8 @@ static int op_queue(struct rd_conn *c, const struct ps_tp_sge *sgl, int nsge,
 	if (nwr > c->sq_depth || copied > c->bounce_size)
 		return -EMSGSIZE; /* can never fit: register the memory, or split the op */
 
-	/* Resources: a credit, an op slot, send-queue room, bounce bytes. */
-	if (!ps_rdma_credits(c) || c->op_head - c->op_tail >= c->send_depth ||
-	    c->sq_head - c->sq_done + nwr > c->sq_depth)
+	/* Resources: a credit, an op slot, send-queue room, bounce bytes (built: all checked). */
+	if (!built && !op_room(c, nwr))
 		return eagain(c);
 	if (copied && !(bounce = bounce_alloc(c, copied)))
 		return eagain(c);
@@ -284,11 +346,12 @@ static int op_queue(struct rd_conn *c, const struct ps_tp_sge *sgl, int nsge,
 			s->length = sgl[i].len;
 			s->lkey = sgl[i].mr ? sgl[i].mr->info.lkey : 0; /* unused inline */
 		}
-	} else {
+	} else if (!built) {
 		g = (struct gather){.c = c,
 				    .keep = keep,
 				    .build = true,
 				    .seq0 = c->sq_head,
+				    .raddr = dst ? dst->addr : 0,
 				    .bounce = bounce,
 				    .vbase = (uintptr_t)bounce};
 		gather_walk(&g, sgl, nsge);
@@ -302,7 +365,9 @@ static int op_queue(struct rd_conn *c, const struct ps_tp_sge *sgl, int nsge,
 		if (inl)
 			w->wr.send_flags |= IBV_SEND_INLINE;
 	} else {
-		off = 0;
+		/* Each WR's remote_addr was set by the build, which emits no SGE here. */
+		if (inl || !nout)
+			wqe_at(c, c->sq_head)->wr.wr.rdma.remote_addr = dst->addr;
 		for (uint32_t k = 0; k < chunks; k++) {
 			uint32_t first = k * c->max_sge;
 			uint32_t n = nout - first < c->max_sge ? nout - first : c->max_sge;
@@ -311,12 +376,9 @@ static int op_queue(struct rd_conn *c, const struct ps_tp_sge *sgl, int nsge,
 			w->wr.opcode = chunks == 1 ? IBV_WR_RDMA_WRITE_WITH_IMM : IBV_WR_RDMA_WRITE;
 			w->wr.num_sge = (int)n;
 			w->wr.imm_data = htonl(imm);
-			w->wr.wr.rdma.remote_addr = dst->addr + off;
 			w->wr.wr.rdma.rkey = dst->rkey;
 			if (inl)
 				w->wr.send_flags |= IBV_SEND_INLINE;
-			for (uint32_t i = 0; i < n; i++)
-				off += w->sge[i].length;
 		}
 		if (chunks > 1) {
 			/* The trailer; its bytes live in the op's slot of trailers[]. */
