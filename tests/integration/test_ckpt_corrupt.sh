@@ -16,17 +16,6 @@ admin=$4
 work=$(mktemp -d /tmp/psplus_ckpt_corrupt.XXXXXX)
 . "$(dirname "$0")/ckpt_lib.sh"
 
-run() {
-	local what=$1
-	shift
-	if timeout 120 "$drv" "$url" "$@" >>"$work/driver.out" 2>>"$work/driver.log"; then
-		pass "$what"
-	else
-		flunk "$what (see $work/driver.out)"
-		tail -3 "$work/driver.out"
-	fi
-}
-
 # flip FILE OFFSET: xor one byte with 0x5a in place
 flip() {
 	local b
@@ -76,7 +65,7 @@ if log_has sched "restore c1 failed" && ! log_has sched "restored checkpoint 'c1
 else
 	flunk "scheduler log: restore of c1 not refused as expected"
 fi
-stop_all
+cl_stop
 grep -E "^(PASS|FAIL)" "$work/driver.out" | sed 's/^/  driver /'
 [[ $fail -eq 0 ]] && echo "PASS: test_ckpt_corrupt"
 exit $fail

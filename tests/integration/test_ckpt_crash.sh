@@ -96,6 +96,6 @@ for ((i = 1; i <= rounds; i++)); do
 	echo "round $i: $victim killed ${delay} ms into save r$i: $(grep -qx "r$i" <<<"$names" && echo committed before the kill || echo not listed), latest '$latest' verified and restored"
 done
 [[ $fail -eq 0 ]] && pass "$rounds kills during saves ($killed_in interrupted, $committed committed first): the index only ever named complete checkpoints, and the latest was restored every time"
-stop_all
+cl_stop
 [[ $fail -eq 0 ]] && echo "PASS: test_ckpt_crash"
 exit $fail

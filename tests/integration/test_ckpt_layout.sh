@@ -16,22 +16,11 @@ drv=$2
 work=$(mktemp -d /tmp/psplus_ckpt_layout.XXXXXX)
 . "$(dirname "$0")/ckpt_lib.sh"
 
-run() {
-	local what=$1
-	shift
-	if timeout 120 "$drv" "$url" "$@" >>"$work/driver.out" 2>>"$work/driver.log"; then
-		pass "$what"
-	else
-		flunk "$what (see $work/driver.out)"
-		tail -5 "$work/driver.out"
-	fi
-}
-
 SMEM=3 cluster 3
 run "3 servers: 6 steps, save c1" train 0 6 c1 "$work/at_c1.bin"
 run "3 servers: 6 more steps (reference)" train 6 12
 run "3 servers: reference model pulled" dump "$work/ref.bin"
-stop_all
+cl_stop
 
 for n in 2 5; do
 	SMEM=$((n == 2 ? 4 : 3)) cluster $n
@@ -46,7 +35,7 @@ for n in 2 5; do
 		compare "$work/ref.bin" 1e-6
 	run "$n servers: explicit restore of c1 through the client" restore c1 ok
 	run "$n servers: every row equals the model at c1 again" compare "$work/at_c1.bin" 0
-	stop_all
+	cl_stop
 done
 grep -E "^(PASS|FAIL)" "$work/driver.out" | sed 's/^/  driver /'
 [[ $fail -eq 0 ]] && echo "PASS: test_ckpt_layout"

@@ -39,7 +39,7 @@ if timeout 60 "$drv" "$root" pit_check p1 p2 p3 p4 p5 >"$work/check.out" 2>&1; t
 else
 	flunk "pit_check (see $work/check.out)"
 fi
-stop_all
+cl_stop
 grep -hE "^(PASS|FAIL)" "$work/saver.out" "$work/check.out" | sed 's/^/  driver /'
 [[ $fail -eq 0 ]] && echo "PASS: test_ckpt_pit"
 exit $fail

@@ -54,7 +54,7 @@ if [[ $? -eq 0 ]]; then
 else
 	flunk "psplus-admin export: $out"
 fi
-stop_all
+cl_stop
 
 # The period: exports nobody asked for, about once a second.
 gen=2
@@ -71,7 +71,7 @@ if wait_for 5000 bash -c "[[ \$(grep -c '^[0-9]' '$deltas/manifest') -gt $n0 ]]"
 else
 	flunk "--streaming_period_s 1: no export within 5 s"
 fi
-stop_all
+cl_stop
 grep -E "^(PASS|FAIL)" "$work/driver.out" | sed 's/^/  driver /'
 [[ $fail -eq 0 ]] && echo "PASS: test_ckpt_stream"
 exit $fail

@@ -17,52 +17,16 @@
 set -uo pipefail
 bin=$1
 work=$(mktemp -d /tmp/psplus_cluster.XXXXXX)
-kv=$work/sched.kv
-url=file://$kv
+. "$(dirname "$0")/cluster_lib.sh"
 hb_ms=100 live_ms=1000
 pass=0 fail=0
-declare -A pid=()
-
-cleanup() {
-	local p
-	for p in "${pid[@]}"; do
-		kill -9 "$p" 2>/dev/null
-	done
-	wait 2>/dev/null
-	if [[ $fail -eq 0 && -z ${KEEP_LOGS:-} ]]; then
-		rm -rf "$work"
-	else
-		echo "logs kept in $work"
-	fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 ok() { echo "PASS: $*"; pass=$((pass + 1)); }
 ko() {
 	echo "FAIL: $*"
 	fail=$((fail + 1))
 }
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
-
-# wait_for MS CMD...: run CMD every 20 ms until it succeeds (0) or MS pass (1).
-wait_for() {
-	local deadline=$(($(now_ms) + $1))
-	shift
-	until "$@"; do
-		(($(now_ms) >= deadline)) && return 1
-		sleep 0.02
-	done
-}
-log_has() { grep -qE -- "$2" "$work/$1.log"; }
 count() { grep -cE -- "$2" "$work/$1.log"; }
-# A child that has exited but not been reaped is a zombie: treat it as gone.
-gone() { [[ ! -e /proc/$1 ]] || [[ $(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null) == Z ]]; }
-all_gone() {
-	local p
-	for p in "$@"; do gone "$p" || return 1; done
-}
-alive() { ! gone "$1"; }
 hb() { count sched "heartbeat from server $1:"; }
 # hb_grows N ID...: every server ID has N more heartbeats than when hb_base was recorded.
 declare -A base=()
@@ -74,17 +38,14 @@ hb_grows() {
 }
 
 start_sched() {
-	"$bin" -r scheduler -sp "$url" -sn 3 -snet 100 -smem 1024 -sqps 100000 -bc False \
+	cl_sched sched -sn 3 -snet 100 -smem 1024 -sqps 100000 -bc False \
 		--host 127.0.0.1 --heartbeat_ms $hb_ms --liveness_timeout_ms $live_ms \
-		--log_level debug 2>"$work/sched.log" &
-	pid[sched]=$!
+		--log_level debug
 }
 # start_server NAME ID [BIND_CORES]: a server process whose log is NAME.log (-bc False unless
 # told).
 start_server() {
-	"$bin" -r server -sp "$url" -si "$2" -bc "${3:-False}" --host 127.0.0.1 --transport tcp \
-		--kv_wait_ms 5000 2>"$work/$1.log" &
-	pid[$1]=$!
+	cl_server "$1" "$2" -bc "${3:-False}" --host 127.0.0.1 --transport tcp --kv_wait_ms 5000
 }
 # send_raw PRINTF_FORMAT: open a connection to the scheduler, write the bytes, close.
 send_raw() {
@@ -93,13 +54,7 @@ send_raw() {
 	printf "$1" >&3 2>/dev/null
 	exec 3>&-
 }
-show_logs() {
-	local f
-	for f in "$work"/*.log; do
-		echo "---- $(basename "$f") (last 15 lines)"
-		grep -v 'heartbeat from' "$f" | tail -n 15
-	done
-}
+show_logs() { cl_dump_logs 15 'heartbeat from'; }
 
 # ---- cluster start ------------------------------------------------------------------------
 # Server 0 starts before the scheduler: it must wait for the kv entry, not fail.
@@ -305,10 +260,10 @@ fi
 printf 'right-token\n' >"$work/token"
 printf 'wrong-token\n' >"$work/bad_token"
 akv=$work/auth.kv
-"$bin" -r scheduler -sp "file://$akv" -sn 1 -snet 100 -smem 1024 -sqps 100000 -bc False \
+url=file://$akv # from here on cl_sched and cl_server use the auth cluster's kv path
+cl_sched asched -sn 1 -snet 100 -smem 1024 -sqps 100000 -bc False \
 	--host 127.0.0.1 --heartbeat_ms $hb_ms --liveness_timeout_ms $live_ms \
-	--auth_token_file "$work/token" 2>"$work/asched.log" &
-pid[asched]=$!
+	--auth_token_file "$work/token"
 wait_for 5000 test -s "$akv" || ko "auth scheduler did not publish $akv"
 # auth_server NAME [TOKEN_FILE]: a server of the auth cluster; returns its exit status.
 auth_server() {
@@ -326,9 +281,7 @@ for t in "wrong token:$work/bad_token" "no token:"; do
 		ko "server with ${t%%:*}: exit $rc, log: $(cat "$work/abad.log")"
 	fi
 done
-"$bin" -r server -sp "file://$akv" -si 0 -bc False --host 127.0.0.1 --kv_wait_ms 3000 \
-	--auth_token_file "$work/token" 2>"$work/agood.log" &
-pid[agood]=$!
+cl_server agood 0 -bc False --host 127.0.0.1 --kv_wait_ms 3000 --auth_token_file "$work/token"
 if wait_for 5000 log_has asched "all 1 servers registered"; then
 	ok "server with the right token registers"
 else

@@ -34,35 +34,8 @@ optims=${PS_CONF_OPTIMS:-}
 threads=2
 snet=100 # MB/s per server: only the load hints' scale
 work=$(mktemp -d /tmp/psplus_conformance.XXXXXX)
-fail=0
+. "$(dirname "$0")/cluster_lib.sh"
 run=0
-declare -A pid=()
-
-cleanup() {
-	local p
-	for p in "${pid[@]}"; do
-		kill -9 "$p" 2>/dev/null
-	done
-	wait 2>/dev/null
-	if [[ $fail -eq 0 && -z ${KEEP_LOGS:-} ]]; then
-		rm -rf "$work"
-	else
-		echo "logs kept in $work"
-	fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
-wait_for() {
-	local deadline=$(($(now_ms) + $1))
-	shift
-	until "$@"; do
-		(($(now_ms) >= deadline)) && return 1
-		sleep 0.02
-	done
-}
-log_has() { grep -qE -- "$2" "$1"; }
 
 # cluster N: a scheduler and N servers in $dir, kv URL in $url. Returns 1 if they did not start.
 cluster() {
@@ -70,45 +43,21 @@ cluster() {
 	run=$((run + 1))
 	dir=$work/c$run
 	mkdir -p "$dir"
-	url=file://$dir/sched.kv
-	"$bin" -r scheduler -sp "$url" -sn "$n" -snet $snet -smem 65536 -sqps 1000000000 -bc False \
-		--host 127.0.0.1 --heartbeat_ms 200 --liveness_timeout_ms 20000 2>"$dir/sched.log" &
-	pid[sched]=$!
-	if ! wait_for 20000 test -s "$dir/sched.kv"; then
-		echo "FAIL: the scheduler did not publish $url (log $dir/sched.log)"
-		return 1
-	fi
+	cl_dir "$dir"
+	cl_sched sched -sn "$n" -snet $snet -smem 65536 -sqps 1000000000 -bc False \
+		--host 127.0.0.1 --heartbeat_ms 200 --liveness_timeout_ms 20000
+	cl_wait_kv 20000 || return 1
 	for ((i = 0; i < n; i++)); do
-		"$bin" -r server -sp "$url" -si $i -bc False --transport "$transport" \
-			--host "${hosts[i % ${#hosts[@]}]}" --threads $threads 2>"$dir/s$i.log" &
-		pid[s$i]=$!
+		cl_server "s$i" "$i" -bc False --transport "$transport" \
+			--host "${hosts[i % ${#hosts[@]}]}" --threads $threads
 	done
-	if ! wait_for 30000 log_has "$dir/sched.log" "all $n servers registered"; then
-		echo "FAIL: the servers did not register (logs in $dir)"
-		return 1
-	fi
+	cl_wait_registered "$n" 30000
 }
 
 # stop: TERM the scheduler (the servers leave with it); every process must exit 0.
 stop() {
-	local p rc
-	for p in "${!pid[@]}"; do
-		if ! kill -0 "${pid[$p]}" 2>/dev/null; then
-			echo "FAIL: $p died during the test (log $dir/$p.log)"
-			fail=1
-		fi
-	done
-	kill -TERM "${pid[sched]}" 2>/dev/null
-	for p in "${!pid[@]}"; do
-		wait "${pid[$p]}" 2>/dev/null
-		rc=$?
-		if [[ $rc -ne 0 ]]; then
-			echo "FAIL: $p exited with status $rc (log $dir/$p.log):"
-			tail -n 20 "$dir/$p.log"
-			fail=1
-		fi
-	done
-	pid=()
+	cl_check_alive
+	cl_stop
 }
 
 # drive N ARGS...: the driver against the current cluster.
@@ -122,9 +71,8 @@ drive() {
 	rc=$?
 	echo "    (conformance $*: $(($(now_ms) - t0)) ms)"
 	if ((rc != 0)); then
-		echo "FAIL: conformance $* on $n servers (exit $rc; stderr in $log):"
+		flunk "conformance $* on $n servers (exit $rc; stderr in $log):"
 		tail -n 20 "$log" # the guest's /tmp is gone after the run
-		fail=1
 	fi
 }
 
@@ -139,7 +87,7 @@ for n in $ns; do
 	echo "--- $n server(s), $threads threads each, $transport, $steps steps," \
 		"optimizers: ${optims:-all}"
 	if ((n == 1)); then
-		cluster 1 || { fail=1; exit 1; }
+		cluster 1 || exit 1
 		drive 1 async
 		drive 1 sync
 		stop
@@ -148,18 +96,18 @@ for n in $ns; do
 	cap=$(awk -v n="$n" 'BEGIN { print int(0.95 * n / (0.25 * (n - 1) + 0.04)) }')
 	slices=$(((nsplit + cap - 1) / cap))
 	for ((g = 0; g < slices; g++)); do
-		cluster "$n" || { fail=1; exit 1; }
+		cluster "$n" || exit 1
 		drive "$n" --slice $g/$slices async
 		stop
 	done
-	cluster "$n" || { fail=1; exit 1; }
+	cluster "$n" || exit 1
 	drive "$n" sync
 	stop
 done
 secs=$((($(now_ms) - start) / 1000))
 if [[ $fail -eq 0 ]]; then
-	echo "PASS: conformance ($secs s)"
+	pass "conformance ($secs s)"
 else
-	echo "FAIL: conformance ($secs s)"
+	flunk "conformance ($secs s)"
 fi
 exit $fail
