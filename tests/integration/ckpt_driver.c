@@ -37,7 +37,6 @@
 #include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,34 +48,9 @@
 #include <psplus/error.h>
 
 #include "model_io/ckpt.h"
+#include "tests/integration/itest.h"
 
 static const char *kv;
-static int failures;
-
-static void check(bool ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void check(bool ok, const char *fmt, ...)
-{
-	va_list ap;
-
-	printf("%s: ", ok ? "PASS" : "FAIL");
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	if (!ok)
-		printf(" [last error: %s]", ps_client_last_error());
-	printf("\n");
-	fflush(stdout);
-	failures += !ok;
-}
-
-static void must(int rc, const char *what)
-{
-	if (!rc)
-		return;
-	printf("FAIL: %s: %s (%s): %s\n", what, ps_strerror(rc), ps_err_name(rc),
-	       ps_client_last_error());
-	exit(1);
-}
 
 static uint64_t mix(uint64_t z)
 {
@@ -84,23 +58,6 @@ static uint64_t mix(uint64_t z)
 	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
 	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
 	return z ^ (z >> 31);
-}
-
-static struct ps_client *client(uint32_t worker, uint32_t nworkers, enum ps_sync_mode mode,
-				uint32_t staleness)
-{
-	struct ps_client_opts o = ps_client_opts_default();
-	struct ps_client *c = NULL;
-
-	o.kv_path = kv;
-	o.transport = getenv("PS_CKPT_TRANSPORT") ? getenv("PS_CKPT_TRANSPORT") : "auto";
-	o.worker_id = worker;
-	o.num_workers = nworkers;
-	o.sync_mode = mode;
-	o.staleness = staleness;
-	o.timeout_ms = 60000;
-	must(ps_client_create(&o, &c), "create a client");
-	return c;
 }
 
 /* ---- the model of train / dump / compare ----------------------------------------------------- */
@@ -168,9 +125,11 @@ static void declare_all(struct ps_client *c)
 	struct ps_var_load load = {.expected_keys = HASH_KEYS};
 
 	model_specs();
-	for (int v = 0; v < NVARS; v++)
-		must(ps_client_declare_load(c, vars[v].name, &vars[v].spec, &load, &vars[v].id),
-		     vars[v].name);
+	for (int v = 0; v < NVARS; v++) {
+		int rc = ps_client_declare_load(c, vars[v].name, &vars[v].spec, &load, &vars[v].id);
+
+		itest_must(rc, vars[v].name);
+	}
 }
 
 static uint64_t *key64;		 /* [HASH_KEYS] */
@@ -220,7 +179,7 @@ static void step_push(struct ps_client *c, uint64_t step, float *buf)
 			rc = ps_client_hash128_push(c, vars[v].id, key128, n, buf);
 			break;
 		}
-		must(rc, vars[v].name);
+		itest_must(rc, vars[v].name);
 	}
 }
 
@@ -253,7 +212,7 @@ static float *pull_all(struct ps_client *c, size_t *nfloats)
 			rc = ps_client_hash128_pull(c, vars[v].id, key128, n, out + off);
 			break;
 		}
-		must(rc, vars[v].name);
+		itest_must(rc, vars[v].name);
 		off += n * WIDTH;
 	}
 	*nfloats = total;
@@ -283,7 +242,7 @@ static int cmd_train(int argc, char **argv)
 		return 2;
 	from = strtoull(argv[0], NULL, 10);
 	to = strtoull(argv[1], NULL, 10);
-	c = client(0, 1, PS_SYNC_ASYNC, 0);
+	c = itest_client(0, 1, PS_SYNC_ASYNC, 0);
 	declare_all(c);
 	buf = malloc((size_t)SPARSE_ROWS * WIDTH * sizeof(float));
 	if (!buf)
@@ -293,17 +252,17 @@ static int cmd_train(int argc, char **argv)
 	if (argc >= 3) {
 		struct ps_model_op_info info;
 
-		must(ps_client_save_info(c, argv[2], 0, &info), "save");
-		check(!strcmp(info.name, argv[2]) && info.rows > 0,
-		      "save '%s' after step %" PRIu64 ": %" PRIu64 " rows, %" PRIu64
-		      " bytes, pushes held %.1f ms",
-		      info.name, to - 1, info.rows, info.bytes, info.pause_us / 1e3);
+		itest_must(ps_client_save_info(c, argv[2], 0, &info), "save");
+		itest_check(!strcmp(info.name, argv[2]) && info.rows > 0,
+			    "save '%s' after step %" PRIu64 ": %" PRIu64 " rows, %" PRIu64
+			    " bytes, pushes held %.1f ms",
+			    info.name, to - 1, info.rows, info.bytes, info.pause_us / 1e3);
 		if (argc >= 4)
 			dump_to(c, argv[3]);
 	}
 	free(buf);
 	ps_client_destroy(c);
-	return failures ? 1 : 0;
+	return itest_status();
 }
 
 static int cmd_dump(int argc, char **argv)
@@ -312,7 +271,7 @@ static int cmd_dump(int argc, char **argv)
 
 	if (argc < 1)
 		return 2;
-	c = client(0, 1, PS_SYNC_ASYNC, 0);
+	c = itest_client(0, 1, PS_SYNC_ASYNC, 0);
 	declare_all(c);
 	dump_to(c, argv[0]);
 	ps_client_destroy(c);
@@ -330,7 +289,7 @@ static int cmd_compare(int argc, char **argv)
 	if (argc < 2)
 		return 2;
 	tol = strtod(argv[1], NULL);
-	c = client(0, 1, PS_SYNC_ASYNC, 0);
+	c = itest_client(0, 1, PS_SYNC_ASYNC, 0);
 	declare_all(c);
 	live = pull_all(c, &n);
 	want = malloc(n * sizeof(float));
@@ -338,7 +297,7 @@ static int cmd_compare(int argc, char **argv)
 	got = f && want ? fread(want, sizeof(float), n, f) : 0;
 	if (f)
 		fclose(f);
-	check(got == n, "%s holds the whole model (%zu of %zu floats)", argv[0], got, n);
+	itest_check(got == n, "%s holds the whole model (%zu of %zu floats)", argv[0], got, n);
 	for (int v = 0; v < NVARS && got == n; v++) {
 		size_t vb = 0;
 		double vw = 0;
@@ -356,8 +315,8 @@ static int cmd_compare(int argc, char **argv)
 			if (d > vw)
 				vw = d;
 		}
-		check(!vb, "%s: %zu rows match %s within %g (largest difference %.3g)",
-		      vars[v].name, vars[v].rows, argv[0], tol, vw);
+		itest_check(!vb, "%s: %zu rows match %s within %g (largest difference %.3g)",
+			    vars[v].name, vars[v].rows, argv[0], tol, vw);
 		bad += vb;
 		if (vw > worst)
 			worst = vw;
@@ -366,7 +325,7 @@ static int cmd_compare(int argc, char **argv)
 	free(live);
 	free(want);
 	ps_client_destroy(c);
-	return failures ? 1 : 0;
+	return itest_status();
 }
 
 /* EXPECT: "ok", or "CODE_NAME[:text]" - the call must fail with that code and message. */
@@ -376,14 +335,15 @@ static void expect(int rc, const char *what, const char *exp)
 	char code[64];
 
 	if (!exp || !strcmp(exp, "ok")) {
-		check(!rc, "%s: %s", what, rc ? ps_err_name(rc) : "ok");
+		itest_check(!rc, "%s: %s", what, rc ? ps_err_name(rc) : "ok");
 		return;
 	}
 	snprintf(code, sizeof(code), "%.*s", colon ? (int)(colon - exp) : (int)strlen(exp), exp);
-	check(rc && !strcmp(ps_err_name(rc), code) &&
-		      (!colon || strstr(ps_client_last_error(), colon + 1)),
-	      "%s fails with %s%s%s (got %s: %s)", what, code, colon ? ", message naming " : "",
-	      colon ? colon + 1 : "", ps_err_name(rc), ps_client_last_error());
+	itest_check(rc && !strcmp(ps_err_name(rc), code) &&
+			    (!colon || strstr(ps_client_last_error(), colon + 1)),
+		    "%s fails with %s%s%s (got %s: %s)", what, code,
+		    colon ? ", message naming " : "", colon ? colon + 1 : "", ps_err_name(rc),
+		    ps_client_last_error());
 }
 
 static int cmd_model_op(bool save, int argc, char **argv)
@@ -395,7 +355,7 @@ static int cmd_model_op(bool save, int argc, char **argv)
 
 	if (argc < 1)
 		return 2;
-	c = client(0, 1, PS_SYNC_ASYNC, 0);
+	c = itest_client(0, 1, PS_SYNC_ASYNC, 0);
 	rc = save ? ps_client_save_info(c, argv[0], 0, &info)
 		  : ps_client_restore_info(c, argv[0], 0, &info);
 	snprintf(what, sizeof(what), "%s %s", save ? "save" : "restore", argv[0]);
@@ -405,7 +365,7 @@ static int cmd_model_op(bool save, int argc, char **argv)
 		       save ? "saved" : "restored", info.name, info.rows, info.bytes,
 		       info.elapsed_us / 1e6);
 	ps_client_destroy(c);
-	return failures ? 1 : 0;
+	return itest_status();
 }
 
 /* ---- point in time ---------------------------------------------------------------------------- */
@@ -426,9 +386,9 @@ static void pit_declare(struct ps_client *c)
 	/* SGD with rate 1 and gradient -1: each push adds exactly 1 to the row. */
 	sgd.sgd.learning_rate = 1.0f;
 	cs.optim = ch.optim = cd.optim = sgd;
-	must(ps_client_declare(c, "count_sparse", &cs, &pit_ids[0]), "declare count_sparse");
-	must(ps_client_declare(c, "count_hash", &ch, &pit_ids[1]), "declare count_hash");
-	must(ps_client_declare(c, "count_dense", &cd, &pit_ids[2]), "declare count_dense");
+	itest_must(ps_client_declare(c, "count_sparse", &cs, &pit_ids[0]), "declare count_sparse");
+	itest_must(ps_client_declare(c, "count_hash", &ch, &pit_ids[1]), "declare count_hash");
+	itest_must(ps_client_declare(c, "count_dense", &cd, &pit_ids[2]), "declare count_dense");
 }
 
 static int cmd_pit_worker(int argc, char **argv)
@@ -444,7 +404,7 @@ static int cmd_pit_worker(int argc, char **argv)
 	nw = (uint32_t)strtoul(argv[1], NULL, 10);
 	/* Bounded staleness: steps go through the scheduler, so a save can wait for a step
 	 * boundary; a slack this large never makes a worker wait for the other. */
-	c = client(w, nw, PS_SYNC_BOUNDED, 1000000);
+	c = itest_client(w, nw, PS_SYNC_BOUNDED, 1000000);
 	pit_declare(c);
 	keys = malloc(PIT_HASH * sizeof(*keys));
 	sids = malloc(PIT_SPARSE * sizeof(*sids));
@@ -458,10 +418,11 @@ static int cmd_pit_worker(int argc, char **argv)
 	for (size_t i = 0; i < PIT_SPARSE * 2; i++)
 		minus[i] = -1.0f;
 	for (; access(argv[2], F_OK) && steps < 1000000; steps++) {
-		must(ps_client_sparse_push(c, pit_ids[0], sids, PIT_SPARSE, minus), "push sparse");
-		must(ps_client_hash_push(c, pit_ids[1], keys, PIT_HASH, minus), "push hash");
-		must(ps_client_dense_push(c, pit_ids[2], minus, PIT_DENSE * 2), "push dense");
-		must(ps_client_step_end(c, steps), "step_end");
+		itest_must(ps_client_sparse_push(c, pit_ids[0], sids, PIT_SPARSE, minus),
+			   "push sparse");
+		itest_must(ps_client_hash_push(c, pit_ids[1], keys, PIT_HASH, minus), "push hash");
+		itest_must(ps_client_dense_push(c, pit_ids[2], minus, PIT_DENSE * 2), "push dense");
+		itest_must(ps_client_step_end(c, steps), "step_end");
 	}
 	printf("PASS: worker %u of %u pushed %" PRIu64 " steps\n", w, nw, steps);
 	free(keys);
@@ -502,7 +463,7 @@ static int cmd_pit_saver(int argc, char **argv)
 	if (argc < 2)
 		return 2;
 	n = atoi(argv[0]);
-	c = client(0, 1, PS_SYNC_ASYNC, 0);
+	c = itest_client(0, 1, PS_SYNC_ASYNC, 0);
 	for (int i = 1; i <= n; i++) {
 		struct ps_model_op_info info;
 		int rc;
@@ -510,8 +471,9 @@ static int cmd_pit_saver(int argc, char **argv)
 		usleep(150000);
 		snprintf(name, sizeof(name), "%s%d", argv[1], i);
 		rc = ps_client_save_info(c, name, 0, &info);
-		check(!rc, "save %s while the workers push: %" PRIu64 " rows, pushes held %.1f ms",
-		      name, info.rows, info.pause_us / 1e3);
+		itest_check(!rc,
+			    "save %s while the workers push: %" PRIu64 " rows, pushes held %.1f ms",
+			    name, info.rows, info.pause_us / 1e3);
 	}
 	/* Two saves at once (two clients, two threads): one runs, the other is refused at once
 	 * unless it came after the first finished. Tried until a refusal is seen. */
@@ -533,11 +495,11 @@ static int cmd_pit_saver(int argc, char **argv)
 			free((void *)r[k].name);
 		}
 	}
-	check(busy > 0 && ok > 0,
-	      "concurrent save requests: %d refused at once with PS_EOP_IN_PROGRESS, %d done", busy,
-	      ok);
+	itest_check(busy > 0 && ok > 0,
+		    "concurrent save requests: %d refused at once with PS_EOP_IN_PROGRESS, %d done",
+		    busy, ok);
 	ps_client_destroy(c);
-	return failures ? 1 : 0;
+	return itest_status();
 }
 
 /* Every row of every variable of checkpoint @name under @root. */
@@ -551,7 +513,7 @@ static int pit_check_one(const char *root, const char *name, double *value)
 
 	rc = ps_ckpt_meta_load(root, name, &m, err, sizeof(err));
 	if (rc) {
-		check(false, "load %s: %s", name, err);
+		itest_check(false, "load %s: %s", name, err);
 		return rc;
 	}
 	ps_ckpt_dir(root, m->name, dir, sizeof(dir));
@@ -566,7 +528,7 @@ static int pit_check_one(const char *root, const char *name, double *value)
 			snprintf(path, sizeof(path), "%s/%s", dir, cv->parts[p].file);
 			rc = ps_ckpt_part_reader_open(&o, &r, err, sizeof(err));
 			if (rc) {
-				check(false, "%s", err);
+				itest_check(false, "%s", err);
 				ps_ckpt_meta_free(m);
 				return rc;
 			}
@@ -586,13 +548,14 @@ static int pit_check_one(const char *root, const char *name, double *value)
 				rows++;
 			}
 			if (rc)
-				check(false, "%s", ps_ckpt_part_reader_errmsg(r));
+				itest_check(false, "%s", ps_ckpt_part_reader_errmsg(r));
 			ps_ckpt_part_reader_close(r);
 		}
 	}
-	check(!bad && rows == PIT_SPARSE + PIT_HASH + PIT_DENSE && first == floor(first),
-	      "checkpoint %s: all %" PRIu64 " rows of %zu counters hold the same step count %g",
-	      name, rows, m->nvars, first);
+	itest_check(!bad && rows == PIT_SPARSE + PIT_HASH + PIT_DENSE && first == floor(first),
+		    "checkpoint %s: all %" PRIu64
+		    " rows of %zu counters hold the same step count %g",
+		    name, rows, m->nvars, first);
 	*value = first;
 	ps_ckpt_meta_free(m);
 	return 0;
@@ -609,8 +572,8 @@ static int cmd_pit_check(int argc, char **argv)
 		grew |= last >= 0 && v > last;
 		last = v;
 	}
-	check(grew, "the checkpoints were taken while the counts grew");
-	return failures ? 1 : 0;
+	itest_check(grew, "the checkpoints were taken while the counts grew");
+	return itest_status();
 }
 
 /* ---- streaming ------------------------------------------------------------------------------- */
@@ -633,10 +596,10 @@ static void st_declare(struct ps_client *c)
 	d.optim = s.optim = h.optim = h2.optim = ada;
 	d.init = (struct ps_initializer){.kind = PS_INIT_UNIFORM, .min = -1, .max = 1, .seed = 5};
 	s.init = h.init = h2.init = d.init;
-	must(ps_client_declare(c, "st_dense", &d, &st_ids[0]), "declare st_dense");
-	must(ps_client_declare(c, "st_sparse", &s, &st_ids[1]), "declare st_sparse");
-	must(ps_client_declare(c, "st_hash64", &h, &st_ids[2]), "declare st_hash64");
-	must(ps_client_declare(c, "st_hash128", &h2, &st_ids[3]), "declare st_hash128");
+	itest_must(ps_client_declare(c, "st_dense", &d, &st_ids[0]), "declare st_dense");
+	itest_must(ps_client_declare(c, "st_sparse", &s, &st_ids[1]), "declare st_sparse");
+	itest_must(ps_client_declare(c, "st_hash64", &h, &st_ids[2]), "declare st_hash64");
+	itest_must(ps_client_declare(c, "st_hash128", &h2, &st_ids[3]), "declare st_hash128");
 }
 
 static struct ps_key128 st_k128(uint64_t i)
@@ -670,10 +633,10 @@ static void st_round(struct ps_client *c, int r)
 
 	for (size_t i = 0; i < ST_SPARSE * 3; i++)
 		g[i] = (float)sin(0.7 * i + r);
-	must(ps_client_dense_push(c, st_ids[0], g, ST_DENSE * 3), "push st_dense");
+	itest_must(ps_client_dense_push(c, st_ids[0], g, ST_DENSE * 3), "push st_dense");
 	for (uint64_t i = (uint64_t)(r + 1) % 3; i < ST_SPARSE; i += 3)
 		sid[ns++] = i;
-	must(ps_client_sparse_push(c, st_ids[1], sid, ns, g), "push st_sparse");
+	itest_must(ps_client_sparse_push(c, st_ids[1], sid, ns, g), "push st_sparse");
 	for (uint64_t k = 0; k < ST_KEYS; k++) {
 		if (st_deleted(r, k)) {
 			del[nd] = mix(k + 9000);
@@ -681,8 +644,8 @@ static void st_round(struct ps_client *c, int r)
 		}
 	}
 	if (nd) {
-		must(ps_client_hash_delete(c, st_ids[2], del, nd), "delete st_hash64");
-		must(ps_client_hash128_delete(c, st_ids[3], del128, nd), "delete st_hash128");
+		itest_must(ps_client_hash_delete(c, st_ids[2], del, nd), "delete st_hash64");
+		itest_must(ps_client_hash128_delete(c, st_ids[3], del128, nd), "delete st_hash128");
 	}
 	for (uint64_t k = 0; k < ST_KEYS; k++) {
 		if (st_pushed(r, k)) {
@@ -690,8 +653,8 @@ static void st_round(struct ps_client *c, int r)
 			k128[n++] = st_k128(k);
 		}
 	}
-	must(ps_client_hash_push(c, st_ids[2], k64, n, g), "push st_hash64");
-	must(ps_client_hash128_push(c, st_ids[3], k128, n, g), "push st_hash128");
+	itest_must(ps_client_hash_push(c, st_ids[2], k64, n, g), "push st_hash64");
+	itest_must(ps_client_hash128_push(c, st_ids[3], k128, n, g), "push st_hash128");
 }
 
 static int cmd_stream(int argc, char **argv)
@@ -703,18 +666,18 @@ static int cmd_stream(int argc, char **argv)
 	if (argc < 1)
 		return 2;
 	rounds = atoi(argv[0]);
-	c = client(0, 1, PS_SYNC_ASYNC, 0);
+	c = itest_client(0, 1, PS_SYNC_ASYNC, 0);
 	st_declare(c);
 	st_round(c, -1);
-	must(ps_client_save(c, "base", 0), "save base");
+	itest_must(ps_client_save(c, "base", 0), "save base");
 	for (int r = 0; r < rounds; r++) {
 		st_round(c, r);
-		must(ps_client_export_streaming_info(c, 0, &info), "export");
-		check(info.rows > 0, "export %d: %" PRIu64 " rows, %" PRIu64 " deletions", r + 1,
-		      info.rows, info.bytes);
+		itest_must(ps_client_export_streaming_info(c, 0, &info), "export");
+		itest_check(info.rows > 0, "export %d: %" PRIu64 " rows, %" PRIu64 " deletions",
+			    r + 1, info.rows, info.bytes);
 	}
 	ps_client_destroy(c);
-	return failures ? 1 : 0;
+	return itest_status();
 }
 
 /* The rows of variable @name of checkpoint @m: keys (lo, hi) and values, in file order. */
@@ -732,7 +695,7 @@ static void ck_load(const char *root, const struct ps_ckpt_meta *m, const char *
 
 	memset(out, 0, sizeof(*out));
 	if (!cv) {
-		check(false, "checkpoint %s has variable %s", m->name, name);
+		itest_check(false, "checkpoint %s has variable %s", m->name, name);
 		return;
 	}
 	ps_ckpt_dir(root, m->name, dir, sizeof(dir));
@@ -744,7 +707,7 @@ static void ck_load(const char *root, const struct ps_ckpt_meta *m, const char *
 
 		snprintf(path, sizeof(path), "%s/%s", dir, cv->parts[p].file);
 		if (ps_ckpt_part_reader_open(&o, &r, err, sizeof(err))) {
-			check(false, "%s", err);
+			itest_check(false, "%s", err);
 			return;
 		}
 		while ((rc = ps_ckpt_part_reader_next(r, &row)) == 1) {
@@ -760,7 +723,7 @@ static void ck_load(const char *root, const struct ps_ckpt_meta *m, const char *
 			out->n++;
 		}
 		if (rc)
-			check(false, "%s", ps_ckpt_part_reader_errmsg(r));
+			itest_check(false, "%s", ps_ckpt_part_reader_errmsg(r));
 		ps_ckpt_part_reader_close(r);
 	}
 }
@@ -786,10 +749,10 @@ static int cmd_stream_check(int argc, char **argv)
 		return 2;
 	rounds = atoi(argv[2]);
 	if (ps_ckpt_meta_load(argv[0], argv[1], &m, err, sizeof(err))) {
-		check(false, "%s", err);
+		itest_check(false, "%s", err);
 		return 1;
 	}
-	c = client(0, 1, PS_SYNC_ASYNC, 0);
+	c = itest_client(0, 1, PS_SYNC_ASYNC, 0);
 	st_declare(c);
 	/* dense and sparse: row ids in order in the parts */
 	for (int v = 0; v < 2; v++) {
@@ -801,16 +764,18 @@ static int cmd_stream_check(int argc, char **argv)
 
 			for (uint64_t i = 0; i < ST_SPARSE; i++)
 				all[i] = i;
-			must(ps_client_sparse_pull(c, st_ids[1], all, ST_SPARSE, live), "pull");
+			itest_must(ps_client_sparse_pull(c, st_ids[1], all, ST_SPARSE, live),
+				   "pull");
 			free(all);
 		} else {
-			must(ps_client_dense_pull(c, st_ids[0], live, ST_DENSE * 3), "pull");
+			itest_must(ps_client_dense_pull(c, st_ids[0], live, ST_DENSE * 3), "pull");
 		}
 		ck_load(argv[0], m, name, &rows);
 		for (size_t i = 0; i < rows.n; i++)
 			bad += memcmp(rows.val + i * 3, live + rows.lo[i] * 3, 12) != 0;
-		check(rows.n == nrows && !bad,
-		      "%s: base + deltas = live model (%zu rows, %zu differ)", name, rows.n, bad);
+		itest_check(rows.n == nrows && !bad,
+			    "%s: base + deltas = live model (%zu rows, %zu differ)", name, rows.n,
+			    bad);
 		free(rows.lo);
 		free(rows.hi);
 		free(rows.val);
@@ -846,22 +811,24 @@ static int cmd_stream_check(int argc, char **argv)
 				continue;
 			}
 			if (v)
-				must(ps_client_hash128_pull(c, st_ids[3], &k2, 1, row), "pull");
+				itest_must(ps_client_hash128_pull(c, st_ids[3], &k2, 1, row),
+					   "pull");
 			else
-				must(ps_client_hash_pull(c, st_ids[2], &k1, 1, row), "pull");
+				itest_must(ps_client_hash_pull(c, st_ids[2], &k1, 1, row), "pull");
 			bad += memcmp(row, rows.val + at * 3, 12) != 0;
 		}
-		check(!absent && !bad && !ghosts && rows.n == nlive,
-		      "%s: base + deltas = live model: %zu live keys, %zu in the checkpoint, %zu "
-		      "missing, %zu differ, %zu deleted keys still there",
-		      name, nlive, rows.n, absent, bad, ghosts);
+		itest_check(
+			!absent && !bad && !ghosts && rows.n == nlive,
+			"%s: base + deltas = live model: %zu live keys, %zu in the checkpoint, %zu "
+			"missing, %zu differ, %zu deleted keys still there",
+			name, nlive, rows.n, absent, bad, ghosts);
 		free(rows.lo);
 		free(rows.hi);
 		free(rows.val);
 	}
 	ps_ckpt_meta_free(m);
 	ps_client_destroy(c);
-	return failures ? 1 : 0;
+	return itest_status();
 }
 
 static int cmd_bench_declare(int argc, char **argv)
@@ -879,10 +846,10 @@ static int cmd_bench_declare(int argc, char **argv)
 	s.width = (uint32_t)strtoul(argv[2], NULL, 10);
 	s.init = (struct ps_initializer){.kind = PS_INIT_CONSTANT, .value = 0.5f};
 	s.optim = ps_optimizer_defaults(PS_OPTIM_SGD);
-	c = client(0, 1, PS_SYNC_ASYNC, 0);
+	c = itest_client(0, 1, PS_SYNC_ASYNC, 0);
 	for (int i = 0; i < n; i++) {
 		snprintf(name, sizeof(name), "big%d", i);
-		must(ps_client_declare(c, name, &s, &id), name);
+		itest_must(ps_client_declare(c, name, &s, &id), name);
 	}
 	printf("PASS: %d variables of %" PRIu64 " x %u floats declared\n", n, s.rows, s.width);
 	ps_client_destroy(c);
@@ -899,6 +866,8 @@ int main(int argc, char **argv)
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	kv = argv[1];
+	itest_client_setup(kv, getenv("PS_CKPT_TRANSPORT") ? getenv("PS_CKPT_TRANSPORT") : "auto",
+			   60000);
 	cmd = argv[2];
 	keys_init();
 	if (!strcmp(cmd, "train"))

@@ -19,7 +19,6 @@
 #include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,34 +28,7 @@
 #include <psplus/client.h>
 #include <psplus/error.h>
 
-static const char *kv;
-static int failures;
-
-static void check(bool ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void check(bool ok, const char *fmt, ...)
-{
-	va_list ap;
-
-	printf("%s: ", ok ? "PASS" : "FAIL");
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	if (!ok)
-		printf(" [last error: %s]", ps_client_last_error());
-	printf("\n");
-	fflush(stdout);
-	failures += !ok;
-}
-
-/* A fatal step: report and leave (the script counts the exit status). */
-static void must(int rc, const char *what)
-{
-	if (!rc)
-		return;
-	printf("FAIL: %s: %s (%s): %s\n", what, ps_strerror(rc), ps_err_name(rc),
-	       ps_client_last_error());
-	exit(1);
-}
+#include "tests/integration/itest.h"
 
 static double now_ms(void)
 {
@@ -64,23 +36,6 @@ static double now_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-static struct ps_client *client(uint32_t worker, uint32_t nworkers, enum ps_sync_mode mode,
-				uint32_t staleness)
-{
-	struct ps_client_opts o = ps_client_opts_default();
-	struct ps_client *c = NULL;
-
-	o.kv_path = kv;
-	o.transport = "auto";
-	o.worker_id = worker;
-	o.num_workers = nworkers;
-	o.sync_mode = mode;
-	o.staleness = staleness;
-	o.timeout_ms = 10000;
-	must(ps_client_create(&o, &c), "ps_client_create");
-	return c;
 }
 
 static struct ps_var_spec sgd_spec(enum ps_var_kind kind, uint64_t rows, uint32_t width, float init,
@@ -144,30 +99,31 @@ static void basic_dense(struct ps_client *c)
 	uint32_t id, id2;
 	int rc;
 
-	must(ps_client_declare(c, "dense", &s, &id), "declare dense");
+	itest_must(ps_client_declare(c, "dense", &s, &id), "declare dense");
 	rc = ps_client_declare(c, "dense", &s, &id2);
-	check(!rc && id2 == id, "declaring 'dense' again gives the same id (%u)", id);
+	itest_check(!rc && id2 == id, "declaring 'dense' again gives the same id (%u)", id);
 	s.width = D_W + 1;
 	rc = ps_client_declare(c, "dense", &s, &id2);
-	check(rc == -EEXIST, "re-declaring 'dense' with width %u is -EEXIST (%s)", D_W + 1,
-	      ps_err_name(rc));
-	must(ps_client_dense_pull(c, id, v, D_ROWS * D_W), "dense pull");
+	itest_check(rc == -EEXIST, "re-declaring 'dense' with width %u is -EEXIST (%s)", D_W + 1,
+		    ps_err_name(rc));
+	itest_must(ps_client_dense_pull(c, id, v, D_ROWS * D_W), "dense pull");
 	for (int i = 0; i < D_ROWS * D_W; i++)
 		want[i] = 0.5f;
-	check(same(v, want, D_ROWS * D_W, "dense"), "dense pull gives the initializer (0.5)");
+	itest_check(same(v, want, D_ROWS * D_W, "dense"), "dense pull gives the initializer (0.5)");
 	for (int i = 0; i < D_ROWS * D_W; i++) {
 		g[i] = grad_of((uint64_t)i / D_W, (uint32_t)i % D_W);
 		want[i] = 0.5f - 0.1f * g[i];
 	}
-	must(ps_client_dense_push(c, id, g, D_ROWS * D_W), "dense push");
-	must(ps_client_dense_pull(c, id, v, D_ROWS * D_W), "dense pull");
-	check(same(v, want, D_ROWS * D_W, "dense"), "dense pull after push: 0.5 - 0.1 g");
+	itest_must(ps_client_dense_push(c, id, g, D_ROWS * D_W), "dense push");
+	itest_must(ps_client_dense_pull(c, id, v, D_ROWS * D_W), "dense pull");
+	itest_check(same(v, want, D_ROWS * D_W, "dense"), "dense pull after push: 0.5 - 0.1 g");
 	rc = ps_client_dense_pull(c, id, v, D_ROWS * D_W - 1);
-	check(rc == -EINVAL, "dense pull with the wrong size is -EINVAL (%s)", ps_err_name(rc));
+	itest_check(rc == -EINVAL, "dense pull with the wrong size is -EINVAL (%s)",
+		    ps_err_name(rc));
 	rc = ps_client_dense_push(c, id, g, D_ROWS * D_W + D_W);
-	check(rc == -EINVAL, "dense push of a wrong width is -EINVAL (%s)", ps_err_name(rc));
-	must(ps_client_dense_pull(c, id, v, D_ROWS * D_W), "dense pull");
-	check(same(v, want, D_ROWS * D_W, "dense"), "the refused push changed nothing");
+	itest_check(rc == -EINVAL, "dense push of a wrong width is -EINVAL (%s)", ps_err_name(rc));
+	itest_must(ps_client_dense_pull(c, id, v, D_ROWS * D_W), "dense pull");
+	itest_check(same(v, want, D_ROWS * D_W, "dense"), "the refused push changed nothing");
 }
 
 static void basic_sparse(struct ps_client *c)
@@ -184,34 +140,34 @@ static void basic_sparse(struct ps_client *c)
 	uint32_t id;
 	int rc;
 
-	must(ps_client_declare(c, "sparse", &s, &id), "declare sparse");
+	itest_must(ps_client_declare(c, "sparse", &s, &id), "declare sparse");
 	/* Scattered ids with repeats: rows go to both servers and both threads of each. */
 	for (int i = 0; i < N; i++)
 		ids[i] = ((uint64_t)i * 7919 + 13) % S_ROWS;
 	ids[N - 1] = ids[0];
 	ids[N - 2] = ids[0];
-	must(ps_client_sparse_pull(c, id, ids, N, out), "sparse pull");
+	itest_must(ps_client_sparse_pull(c, id, ids, N, out), "sparse pull");
 	for (int i = 0; i < N * S_W; i++)
 		want[i] = 1.0f;
-	check(same(out, want, (size_t)N * S_W, "sparse"), "sparse pull of %d scattered ids: 1.0",
-	      N);
+	itest_check(same(out, want, (size_t)N * S_W, "sparse"),
+		    "sparse pull of %d scattered ids: 1.0", N);
 	for (int i = 0; i < N; i++)
 		for (int j = 0; j < S_W; j++)
 			g[i * S_W + j] = grad_of(ids[i], (uint32_t)j);
-	must(ps_client_sparse_push(c, id, ids, N, g), "sparse push");
+	itest_must(ps_client_sparse_push(c, id, ids, N, g), "sparse push");
 	for (int i = 0; i < N; i++)
 		cnt[ids[i]]++;
-	must(ps_client_sparse_pull(c, id, ids, N, out), "sparse pull");
+	itest_must(ps_client_sparse_pull(c, id, ids, N, out), "sparse pull");
 	/* ids[0] appears three times: its gradients are summed before the one update. */
 	for (int i = 0; i < N; i++)
 		for (int j = 0; j < S_W; j++)
 			want[i * S_W + j] = 1.0f - 0.5f * grad_of(ids[i], (uint32_t)j) *
 							   (ids[i] == ids[0] ? 3 : 1);
-	check(same(out, want, (size_t)N * S_W, "sparse"),
-	      "sparse pull after push: 1 - 0.5 g (a row pushed 3 times in one call: 3 g)");
+	itest_check(same(out, want, (size_t)N * S_W, "sparse"),
+		    "sparse pull after push: 1 - 0.5 g (a row pushed 3 times in one call: 3 g)");
 
 	/* An id out of range fails the whole call before anything is sent: row 5 stays. */
-	must(ps_client_sparse_pull(c, id, &bad[0], 1, out), "sparse pull row 5");
+	itest_must(ps_client_sparse_pull(c, id, &bad[0], 1, out), "sparse pull row 5");
 	{
 		float before[S_W], gb[3 * S_W];
 
@@ -219,32 +175,34 @@ static void basic_sparse(struct ps_client *c)
 		for (int i = 0; i < 3 * S_W; i++)
 			gb[i] = 100.f;
 		rc = ps_client_sparse_push(c, id, bad, 3, gb);
-		check(rc == PS_EOUT_OF_RANGE,
-		      "push with id %d out of [0, %d) is PS_EOUT_OF_RANGE (%s)", S_ROWS, S_ROWS,
-		      ps_err_name(rc));
-		check(strstr(ps_client_last_error(), "'sparse'") != NULL,
-		      "the message names the variable: %s", ps_client_last_error());
-		must(ps_client_sparse_pull(c, id, &bad[0], 1, out), "sparse pull row 5");
-		check(same(out, before, S_W, "row 5"), "row 5 unchanged by the refused push");
+		itest_check(rc == PS_EOUT_OF_RANGE,
+			    "push with id %d out of [0, %d) is PS_EOUT_OF_RANGE (%s)", S_ROWS,
+			    S_ROWS, ps_err_name(rc));
+		itest_check(strstr(ps_client_last_error(), "'sparse'") != NULL,
+			    "the message names the variable: %s", ps_client_last_error());
+		itest_must(ps_client_sparse_pull(c, id, &bad[0], 1, out), "sparse pull row 5");
+		itest_check(same(out, before, S_W, "row 5"), "row 5 unchanged by the refused push");
 		rc = ps_client_sparse_pull(c, id, bad, 3, out);
-		check(rc == PS_EOUT_OF_RANGE, "pull with an id out of range is PS_EOUT_OF_RANGE");
+		itest_check(rc == PS_EOUT_OF_RANGE,
+			    "pull with an id out of range is PS_EOUT_OF_RANGE");
 	}
 
 	/* Every row, ascending, through registered memory: zero copy both ways. */
 	for (uint64_t i = 0; i < S_ROWS; i++)
 		ids[i] = i;
-	must(ps_client_register_buffer(c, out, (size_t)S_ROWS * S_W * sizeof(float), &bo),
-	     "register out");
-	must(ps_client_register_buffer(c, ids, S_ROWS * sizeof(*ids), &bi), "register ids");
+	itest_must(ps_client_register_buffer(c, out, (size_t)S_ROWS * S_W * sizeof(float), &bo),
+		   "register out");
+	itest_must(ps_client_register_buffer(c, ids, S_ROWS * sizeof(*ids), &bi), "register ids");
 	st0 = staged(c);
 	rq0 = requests(c);
-	must(ps_client_sparse_pull(c, id, ids, S_ROWS, out), "sparse pull of every row");
-	check(staged(c) == st0,
-	      "pull of %d grouped ids into registered memory staged nothing "
-	      "(%" PRIu64 " bytes)",
-	      S_ROWS, staged(c) - st0);
-	check(requests(c) - rq0 >= 8, "a %d-row pull took %" PRIu64 " requests (split by size)",
-	      S_ROWS, requests(c) - rq0);
+	itest_must(ps_client_sparse_pull(c, id, ids, S_ROWS, out), "sparse pull of every row");
+	itest_check(staged(c) == st0,
+		    "pull of %d grouped ids into registered memory staged nothing "
+		    "(%" PRIu64 " bytes)",
+		    S_ROWS, staged(c) - st0);
+	itest_check(requests(c) - rq0 >= 8,
+		    "a %d-row pull took %" PRIu64 " requests (split by size)", S_ROWS,
+		    requests(c) - rq0);
 	{
 		bool ok = true;
 
@@ -258,7 +216,8 @@ static void basic_sparse(struct ps_client *c)
 					       out[r * S_W + j], w);
 			}
 		}
-		check(ok, "every one of the %d rows holds what the pushes made of it", S_ROWS);
+		itest_check(ok, "every one of the %d rows holds what the pushes made of it",
+			    S_ROWS);
 	}
 	/* The same ids shuffled: rows staged and permuted, still right. */
 	{
@@ -268,11 +227,11 @@ static void basic_sparse(struct ps_client *c)
 		for (int i = 0; i < 64; i++)
 			sid[i] = (uint64_t)(63 - i) * 1500;
 		st0 = staged(c);
-		must(ps_client_sparse_pull(c, id, sid, 64, o2), "shuffled pull");
+		itest_must(ps_client_sparse_pull(c, id, sid, 64, o2), "shuffled pull");
 		for (int i = 0; i < 64; i++)
 			memcpy(&want[i * S_W], &out[sid[i] * S_W], S_W * sizeof(float));
-		check(same(o2, want, 64 * S_W, "shuffled") && staged(c) > st0,
-		      "a pull in another order into plain memory is staged and permuted");
+		itest_check(same(o2, want, 64 * S_W, "shuffled") && staged(c) > st0,
+			    "a pull in another order into plain memory is staged and permuted");
 		free(o2);
 	}
 	ps_client_unregister_buffer(bi);
@@ -297,35 +256,38 @@ static void basic_hash(struct ps_client *c)
 	uint32_t h64, h128;
 	int rc;
 
-	must(ps_client_declare(c, "hash64", &s64, &h64), "declare hash64");
-	must(ps_client_declare(c, "hash128", &s128, &h128), "declare hash128");
+	itest_must(ps_client_declare(c, "hash64", &s64, &h64), "declare hash64");
+	itest_must(ps_client_declare(c, "hash128", &s128, &h128), "declare hash128");
 	for (int i = 0; i < N; i++) {
 		k64[i] = (uint64_t)i * 0x9e3779b97f4a7c15ull;
 		k128[i] = (struct ps_key128){.lo = (uint64_t)i * 31, .hi = (uint64_t)i % 5};
 		for (int j = 0; j < H_W; j++)
 			g[i * H_W + j] = grad_of((uint64_t)i, (uint32_t)j);
 	}
-	must(ps_client_hash_pull(c, h64, k64, N, out), "hash64 pull");
+	itest_must(ps_client_hash_pull(c, h64, k64, N, out), "hash64 pull");
 	for (int i = 0; i < N * H_W; i++)
 		want[i] = 0.25f;
-	check(same(out, want, (size_t)N * H_W, "hash64"), "hash64 pull of %d new keys: 0.25", N);
-	must(ps_client_hash_push(c, h64, k64, N, g), "hash64 push");
-	must(ps_client_hash_pull(c, h64, k64, N, out), "hash64 pull");
+	itest_check(same(out, want, (size_t)N * H_W, "hash64"), "hash64 pull of %d new keys: 0.25",
+		    N);
+	itest_must(ps_client_hash_push(c, h64, k64, N, g), "hash64 push");
+	itest_must(ps_client_hash_pull(c, h64, k64, N, out), "hash64 pull");
 	for (int i = 0; i < N * H_W; i++)
 		want[i] = 0.25f - g[i];
-	check(same(out, want, (size_t)N * H_W, "hash64"), "hash64 after push: 0.25 - g");
+	itest_check(same(out, want, (size_t)N * H_W, "hash64"), "hash64 after push: 0.25 - g");
 
-	must(ps_client_hash128_push(c, h128, k128, N, g), "hash128 push (keys created)");
-	must(ps_client_hash128_pull(c, h128, k128, N, out), "hash128 pull");
+	itest_must(ps_client_hash128_push(c, h128, k128, N, g), "hash128 push (keys created)");
+	itest_must(ps_client_hash128_pull(c, h128, k128, N, out), "hash128 pull");
 	for (int i = 0; i < N * H_W; i++)
 		want[i] = -2.0f - 0.5f * g[i];
-	check(same(out, want, (size_t)N * H_W, "hash128"), "hash128 push then pull: -2 - 0.5 g");
+	itest_check(same(out, want, (size_t)N * H_W, "hash128"),
+		    "hash128 push then pull: -2 - 0.5 g");
 
 	rc = ps_client_sparse_pull(c, h64, k64, 1, out);
-	check(rc == -EINVAL, "a sparse pull of a hash variable is -EINVAL (%s)", ps_err_name(rc));
+	itest_check(rc == -EINVAL, "a sparse pull of a hash variable is -EINVAL (%s)",
+		    ps_err_name(rc));
 	rc = ps_client_hash_pull(c, h128, k64, 1, out);
-	check(rc == -EINVAL, "a hash64 pull of a hash128 variable is -EINVAL (%s)",
-	      ps_err_name(rc));
+	itest_check(rc == -EINVAL, "a hash64 pull of a hash128 variable is -EINVAL (%s)",
+		    ps_err_name(rc));
 	free(k64);
 	free(k128);
 	free(out);
@@ -376,7 +338,7 @@ static void basic_threads(struct ps_client *c)
 	bool ok = true;
 	uint32_t id;
 
-	must(ps_client_declare(c, "shared", &s, &id), "declare shared");
+	itest_must(ps_client_declare(c, "shared", &s, &id), "declare shared");
 	for (uint32_t t = 0; t < 4; t++) {
 		sh[t] = (struct sharer){.c = c, .var = id, .t = t};
 		pthread_create(&th[t], NULL, sharer_main, &sh[t]);
@@ -385,15 +347,16 @@ static void basic_threads(struct ps_client *c)
 		pthread_join(th[t], NULL);
 		ok &= !sh[t].rc;
 	}
-	check(ok, "4 threads on one client: 20 pushes and pulls each");
-	check(sh[2].own_error, "the failing thread read its own error message");
-	check(!strstr(ps_client_last_error(), "id 1000"), "other threads' messages stay theirs");
+	itest_check(ok, "4 threads on one client: 20 pushes and pulls each");
+	itest_check(sh[2].own_error, "the failing thread read its own error message");
+	itest_check(!strstr(ps_client_last_error(), "id 1000"),
+		    "other threads' messages stay theirs");
 	for (uint64_t i = 0; i < 1000; i++)
 		ids[i] = i;
-	must(ps_client_sparse_pull(c, id, ids, 1000, out), "pull shared");
+	itest_must(ps_client_sparse_pull(c, id, ids, 1000, out), "pull shared");
 	for (int i = 0; i < 4000 && ok; i++)
 		ok = out[i] == want;
-	check(ok, "every row of 'shared' got its 20 updates (-20)");
+	itest_check(ok, "every row of 'shared' got its 20 updates (-20)");
 	free(out);
 	free(ids);
 }
@@ -421,8 +384,9 @@ static void basic_big_sparse(struct ps_client *c)
 	int rc;
 
 	rc = ps_client_declare(c, "big_sparse", &s, &id);
-	check(rc == 0, "declare a %d-row sparse variable (4.8 MB) over two 4 MiB servers (%s)",
-	      B_ROWS, ps_err_name(rc));
+	itest_check(rc == 0,
+		    "declare a %d-row sparse variable (4.8 MB) over two 4 MiB servers (%s)", B_ROWS,
+		    ps_err_name(rc));
 	if (rc)
 		goto out;
 	/* The first 1,000 rows, the last 1,000, and 1,000 distinct rows between them. */
@@ -431,11 +395,12 @@ static void basic_big_sparse(struct ps_client *c)
 		ids[1000 + i] = B_ROWS - 1000 + (uint64_t)i;
 		ids[2000 + i] = 1000 + (uint64_t)i * 297;
 	}
-	must(ps_client_sparse_pull(c, id, ids, N, out), "big_sparse pull");
+	itest_must(ps_client_sparse_pull(c, id, ids, N, out), "big_sparse pull");
 	for (int i = 0; i < N * S_W; i++)
 		want[i] = 2.0f;
-	check(same(out, want, (size_t)N * S_W, "big_sparse"),
-	      "big_sparse: rows 0..999, %d..%d and between pulled: 2.0", B_ROWS - 1000, B_ROWS - 1);
+	itest_check(same(out, want, (size_t)N * S_W, "big_sparse"),
+		    "big_sparse: rows 0..999, %d..%d and between pulled: 2.0", B_ROWS - 1000,
+		    B_ROWS - 1);
 	for (int i = 0; i < N; i++) {
 		pushed[ids[i]] = 1;
 		for (int j = 0; j < S_W; j++) {
@@ -443,13 +408,13 @@ static void basic_big_sparse(struct ps_client *c)
 			want[i * S_W + j] = 2.0f - 0.5f * g[i * S_W + j];
 		}
 	}
-	must(ps_client_sparse_push(c, id, ids, N, g), "big_sparse push");
-	must(ps_client_sparse_pull(c, id, ids, N, out), "big_sparse pull after push");
-	check(same(out, want, (size_t)N * S_W, "big_sparse"),
-	      "big_sparse: the pushed rows at both ends hold 2 - 0.5 g");
+	itest_must(ps_client_sparse_push(c, id, ids, N, g), "big_sparse push");
+	itest_must(ps_client_sparse_pull(c, id, ids, N, out), "big_sparse pull after push");
+	itest_check(same(out, want, (size_t)N * S_W, "big_sparse"),
+		    "big_sparse: the pushed rows at both ends hold 2 - 0.5 g");
 	for (uint64_t r = 0; r < B_ROWS; r++)
 		ids[r] = r;
-	must(ps_client_sparse_pull(c, id, ids, B_ROWS, out), "big_sparse pull of every row");
+	itest_must(ps_client_sparse_pull(c, id, ids, B_ROWS, out), "big_sparse pull of every row");
 	for (uint64_t r = 0; r < B_ROWS && ok; r++) {
 		for (int j = 0; j < S_W && ok; j++) {
 			float w = pushed[r] ? 2.0f - 0.5f * grad_of(r, (uint32_t)j) : 2.0f;
@@ -460,7 +425,8 @@ static void basic_big_sparse(struct ps_client *c)
 				       out[r * S_W + j], w);
 		}
 	}
-	check(ok, "big_sparse: every one of the %d rows holds what the pushes made of it", B_ROWS);
+	itest_check(ok, "big_sparse: every one of the %d rows holds what the pushes made of it",
+		    B_ROWS);
 out:
 	free(pushed);
 	free(want);
@@ -472,39 +438,40 @@ out:
 static int run_basic(void)
 {
 	const char *want = getenv("PS_E2E_TRANSPORT") ? getenv("PS_E2E_TRANSPORT") : "tcp";
-	struct ps_client *c = client(0, 1, PS_SYNC_ASYNC, 0), *c2;
+	struct ps_client *c = itest_client(0, 1, PS_SYNC_ASYNC, 0), *c2;
 	struct ps_client_stats st;
 	float f[4];
 	uint64_t id0 = 0;
 	int rc;
 
 	ps_client_stats_get(c, &st);
-	check(!strcmp(st.transport, want), "client transport: %s (servers: %s)", st.transport,
-	      want);
+	itest_check(!strcmp(st.transport, want), "client transport: %s (servers: %s)", st.transport,
+		    want);
 	basic_dense(c);
 	basic_sparse(c);
 	basic_hash(c);
 	basic_threads(c);
 	basic_big_sparse(c);
 	rc = ps_client_sparse_pull(c, 999, &id0, 1, f);
-	check(rc == PS_EUNKNOWN_VAR, "pull of unknown variable 999 is PS_EUNKNOWN_VAR (%s)",
-	      ps_err_name(rc));
+	itest_check(rc == PS_EUNKNOWN_VAR, "pull of unknown variable 999 is PS_EUNKNOWN_VAR (%s)",
+		    ps_err_name(rc));
 	/* Another worker that did not declare 'sparse' cannot push to its id. */
-	c2 = client(0, 1, PS_SYNC_ASYNC, 0);
+	c2 = itest_client(0, 1, PS_SYNC_ASYNC, 0);
 	rc = ps_client_sparse_push(c2, 2, &id0, 1, f);
-	check(rc == PS_EUNKNOWN_VAR, "push before declare is PS_EUNKNOWN_VAR (%s)",
-	      ps_err_name(rc));
+	itest_check(rc == PS_EUNKNOWN_VAR, "push before declare is PS_EUNKNOWN_VAR (%s)",
+		    ps_err_name(rc));
 	ps_client_destroy(c2);
 	ps_client_stats_get(c, &st);
 	if (!strcmp(want, "rdma"))
-		check(st.transport_copied == 0,
-		      "the rdma transport copied no payload (%" PRIu64 " B)", st.transport_copied);
+		itest_check(st.transport_copied == 0,
+			    "the rdma transport copied no payload (%" PRIu64 " B)",
+			    st.transport_copied);
 	printf("stats: requests %" PRIu64 ", retries %" PRIu64 ", pulled %" PRIu64
 	       " B, pushed %" PRIu64 " B, staged %" PRIu64 " B, transport copied %" PRIu64 " B\n",
 	       st.requests, st.retries, st.bytes_pulled, st.bytes_pushed, st.bytes_staged,
 	       st.transport_copied);
 	ps_client_destroy(c);
-	return failures ? 1 : 0;
+	return itest_status();
 }
 
 /* ---- bounded staleness ------------------------------------------------------------------------ */
@@ -534,8 +501,8 @@ static int run_bounded(void)
 	pthread_t th;
 	double t0;
 
-	fast.c = client(0, 2, PS_SYNC_BOUNDED, 1);
-	slow.c = client(1, 2, PS_SYNC_BOUNDED, 1);
+	fast.c = itest_client(0, 2, PS_SYNC_BOUNDED, 1);
+	slow.c = itest_client(1, 2, PS_SYNC_BOUNDED, 1);
 	t0 = now_ms();
 	pthread_create(&th, NULL, slow_worker, &slow);
 	for (int s = 0; s < 3; s++) {
@@ -544,23 +511,26 @@ static int run_bounded(void)
 	}
 	pthread_join(th, NULL);
 	for (int s = 0; s < 3; s++)
-		check(!fast.rc[s] && !slow.rc[s], "step_end(%d) succeeded for both workers", s);
+		itest_check(!fast.rc[s] && !slow.rc[s], "step_end(%d) succeeded for both workers",
+			    s);
 	/* Step 0: within staleness of nobody; step 1 needs the slow one past step 0, step 2
 	 * past step 1. */
-	check(fast.t[0] - t0 < 300, "fast worker ended step 0 at once (%.0f ms)", fast.t[0] - t0);
-	check(fast.t[1] >= slow.t[0] - 5 && fast.t[1] - t0 >= 350,
-	      "fast worker's step_end(1) waited for the slow worker's step 0 (%.0f ms, slow at "
-	      "%.0f ms)",
-	      fast.t[1] - t0, slow.t[0] - t0);
-	check(fast.t[2] >= slow.t[1] - 5,
-	      "fast worker's step_end(2) waited for slow step 1 "
-	      "(%.0f vs %.0f ms)",
-	      fast.t[2] - t0, slow.t[1] - t0);
-	check(slow.t[2] - slow.t[1] < 500, "the slow worker never waits (%.0f ms per step)",
-	      slow.t[2] - slow.t[1]);
+	itest_check(fast.t[0] - t0 < 300, "fast worker ended step 0 at once (%.0f ms)",
+		    fast.t[0] - t0);
+	itest_check(
+		fast.t[1] >= slow.t[0] - 5 && fast.t[1] - t0 >= 350,
+		"fast worker's step_end(1) waited for the slow worker's step 0 (%.0f ms, slow at "
+		"%.0f ms)",
+		fast.t[1] - t0, slow.t[0] - t0);
+	itest_check(fast.t[2] >= slow.t[1] - 5,
+		    "fast worker's step_end(2) waited for slow step 1 "
+		    "(%.0f vs %.0f ms)",
+		    fast.t[2] - t0, slow.t[1] - t0);
+	itest_check(slow.t[2] - slow.t[1] < 500, "the slow worker never waits (%.0f ms per step)",
+		    slow.t[2] - slow.t[1]);
 	ps_client_destroy(fast.c);
 	ps_client_destroy(slow.c);
-	return failures ? 1 : 0;
+	return itest_status();
 }
 
 /* ---- synchronous steps ------------------------------------------------------------------------ */
@@ -621,22 +591,22 @@ static int run_sync(void)
 	float want[SY_ROWS * SY_W];
 	pthread_t th[2];
 
-	w[0].c = client(0, 2, PS_SYNC_SYNC, 0);
-	w[1].c = client(1, 2, PS_SYNC_SYNC, 0);
+	w[0].c = itest_client(0, 2, PS_SYNC_SYNC, 0);
+	w[1].c = itest_client(1, 2, PS_SYNC_SYNC, 0);
 	for (int i = 0; i < 2; i++)
 		pthread_create(&th[i], NULL, sync_worker, &w[i]);
 	for (int i = 0; i < 2; i++)
 		pthread_join(th[i], NULL);
-	check(!w[0].rc && !w[1].rc, "both workers: declare, push, barrier, step_end, pull");
+	itest_check(!w[0].rc && !w[1].rc, "both workers: declare, push, barrier, step_end, pull");
 	for (int i = 0; i < SY_ROWS * SY_W; i++)
 		want[i] = 1.0f;
-	check(same(w[0].dense_mid, want, SY_ROWS * SY_W, "mid"),
-	      "worker 0's own push is not applied before worker 1 pushed");
+	itest_check(same(w[0].dense_mid, want, SY_ROWS * SY_W, "mid"),
+		    "worker 0's own push is not applied before worker 1 pushed");
 	for (int i = 0; i < SY_ROWS * SY_W; i++)
 		want[i] = 1.0f - 0.5f * 3.0f;
-	check(same(w[0].dense_end, want, SY_ROWS * SY_W, "end0") &&
-		      same(w[1].dense_end, want, SY_ROWS * SY_W, "end1"),
-	      "after step_end both see one update with the summed gradient: 1 - 0.5 (1 + 2)");
+	itest_check(same(w[0].dense_end, want, SY_ROWS * SY_W, "end0") &&
+			    same(w[1].dense_end, want, SY_ROWS * SY_W, "end1"),
+		    "after step_end both see one update with the summed gradient: 1 - 0.5 (1 + 2)");
 	{
 		float ws[3 * SY_W];
 
@@ -645,13 +615,13 @@ static int run_sync(void)
 			ws[SY_W + j] = 1.0f - 0.5f * 3.0f;     /* row 2: both */
 			ws[2 * SY_W + j] = 1.0f - 0.5f * 2.0f; /* row 3: worker 1 only */
 		}
-		check(same(w[0].sparse_end, ws, 3 * SY_W, "sparse0") &&
-			      same(w[1].sparse_end, ws, 3 * SY_W, "sparse1"),
-		      "sparse rows after the sync step: each worker's rows, row 2 summed");
+		itest_check(same(w[0].sparse_end, ws, 3 * SY_W, "sparse0") &&
+				    same(w[1].sparse_end, ws, 3 * SY_W, "sparse1"),
+			    "sparse rows after the sync step: each worker's rows, row 2 summed");
 	}
 	ps_client_destroy(w[0].c);
 	ps_client_destroy(w[1].c);
-	return failures ? 1 : 0;
+	return itest_status();
 }
 
 int main(int argc, char **argv)
@@ -660,7 +630,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: %s KV_URL basic|bounded|sync\n", argv[0]);
 		return 2;
 	}
-	kv = argv[1];
+	itest_client_setup(argv[1], "auto", 10000);
 	if (!strcmp(argv[2], "basic"))
 		return run_basic();
 	if (!strcmp(argv[2], "bounded"))
