@@ -1,5 +1,6 @@
 /*
- * The benchmarks' shared helpers: pattern, checksum, parsing, statistics, table and JSON.
+ * The benchmarks' shared helpers: pattern, checksum, parsing, statistics, banner and table
+ * lines, pairs of rounds, and JSON.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -187,6 +188,20 @@ int bench_parse_u32(const char *s, uint32_t lo, uint32_t hi, uint32_t *out)
 	return 0;
 }
 
+int bench_parse_duration(const char *s, uint64_t *out_ms)
+{
+	return bench_parse_seconds(s, out_ms) || !*out_ms ? -EINVAL : 0;
+}
+
+int bench_args_end(const char *prog, int argc, char **argv)
+{
+	if (optind < argc) {
+		fprintf(stderr, "%s: unexpected argument '%s'\n", prog, argv[optind]);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 int bench_margin_resolve(const char *prog, uint64_t duration_ms, bool margin_set,
 			 uint64_t *margin_ms)
 {
@@ -197,6 +212,16 @@ int bench_margin_resolve(const char *prog, uint64_t duration_ms, bool margin_set
 		fprintf(stderr, "%s: -D must be more than twice the margin (-f)\n", prog);
 		return -EINVAL;
 	}
+	return 0;
+}
+
+int bench_span_resolve(const char *prog, uint64_t duration_ms, bool margin_set, uint64_t *margin_ms,
+		       uint64_t *iters, uint64_t def_iters)
+{
+	if (duration_ms)
+		return bench_margin_resolve(prog, duration_ms, margin_set, margin_ms);
+	if (!*iters)
+		*iters = def_iters;
 	return 0;
 }
 
@@ -299,6 +324,63 @@ void bench_print_footer(FILE *f)
 	fflush(f);
 }
 
+void bench_print_span(FILE *f, uint64_t duration_ms, uint64_t margin_ms, uint64_t iters,
+		      const char *iters_note)
+{
+	if (duration_ms)
+		fprintf(f, " Duration        : %.1f s\t\tMargin         : %.1f s\n",
+			(double)duration_ms / 1000, (double)margin_ms / 1000);
+	else
+		fprintf(f, " Iterations      : %" PRIu64 "%s\n", iters, iters_note);
+}
+
+void bench_print_check(FILE *f, bool ok, uint64_t checked)
+{
+	fprintf(f, " data check      : %s (%" PRIu64 " bytes compared by checksum)\n",
+		ok ? "ok" : "FAILED", checked);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+double bench_median(double *v, size_t n)
+{
+	qsort(v, n, sizeof(*v), cmp_double);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+double bench_pairs_print(FILE *f, const char *intro, const struct bench_row *gather,
+			 const struct bench_row *contig, uint32_t n)
+{
+	double r[BENCH_PAIRS_MAX], g[BENCH_PAIRS_MAX], c[BENCH_PAIRS_MAX], m;
+
+	if (n > BENCH_PAIRS_MAX)
+		n = BENCH_PAIRS_MAX; /* the tools refuse more on their command lines */
+	fprintf(f, "%s\n", intro);
+	bench_print_header(f, BENCH_BW);
+	for (uint32_t i = 0; i < n; i++) {
+		bench_print_row(f, BENCH_BW, &contig[i]);
+		g[i] = gather[i].bw_mbs;
+		c[i] = contig[i].bw_mbs;
+		r[i] = c[i] > 0 ? g[i] / c[i] : 0;
+	}
+	bench_print_footer(f);
+	fprintf(f, " gather/contiguous:");
+	for (uint32_t i = 0; i < n; i++)
+		fprintf(f, " %.3f", r[i]);
+	/* Printed before the medians sort them. */
+	m = bench_median(r, n);
+	fprintf(f,
+		"\n gather_vs_contiguous ratio_median=%.3f gather_median=%.2f "
+		"contiguous_median=%.2f pairs=%u\n",
+		m, bench_median(g, n), bench_median(c, n), n);
+	return m;
+}
+
 static void json_rows(FILE *f, const char *key, enum bench_kind kind, const struct bench_row *rows,
 		      size_t nrows)
 {
@@ -358,5 +440,15 @@ int bench_json_write(const char *path, const struct bench_json_info *in,
 		rc = -EIO;
 	if (fclose(f) && !rc)
 		rc = -errno;
+	return rc;
+}
+
+int bench_json_save(const char *prog, const char *path, const struct bench_json_info *info,
+		    const struct bench_row *rows, size_t nrows)
+{
+	int rc = bench_json_write(path, info, rows, nrows);
+
+	if (rc)
+		fprintf(stderr, "%s: writing %s: %s\n", prog, path, strerror(-rc));
 	return rc;
 }

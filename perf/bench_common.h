@@ -1,8 +1,9 @@
 /*
- * What the perftest-style benchmarks share (psplus-bench-tp, psplus-bench-sock): sizes and
- * times on the command line, the data pattern and checksum that let a run prove its data
- * arrived, latency statistics, and the output (a perftest-like table, and the same numbers as
- * JSON).
+ * What the perftest-style benchmarks share (psplus-bench-tp, psplus-bench-sock, psplus-bench-ps,
+ * psplus-bench-verbs): sizes and times on the command line, the data pattern and checksum that
+ * let a run prove its data arrived, latency statistics, the summary of pairs of rounds, and the
+ * output (a perftest-like banner and table, and the same numbers as JSON). Every line these
+ * print is read by scripts (the shell scripts of perf, scripts/bench-*.sh): keep their formats.
  *
  * Units are perftest's: "MB/sec" is MiB/s (2^20 bytes per second, perftest's MBS format),
  * "Mpps" is millions of messages per second, latencies are one-way microseconds (RTT / 2 of a
@@ -126,6 +127,15 @@ int bench_parse_seconds(const char *s, uint64_t *out_ms);
 /** bench_parse_u32() - bench_parse_size() within [@lo, @hi]; -EINVAL else. */
 int bench_parse_u32(const char *s, uint32_t lo, uint32_t hi, uint32_t *out);
 
+/** bench_parse_duration() - bench_parse_seconds() of a span that may not be 0 (-D, --timeout). */
+int bench_parse_duration(const char *s, uint64_t *out_ms);
+
+/**
+ * bench_args_end() - after getopt_long() and the operands a tool takes: "PROG: unexpected
+ * argument 'ARG'" on stderr and -EINVAL when argv[optind] is still left, else 0.
+ */
+int bench_args_end(const char *prog, int argc, char **argv);
+
 #define BENCH_DEF_MARGIN_MS 2000u /* perftest's -f default */
 
 /**
@@ -136,6 +146,14 @@ int bench_parse_u32(const char *s, uint32_t lo, uint32_t hi, uint32_t *out);
  */
 int bench_margin_resolve(const char *prog, uint64_t duration_ms, bool margin_set,
 			 uint64_t *margin_ms);
+
+/**
+ * bench_span_resolve() - how long each round runs, once the options are read: in duration mode
+ * (@duration_ms > 0) the margin, as bench_margin_resolve() (-EINVAL, with a message, when it
+ * does not fit); in iterations mode @def_iters when -n left *@iters at 0.
+ */
+int bench_span_resolve(const char *prog, uint64_t duration_ms, bool margin_set, uint64_t *margin_ms,
+		       uint64_t *iters, uint64_t def_iters);
 
 /* ---- results ----------------------------------------------------------------------------- */
 
@@ -190,6 +208,39 @@ void bench_print_row(FILE *f, enum bench_kind kind, const struct bench_row *r);
 /** bench_print_footer() - the closing rule. */
 void bench_print_footer(FILE *f);
 
+/**
+ * bench_print_span() - the banner line of the run's length: " Duration ... Margin ..." in
+ * duration mode (@duration_ms > 0), else " Iterations      : N" followed by @iters_note
+ * ("" or e.g. " per client").
+ */
+void bench_print_span(FILE *f, uint64_t duration_ms, uint64_t margin_ms, uint64_t iters,
+		      const char *iters_note);
+
+/** bench_print_check() - " data check      : ok|FAILED (N bytes compared by checksum)". */
+void bench_print_check(FILE *f, bool ok, uint64_t checked);
+
+/* ---- pairs of rounds ----------------------------------------------------------------------- */
+
+/*
+ * The gather tests run K pairs of rounds, a gather round then a contiguous round of the same
+ * bytes right after it, so that both see the same moment of a shared host; a pair's ratio is
+ * gather / contiguous bandwidth and the run's is the median over the pairs. Scripts read the
+ * summary line (perf/rxe_bench_inner.sh, perf/rxe_verbs_gather.sh):
+ *   gather_vs_contiguous ratio_median=R gather_median=G contiguous_median=C pairs=K
+ */
+#define BENCH_PAIRS_MAX 64u /* the most pairs a tool may run (--contig-pairs) */
+
+/** bench_median() - the median of @n > 0 values; sorts @v in place. */
+double bench_median(double *v, size_t n);
+
+/**
+ * bench_pairs_print() - the contiguous rounds of @n pairs (n <= BENCH_PAIRS_MAX) on @f: the
+ * line @intro, their table, each pair's ratio (" gather/contiguous: r1 r2 ...") and the summary
+ * line above. Returns the median ratio. A contiguous round with no bandwidth gives ratio 0.
+ */
+double bench_pairs_print(FILE *f, const char *intro, const struct bench_row *gather,
+			 const struct bench_row *contig, uint32_t n);
+
 /* Describes the run for the JSON file: everything but the rows. */
 struct bench_json_info {
 	const char *tool;      /* "psplus-bench-tp" */
@@ -213,5 +264,12 @@ struct bench_json_info {
 /** bench_json_write() - the run and its rows as a JSON object in @path. 0 or -errno. */
 int bench_json_write(const char *path, const struct bench_json_info *info,
 		     const struct bench_row *rows, size_t nrows);
+
+/**
+ * bench_json_save() - bench_json_write(), and on failure "PROG: writing PATH: reason" on
+ * stderr. 0 or -errno.
+ */
+int bench_json_save(const char *prog, const char *path, const struct bench_json_info *info,
+		    const struct bench_row *rows, size_t nrows);
 
 #endif

@@ -97,12 +97,9 @@ static int check_opts(struct bp_opts *o)
 			(unsigned long long)MAX_POOL_IDS);
 		return -EINVAL;
 	}
-	if (o->duration_ms) {
-		if (bench_margin_resolve(BP_PROG, o->duration_ms, o->margin_set, &o->margin_ms))
-			return -EINVAL;
-	} else if (!o->iters) {
-		o->iters = DEF_ITERS;
-	}
+	if (bench_span_resolve(BP_PROG, o->duration_ms, o->margin_set, &o->margin_ms, &o->iters,
+			       DEF_ITERS))
+		return -EINVAL;
 	if (o->duration_ms && o->iters) {
 		fprintf(stderr, BP_PROG ": give -D or -n, not both\n");
 		return -EINVAL;
@@ -231,7 +228,7 @@ static int parse_opts(int argc, char **argv, struct bp_opts *o)
 			bad = bench_parse_u32(optarg, 1, UINT32_MAX, &o->check_every);
 			break;
 		case 'D':
-			bad = bench_parse_seconds(optarg, &o->duration_ms) || !o->duration_ms;
+			bad = bench_parse_duration(optarg, &o->duration_ms);
 			break;
 		case 'f':
 			bad = bench_parse_seconds(optarg, &o->margin_ms);
@@ -242,7 +239,7 @@ static int parse_opts(int argc, char **argv, struct bp_opts *o)
 			      o->iters > BP_SAMPLES_MAX;
 			break;
 		case O_TIMEOUT:
-			bad = bench_parse_seconds(optarg, &o->timeout_ms) || !o->timeout_ms ||
+			bad = bench_parse_duration(optarg, &o->timeout_ms) ||
 			      o->timeout_ms > UINT32_MAX;
 			break;
 		case O_JSON:
@@ -260,10 +257,8 @@ static int parse_opts(int argc, char **argv, struct bp_opts *o)
 			return -EINVAL;
 		}
 	}
-	if (optind < argc) {
-		fprintf(stderr, BP_PROG ": unexpected argument '%s'\n", argv[optind]);
+	if (bench_args_end(BP_PROG, argc, argv))
 		return -EINVAL;
-	}
 	return check_opts(o);
 }
 
@@ -291,11 +286,7 @@ static void print_banner(const struct bp_opts *o, const struct bp_result *r)
 		printf(" Ids             : uniform over the rows");
 	printf(", %s, %u batches drawn (seed %" PRIu64 "), %.1f distinct per batch\n",
 	       o->sorted ? "sorted" : "unsorted", o->pool, o->seed, r->distinct_per_op);
-	if (o->duration_ms)
-		printf(" Duration        : %.1f s\t\tMargin         : %.1f s\n",
-		       (double)o->duration_ms / 1000, (double)o->margin_ms / 1000);
-	else
-		printf(" Iterations      : %" PRIu64 " per client\n", o->iters);
+	bench_print_span(stdout, o->duration_ms, o->margin_ms, o->iters, " per client");
 	printf(" In flight       : %u requests per server thread within a call%s\n",
 	       o->inflight ? o->inflight : 16, o->inflight ? "" : " (the library's default)");
 }
@@ -355,13 +346,9 @@ static int write_json(const struct bp_opts *o, const struct bp_result *r)
 				     .rows = o->batch,
 				     .row_size = o->width * 4,
 				     .table_size = o->rows * o->width * 4};
-	int rc;
 
 	test_name(o, name, sizeof(name));
-	rc = bench_json_write(o->json, &ji, &r->row, 1);
-	if (rc)
-		fprintf(stderr, BP_PROG ": writing %s: %s\n", o->json, strerror(-rc));
-	return rc;
+	return bench_json_save(BP_PROG, o->json, &ji, &r->row, 1);
 }
 
 int main(int argc, char **argv)

@@ -37,6 +37,8 @@
 #define DEF_LAT_ITERS	 1000 /* perftest's default for latency */
 #define CONNECT_RETRY_MS 100
 
+_Static_assert(BT_MAX_PAIRS <= BENCH_PAIRS_MAX, "bench_pairs_print() takes the pairs");
+
 static const struct {
 	const char *name;
 	enum bt_test test;
@@ -184,7 +186,7 @@ static int parse_opts(int argc, char **argv, struct bt_opts *o)
 			o->all = true;
 			break;
 		case 'D':
-			bad = bench_parse_seconds(optarg, &o->duration_ms) || !o->duration_ms;
+			bad = bench_parse_duration(optarg, &o->duration_ms);
 			break;
 		case 'f':
 			bad = bench_parse_seconds(optarg, &o->margin_ms);
@@ -228,7 +230,7 @@ static int parse_opts(int argc, char **argv, struct bt_opts *o)
 			o->port = (uint16_t)v32;
 			break;
 		case O_TIMEOUT:
-			bad = bench_parse_seconds(optarg, &o->timeout_ms) || !o->timeout_ms;
+			bad = bench_parse_duration(optarg, &o->timeout_ms);
 			break;
 		case 'e':
 			o->events = true;
@@ -247,10 +249,8 @@ static int parse_opts(int argc, char **argv, struct bt_opts *o)
 	}
 	if (optind < argc)
 		o->server_addr = argv[optind++];
-	if (optind < argc) {
-		fprintf(stderr, BT_PROG ": unexpected argument '%s'\n", argv[optind]);
+	if (bench_args_end(BT_PROG, argc, argv))
 		return -EINVAL;
-	}
 	o->server = !o->server_addr;
 	if (!size_set)
 		o->size = bt_test_is_lat(o->test) ? 64 : 65536;
@@ -277,12 +277,9 @@ static int parse_opts(int argc, char **argv, struct bt_opts *o)
 	if (o->cq_mod > o->depth)
 		o->cq_mod =
 			o->depth; /* a window smaller than cq_mod would never see a completion */
-	if (o->duration_ms) {
-		if (bench_margin_resolve(BT_PROG, o->duration_ms, o->margin_set, &o->margin_ms))
-			return -EINVAL;
-	} else if (!o->iters) {
-		o->iters = bt_test_is_lat(o->test) ? DEF_LAT_ITERS : DEF_BW_ITERS;
-	}
+	if (bench_span_resolve(BT_PROG, o->duration_ms, o->margin_set, &o->margin_ms, &o->iters,
+			       bt_test_is_lat(o->test) ? DEF_LAT_ITERS : DEF_BW_ITERS))
+		return -EINVAL;
 	return 0;
 }
 
@@ -427,11 +424,7 @@ static void print_banner(const struct bt *b)
 	printf(" Completions     : %s\n", o->events ? "events (ps_tp_poll sleeps)" : "busy poll");
 	printf(" Mtu             : %-10u\tMax SGE        : %u\n", b->info.active_mtu,
 	       b->info.max_sge);
-	if (o->duration_ms)
-		printf(" Duration        : %.1f s\t\tMargin         : %.1f s\n",
-		       (double)o->duration_ms / 1000, (double)o->margin_ms / 1000);
-	else
-		printf(" Iterations      : %" PRIu64 "\n", o->iters);
+	bench_print_span(stdout, o->duration_ms, o->margin_ms, o->iters, "");
 	if (o->test == BT_GATHER)
 		printf(" Gather          : %u %s rows x %u B from a %" PRIu64 " MiB table\n",
 		       o->rows, o->rows_seq ? "consecutive" : "random", o->row_size,
@@ -527,48 +520,6 @@ static int connect_retry(struct bt *b)
 	return rc;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static double median(double *v, size_t n)
-{
-	qsort(v, n, sizeof(*v), cmp_double);
-	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
-/*
- * The contiguous baseline of --contig-pairs: its table, the per-pair ratios and one line for
- * scripts. Returns the median ratio.
- */
-static double print_contig(const struct bench_row *contig, const struct bench_row *gather,
-			   uint32_t n)
-{
-	double r[BT_MAX_PAIRS], g[BT_MAX_PAIRS], c[BT_MAX_PAIRS], m;
-
-	printf(" contiguous baseline: the same bytes as ONE row of the table per write_imm, each "
-	       "round right after a gather round\n");
-	bench_print_header(stdout, BENCH_BW);
-	for (uint32_t i = 0; i < n; i++) {
-		bench_print_row(stdout, BENCH_BW, &contig[i]);
-		g[i] = gather[i].bw_mbs;
-		c[i] = contig[i].bw_mbs;
-		r[i] = c[i] > 0 ? g[i] / c[i] : 0;
-	}
-	bench_print_footer(stdout);
-	printf(" gather/contiguous:");
-	for (uint32_t i = 0; i < n; i++)
-		printf(" %.3f", r[i]);
-	m = median(r, n);
-	printf("\n gather_vs_contiguous ratio_median=%.3f gather_median=%.2f contiguous_median=%.2f "
-	       "pairs=%u\n",
-	       m, median(g, n), median(c, n), n);
-	return m;
-}
-
 static int run_client(struct bt *b)
 {
 	const struct bt_opts *o = b->o;
@@ -615,15 +566,19 @@ static int run_client(struct bt *b)
 			break;
 	}
 	bench_print_footer(stdout);
-	printf(" data check      : %s (%" PRIu64 " bytes compared by checksum)\n",
-	       all_ok ? "ok" : "FAILED", checked);
+	bench_print_check(stdout, all_ok, checked);
 	if (b->gather_chunks > 1)
 		printf(" gather posting  : %u write_imm of %u rows each\n", b->gather_chunks,
 		       o->rows / b->gather_chunks);
 	printf(" bytes_copied    : %" PRId64 " (sender%s, ps_tp_stats)\n", copied,
 	       o->test == BT_GATHER ? ": the server" : ": this client");
+	/* The baseline of --contig-pairs: its table, the per-pair ratios and the line scripts read. */
 	if (npairs)
-		ratio = print_contig(contig, rows, npairs);
+		ratio = bench_pairs_print(
+			stdout,
+			" contiguous baseline: the same bytes as ONE row of the "
+			"table per write_imm, each round right after a gather round",
+			rows, contig, npairs);
 	fflush(stdout);
 	rc = bt_ctl_send(b, &bye);
 	b->closing = true;
@@ -650,10 +605,8 @@ static int run_client(struct bt *b)
 					     .extra = contig,
 					     .nextra = npairs,
 					     .extra_ratio = ratio};
-		int jrc = bench_json_write(o->json, &ji, rows, nrows);
 
-		if (jrc)
-			fprintf(stderr, BT_PROG ": writing %s: %s\n", o->json, strerror(-jrc));
+		bench_json_save(BT_PROG, o->json, &ji, rows, nrows);
 	}
 	return all_ok ? 0 : PS_ECORRUPT;
 }

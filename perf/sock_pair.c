@@ -152,7 +152,7 @@ static int parse_opts(int argc, char **argv, struct sk_opts *o)
 			o->all = true;
 			break;
 		case 'D':
-			bad = bench_parse_seconds(optarg, &o->duration_ms) || !o->duration_ms;
+			bad = bench_parse_duration(optarg, &o->duration_ms);
 			break;
 		case 'f':
 			bad = bench_parse_seconds(optarg, &o->margin_ms);
@@ -169,7 +169,7 @@ static int parse_opts(int argc, char **argv, struct sk_opts *o)
 			o->port = (uint16_t)v;
 			break;
 		case 'T':
-			bad = bench_parse_seconds(optarg, &o->timeout_ms) || !o->timeout_ms;
+			bad = bench_parse_duration(optarg, &o->timeout_ms);
 			break;
 		case 'h':
 			usage(stdout);
@@ -185,19 +185,14 @@ static int parse_opts(int argc, char **argv, struct sk_opts *o)
 	}
 	if (optind < argc)
 		o->server_addr = argv[optind++];
-	if (optind < argc) {
-		fprintf(stderr, PROG ": unexpected argument '%s'\n", argv[optind]);
+	if (bench_args_end(PROG, argc, argv))
 		return -EINVAL;
-	}
 	o->server = !o->server_addr;
 	if (!size_set)
 		o->size = o->test == SK_LAT ? 64 : (1u << 20);
-	if (o->duration_ms) {
-		if (bench_margin_resolve(PROG, o->duration_ms, o->margin_set, &o->margin_ms))
-			return -EINVAL;
-	} else if (!o->iters) {
-		o->iters = o->test == SK_LAT ? DEF_LAT_ITERS : DEF_BW_ITERS;
-	}
+	if (bench_span_resolve(PROG, o->duration_ms, o->margin_set, &o->margin_ms, &o->iters,
+			       o->test == SK_LAT ? DEF_LAT_ITERS : DEF_BW_ITERS))
+		return -EINVAL;
 	return 0;
 }
 
@@ -609,11 +604,7 @@ static int run_client(void)
 	       opts->test == SK_LAT ? "Latency" : "BW");
 	printf(" Sockets         : blocking, TCP_NODELAY\tServer         : %s:%u\n",
 	       opts->server_addr, opts->port);
-	if (opts->duration_ms)
-		printf(" Duration        : %.1f s\t\tMargin         : %.1f s\n",
-		       (double)opts->duration_ms / 1000, (double)opts->margin_ms / 1000);
-	else
-		printf(" Iterations      : %" PRIu64 "\n", opts->iters);
+	bench_print_span(stdout, opts->duration_ms, opts->margin_ms, opts->iters, "");
 	bench_print_header(stdout, kind);
 	for (uint64_t size = opts->all ? BENCH_ALL_MIN : opts->size;; size *= 2) {
 		bool last = !opts->all || size >= BENCH_ALL_MAX;
@@ -629,8 +620,7 @@ static int run_client(void)
 			break;
 	}
 	bench_print_footer(stdout);
-	printf(" data check      : %s (%" PRIu64 " bytes compared by checksum)\n",
-	       ok ? "ok" : "FAILED", checked);
+	bench_print_check(stdout, ok, checked);
 	fflush(stdout);
 	if (opts->json) {
 		struct bench_json_info ji = {.tool = PROG,
@@ -642,9 +632,7 @@ static int run_client(void)
 					     .margin_s = (double)opts->margin_ms / 1000,
 					     .iters = opts->iters};
 
-		rc = bench_json_write(opts->json, &ji, rows, nrows);
-		if (rc)
-			fprintf(stderr, PROG ": writing %s: %s\n", opts->json, strerror(-rc));
+		rc = bench_json_save(PROG, opts->json, &ji, rows, nrows);
 	}
 	return ok ? rc : -EIO;
 }
