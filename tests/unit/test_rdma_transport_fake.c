@@ -21,6 +21,7 @@
 
 #include <psplus/error.h>
 
+#include "common/clock.h"
 #include "tests/unit/fake_verbs.h"
 #include "transport/transport.h"
 
@@ -112,14 +113,14 @@ static struct ps_tp_event wait_event(struct fx *f, enum ps_tp_ev_type type, stru
 	return ev;
 }
 
-static void fx_open(struct fx *f)
+static void fx_open_opts(struct fx *f, const struct ps_tp_loop_opts *o)
 {
 	struct ps_tp_dev_opts d = {.kind = "rdma", .bind_addr = ADDR, .numa_node = -1};
 	struct ps_tp_event ev;
 
 	memset(f, 0, sizeof(*f));
 	assert_int_equal(ps_tp_dev_open(&d, &f->dev), 0);
-	assert_int_equal(ps_tp_loop_create(f->dev, &small_loop, &f->loop), 0);
+	assert_int_equal(ps_tp_loop_create(f->dev, o, &f->loop), 0);
 	assert_int_equal(ps_tp_listen(f->loop, ADDR, 0, &f->lst), 0);
 	assert_int_equal(ps_tp_connect(f->loop, ADDR, ps_tp_listener_port(f->lst), f, &f->cli), 0);
 	ev = wait_event(f, PS_TP_EV_ACCEPT, NULL);
@@ -127,6 +128,11 @@ static void fx_open(struct fx *f)
 	f->buf = calloc(1, 65536);
 	assert_non_null(f->buf);
 	assert_int_equal(ps_tp_mr_reg(f->dev, f->buf, 65536, &f->mr), 0);
+}
+
+static void fx_open(struct fx *f)
+{
+	fx_open_opts(f, &small_loop);
 }
 
 static void fx_close(struct fx *f)
@@ -533,6 +539,40 @@ static void test_split_write_imm_mixed(void **state)
 	fx_close(&f);
 }
 
+/*
+ * A caller refused with -EAGAIN for lack of an op slot (credits left) sleeps in ps_tp_poll()
+ * until the connection can take the op: while the NIC holds the sends, the poll sleeps its
+ * timeout out (it used to return at once, as credits were there: a busy loop for a caller that
+ * meant to sleep); once they complete, the op goes.
+ */
+static void test_eagain_poll_sleeps(void **state)
+{
+	struct ps_tp_loop_opts o = small_loop;
+	struct ps_tp_sge sge;
+	struct ps_tp_event ev[8];
+	uint64_t t0, ms;
+	int queued = 0, n;
+	struct fx f;
+
+	o.send_depth = 4; /* 4 op slots, 8 credits */
+	fx_open_opts(&f, &o);
+	sge = (struct ps_tp_sge){.addr = f.buf, .len = 64, .mr = f.mr};
+	fake_verbs_hold_sends(true);
+	while (ps_tp_send(f.cli, &sge, 1, NULL) == 0)
+		queued++;
+	assert_int_equal(queued, 4);
+	t0 = ps_clock_now_ns();
+	n = ps_tp_poll(f.loop, ev, 8, 300);
+	ms = (ps_clock_now_ns() - t0) / 1000000;
+	assert_int_equal(n, 0);
+	assert_true(ms >= 250);
+	assert_int_equal(ps_tp_send(f.cli, &sge, 1, NULL), -EAGAIN);
+	fake_verbs_hold_sends(false);
+	for (int i = 0; i < 100 && ps_tp_send(f.cli, &sge, 1, NULL) == -EAGAIN; i++)
+		wait_event(&f, PS_TP_EV_RECV, f.srv);
+	fx_close(&f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -549,6 +589,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_credits_written_when_due, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_split_write_imm_trailer, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_split_write_imm_mixed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_eagain_poll_sleeps, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -279,6 +279,38 @@ static void test_credits(void **state)
 	pair_close(&p);
 }
 
+/*
+ * A caller refused with -EAGAIN (here: no send slot) that sleeps in ps_tp_poll() is woken as
+ * soon as the connection can take the op: the slots free when the poll's flush hands the frames
+ * to the kernel, which gives the caller no event and its loop no socket activity (the peer
+ * does not even poll). Without the wake-up the poll slept its whole timeout.
+ */
+static void test_eagain_wakes_poll(void **state)
+{
+	struct ps_tp_loop_opts so = {.recv_depth = 64, .send_depth = 4, .msg_size = 2048};
+	struct ps_tp_loop_opts co = {.recv_depth = 8, .send_depth = 4, .msg_size = 2048};
+	struct ps_tp_sge sge = {.addr = big, .len = 100};
+	struct ps_tp_event ev[8];
+	uint64_t t0, ms;
+	struct pair p;
+	int n;
+
+	pair_open(&p, &so, &co);
+	for (int round = 0; round < 3; round++) {
+		int queued = 0;
+
+		while (ps_tp_send(p.cc, &sge, 1, NULL) == 0)
+			queued++;
+		assert_int_equal(queued, 4);
+		t0 = ps_clock_now_ns();
+		n = ps_tp_poll(p.cli.loop, ev, 8, 5000);
+		ms = (ps_clock_now_ns() - t0) / 1000000;
+		assert_int_equal(n, 0);
+		assert_true(ms < 1000);
+	}
+	pair_close(&p);
+}
+
 static void test_msg_too_large(void **state)
 {
 	struct ps_tp_loop_opts so = {.msg_size = 512}, co = {.msg_size = 1024};
@@ -791,7 +823,7 @@ int main(void)
 		cmocka_unit_test(test_many_messages),  cmocka_unit_test(test_large_gather),
 		cmocka_unit_test(test_bad_rbuf),       cmocka_unit_test(test_raw_frames),
 		cmocka_unit_test(test_bad_hello),      cmocka_unit_test(test_peer_lost),
-		cmocka_unit_test(test_connect_errors),
+		cmocka_unit_test(test_connect_errors), cmocka_unit_test(test_eagain_wakes_poll),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

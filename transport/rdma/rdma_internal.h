@@ -399,7 +399,9 @@ struct rd_conn {
 	int connect_rc;		     /* active set-up: 0 while in progress or done, else why */
 	struct rd_list link;	     /* loop->conns */
 	struct rd_list flush_link;   /* loop->flushq while something waits for a flush */
-	struct rd_list starved_link; /* loop->starved while a send waits for credits */
+	struct rd_list starved_link; /* loop->starved while an op refused (-EAGAIN) waits */
+	uint32_t starved_nwr;	     /* what it needs: WR slots, */
+	uint64_t starved_bytes;	     /* bounce bytes (and a credit and an op slot) */
 	uint64_t deadline_ns;	     /* ACCEPTING: dropped if not established by then;
 				      * OPEN with flushed: broken if no DISCONNECTED by then */
 	bool flushed;		     /* a flushed completion was seen while OPEN */
@@ -555,5 +557,7 @@ void ps_rdma_delivered(struct rd_conn *c, const struct ps_tp_qev *e);
 void ps_rdma_ops_fail(struct rd_conn *c);
 /* Credits available now (reads the credit word). */
 uint32_t ps_rdma_credits(struct rd_conn *c);
+/* Could @c take the op it was last refused now (or is it no longer open)? */
+bool ps_rdma_conn_fed(struct rd_conn *c);
 
 #endif

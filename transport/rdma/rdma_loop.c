@@ -369,7 +369,7 @@ int ps_rdma_flush(struct ps_tp_loop *loop)
 	return 0;
 }
 
-/* Did a connection waiting for credits get some? Takes those that did off the list. */
+/* Can a connection that was refused an op take it now? Takes those that can off the list. */
 static bool starved_fed(struct rd_loop *l)
 {
 	struct rd_list *n, *next;
@@ -379,7 +379,7 @@ static bool starved_fed(struct rd_loop *l)
 		struct rd_conn *c = container_of(n, struct rd_conn, starved_link);
 
 		next = n->next;
-		if (c->state != RD_CONN_OPEN || ps_rdma_credits(c)) {
+		if (ps_rdma_conn_fed(c)) {
 			rd_list_del(&c->starved_link);
 			fed = true;
 		}

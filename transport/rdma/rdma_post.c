@@ -189,14 +189,22 @@ static int gather_walk(struct gather *g, const struct ps_tp_sge *sgl, int nsge)
 
 /* ---- bounce ring ---------------------------------------------------------------------------- */
 
-/* @n contiguous bytes of the ring, or NULL when they are not free now. */
-static uint8_t *bounce_alloc(struct rd_conn *c, uint64_t n)
+/* The bytes to skip at the end of the ring before @n contiguous ones, or -1: not free now. */
+static int64_t bounce_skip(const struct rd_conn *c, uint64_t n)
 {
 	uint64_t pos = c->bounce_head % c->bounce_size;
 	uint64_t skip = pos + n > c->bounce_size ? c->bounce_size - pos : 0;
+
+	return c->bounce_head + skip + n - c->bounce_tail > c->bounce_size ? -1 : (int64_t)skip;
+}
+
+/* @n contiguous bytes of the ring, or NULL when they are not free now. */
+static uint8_t *bounce_alloc(struct rd_conn *c, uint64_t n)
+{
+	int64_t skip = bounce_skip(c, n);
 	uint8_t *p;
 
-	if (c->bounce_head + skip + n - c->bounce_tail > c->bounce_size)
+	if (skip < 0)
 		return NULL;
 	c->bounce_head += skip;
 	p = c->bounce + c->bounce_head % c->bounce_size;
@@ -227,10 +235,16 @@ static struct rd_wqe *wqe_queue(struct rd_conn *c, bool want_signal)
 	return w;
 }
 
-static int eagain(struct rd_conn *c)
+/* An op of @nwr WRs and @copied bounce bytes was refused: remember what it needs. */
+static int eagain(struct rd_conn *c, uint32_t nwr, uint64_t copied)
 {
 	stats_of(c)->eagain++;
-	/* poll returns early once the connection can take an op again (credits show no fd). */
+	/*
+	 * poll returns early once the connection can take this op (credits show no fd, and
+	 * freed slots need not come with an event for the caller).
+	 */
+	c->starved_nwr = nwr;
+	c->starved_bytes = copied;
 	if (!rd_list_linked(&c->starved_link))
 		rd_list_add_tail(&c->loop->starved, &c->starved_link);
 	return -EAGAIN;
@@ -272,6 +286,13 @@ static int op_build_zc(struct rd_conn *c, struct gather *g, const struct ps_tp_s
 	if (c->max_inline && g->total <= c->max_inline && g->nin <= c->max_sge)
 		return RD_GATHER_COPY;
 	return 0;
+}
+
+bool ps_rdma_conn_fed(struct rd_conn *c)
+{
+	return c->state != RD_CONN_OPEN ||
+	       (op_room(c, c->starved_nwr) &&
+		(!c->starved_bytes || bounce_skip(c, c->starved_bytes) >= 0));
 }
 
 static int op_queue(struct rd_conn *c, const struct ps_tp_sge *sgl, int nsge,
@@ -322,9 +343,9 @@ static int op_queue(struct rd_conn *c, const struct ps_tp_sge *sgl, int nsge,
 
 	/* Resources: a credit, an op slot, send-queue room, bounce bytes (built: all checked). */
 	if (!built && !op_room(c, nwr))
-		return eagain(c);
+		return eagain(c, nwr, copied);
 	if (copied && !(bounce = bounce_alloc(c, copied)))
-		return eagain(c);
+		return eagain(c, nwr, copied);
 
 	op = &c->ops[c->op_head % c->send_depth];
 	op->ctx = ctx;

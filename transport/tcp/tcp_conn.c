@@ -70,6 +70,7 @@ int ps_tcp_conn_alloc(struct tcp_loop *l, struct tcp_conn **out)
 	tcp_list_init(&c->link);
 	tcp_list_init(&c->hello_link);
 	tcp_list_init(&c->tx_link);
+	tcp_list_init(&c->starved_link);
 	c->depth = o->send_depth;
 	c->slots = calloc(c->depth, sizeof(*c->slots));
 	if (!c->slots)
@@ -136,6 +137,8 @@ void ps_tcp_conn_free(struct tcp_conn *c)
 	l = c->loop;
 	if (tcp_list_linked(&c->tx_link))
 		tcp_list_del(&c->tx_link);
+	if (tcp_list_linked(&c->starved_link))
+		tcp_list_del(&c->starved_link);
 	if (tcp_list_linked(&c->hello_link))
 		tcp_list_del(&c->hello_link);
 	if (tcp_list_linked(&c->link)) {
@@ -224,25 +227,40 @@ static void slots_reclaim(struct tcp_conn *c)
  * @n contiguous iovecs from the ring. Chunks are freed in queue order (with their slots), so
  * the used part is [start of the tail slot's chunk, iov_head), possibly wrapped.
  */
-static int iovs_get(struct tcp_conn *c, uint32_t n, uint32_t *start)
+static int iovs_fit(const struct tcp_conn *c, uint32_t n, uint32_t *start)
 {
 	uint32_t h = c->iov_head, t;
 
 	if (!c->nbusy) {
 		*start = 0;
-	} else {
-		t = c->slots[c->tail].iov_start;
-		if (h > t && h + n <= c->iov_cap)
-			*start = h;
-		else if (h > t && n <= t)
-			*start = 0; /* wrap; the end of the ring stays unused this round */
-		else if (h <= t && h + n <= t)
-			*start = h;
-		else
-			return -EAGAIN;
+		return n <= c->iov_cap ? 0 : -EAGAIN;
 	}
+	t = c->slots[c->tail].iov_start;
+	if (h > t && h + n <= c->iov_cap)
+		*start = h;
+	else if (h > t && n <= t)
+		*start = 0; /* wrap; the end of the ring stays unused this round */
+	else if (h <= t && h + n <= t)
+		*start = h;
+	else
+		return -EAGAIN;
+	return 0;
+}
+
+static int iovs_get(struct tcp_conn *c, uint32_t n, uint32_t *start)
+{
+	if (iovs_fit(c, n, start))
+		return -EAGAIN;
 	c->iov_head = *start + n;
 	return 0;
+}
+
+bool ps_tcp_conn_fed(struct tcp_conn *c)
+{
+	uint32_t start;
+
+	return c->state != TCP_CONN_OPEN ||
+	       (c->credits && c->nbusy < c->depth && !iovs_fit(c, c->starved_iovs, &start));
 }
 
 static void txq_add(struct tcp_conn *c)
@@ -275,11 +293,9 @@ static int queue_op(struct tcp_conn *c, uint8_t op, const struct ps_tp_sge *sgl,
 	struct iovec *iov;
 	uint32_t n = 1, start;
 
-	if (!c->credits || c->nbusy == c->depth)
-		goto eagain;
 	for (int i = 0; i < nsge; i++)
 		n += sgl[i].len ? 1 : 0; /* empty elements would only stall the tx accounting */
-	if (iovs_get(c, n, &start))
+	if (!c->credits || c->nbusy == c->depth || iovs_get(c, n, &start))
 		goto eagain;
 	s = &c->slots[c->head];
 	s->hdr_ready = false;
@@ -310,6 +326,10 @@ static int queue_op(struct tcp_conn *c, uint8_t op, const struct ps_tp_sge *sgl,
 
 eagain:
 	c->loop->base.stats.eagain++;
+	/* ps_tcp_poll() returns as soon as the connection can take it (sleeping callers too). */
+	c->starved_iovs = n;
+	if (!tcp_list_linked(&c->starved_link))
+		tcp_list_add_tail(&c->loop->starved, &c->starved_link);
 	return -EAGAIN;
 }
 

@@ -267,6 +267,7 @@ struct tcp_loop {
 	struct tcp_list conns;	   /* every connection, handshaking ones included */
 	struct tcp_list hello;	   /* accepted, waiting for the peer's hello; oldest first */
 	struct tcp_list txq;	   /* connections with bytes to write */
+	struct tcp_list starved;   /* refused an op (-EAGAIN); poll returns when it can take one */
 	struct tcp_list listeners; /* open listeners */
 	uint32_t nconns;	   /* entries of conns (bounded by opts.max_conns) */
 	/*
@@ -318,11 +319,13 @@ struct tcp_conn {
 	struct tcp_loop *loop;
 	int fd; /* -1 once dead */
 	enum tcp_conn_state state;
-	struct tcp_list link;	    /* loop->conns */
-	struct tcp_list hello_link; /* loop->hello while TCP_CONN_HELLO */
-	struct tcp_list tx_link;    /* loop->txq while there is something to write */
-	uint64_t hello_deadline_ns; /* TCP_CONN_HELLO: dropped when the hello is not in by then */
-	bool epollout;		    /* EPOLLOUT armed: the socket buffer was full */
+	struct tcp_list link;	      /* loop->conns */
+	struct tcp_list hello_link;   /* loop->hello while TCP_CONN_HELLO */
+	struct tcp_list tx_link;      /* loop->txq while there is something to write */
+	struct tcp_list starved_link; /* loop->starved: an op was refused (-EAGAIN) */
+	uint32_t starved_iovs;	      /* the iovecs that op needed */
+	uint64_t hello_deadline_ns;   /* TCP_CONN_HELLO: dropped when the hello is not in by then */
+	bool epollout;		      /* EPOLLOUT armed: the socket buffer was full */
 
 	/* Send side. */
 	uint32_t credits;	 /* peer receive buffers we may still consume */
@@ -402,6 +405,9 @@ void ps_tcp_conn_fail(struct tcp_conn *c, int status);
 void ps_tcp_conn_io(struct tcp_conn *c, uint32_t events);
 /* Write what is queued until done or the socket is full (then EPOLLOUT is armed). */
 void ps_tcp_conn_flush(struct tcp_conn *c);
+
+/* Could the starved connection @c take the op it was refused now (or is it closed)? */
+bool ps_tcp_conn_fed(struct tcp_conn *c);
 /* Event @e of @c was handed to the caller: free the slot or buffer it held. */
 void ps_tcp_conn_delivered(struct tcp_conn *c, const struct ps_tp_qev *e);
 /* Our hello, encoded into @raw (TCP_HELLO_LEN bytes). */

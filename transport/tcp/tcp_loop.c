@@ -73,6 +73,7 @@ int ps_tcp_loop_create(struct ps_tp_dev *dev, const struct ps_tp_loop_opts *opts
 	tcp_list_init(&l->conns);
 	tcp_list_init(&l->hello);
 	tcp_list_init(&l->txq);
+	tcp_list_init(&l->starved);
 	tcp_list_init(&l->listeners);
 	cap = (uint64_t)o->max_conns * ((uint64_t)o->send_depth + o->recv_depth + 2);
 	if (cap > UINT32_MAX)
@@ -481,6 +482,24 @@ int ps_tcp_flush(struct ps_tp_loop *loop)
 	return 0;
 }
 
+/* Take every starved connection that can take its op now off the list; was there one? */
+static bool starved_fed(struct tcp_loop *l)
+{
+	struct tcp_list *n, *next;
+	bool fed = false;
+
+	for (n = l->starved.next; n != &l->starved; n = next) {
+		struct tcp_conn *c = container_of(n, struct tcp_conn, starved_link);
+
+		next = n->next;
+		if (ps_tcp_conn_fed(c)) {
+			tcp_list_del(&c->starved_link);
+			fed = true;
+		}
+	}
+	return fed;
+}
+
 int ps_tcp_poll(struct ps_tp_loop *loop, struct ps_tp_event *evs, int max, int timeout_ms)
 {
 	struct tcp_loop *l = tcp_loop_of(loop);
@@ -488,7 +507,7 @@ int ps_tcp_poll(struct ps_tp_loop *loop, struct ps_tp_event *evs, int max, int t
 	int n, cnt;
 
 	flush_all(l);
-	if (l->evq.count)
+	if (l->evq.count || starved_fed(l))
 		timeout_ms = 0;
 	timeout_ms = hello_expire(l, timeout_ms);
 	n = epoll_wait(l->epfd, epevs, EPOLL_BATCH, timeout_ms);
