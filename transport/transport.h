@@ -50,7 +50,9 @@
  *   credit per peer buffer and never sends without one (no receiver-not-ready storms). Credits
  *   come back when the receiver releases the buffer (ps_tp_recv_release() for PS_TP_EV_RECV;
  *   immediately for PS_TP_EV_WRITE_IMM). When a connection has no credit or no send slot,
- *   ps_tp_send() and ps_tp_write_imm() return -EAGAIN: poll, then retry.
+ *   ps_tp_send() and ps_tp_write_imm() return -EAGAIN: poll, then retry. A poll after
+ *   -EAGAIN returns (with 0 events if nothing else happened) as soon as the connection can
+ *   take the refused op, so a caller may sleep in it.
  *
  * Errors
  *
