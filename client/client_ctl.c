@@ -236,7 +236,7 @@ static int apply_info(struct ps_client *c, const Psplus__Ctl__ClusterInfo *ci)
 int cli_ctl_refresh(struct ps_client *c, bool all, uint64_t deadline)
 {
 	Psplus__Ctl__ClusterInfoReq rq = PSPLUS__CTL__CLUSTER_INFO_REQ__INIT;
-	ps_ctl_env_t env, *in;
+	ps_ctl_env_t env, *in = NULL;
 	int rc;
 
 	for (;;) {
@@ -273,7 +273,7 @@ int cli_ctl_declare(struct ps_client *c, const char *name, const struct ps_var_s
 	const Psplus__Ctl__DeclareResp *dr;
 	uint8_t bytes[PS_DP_DECLARE_BYTES];
 	struct ps_dp_declare d;
-	ps_ctl_env_t env, *in;
+	ps_ctl_env_t env, *in = NULL;
 	int rc;
 
 	/* A valid DECLARE payload whose only meaningful fields are the spec's (control.proto). */
@@ -327,7 +327,7 @@ int cli_ctl_declare(struct ps_client *c, const char *name, const struct ps_var_s
 int cli_ctl_step(struct ps_client *c, uint64_t step, uint64_t deadline)
 {
 	Psplus__Ctl__StepReq rq = PSPLUS__CTL__STEP_REQ__INIT;
-	ps_ctl_env_t env, *in;
+	ps_ctl_env_t env, *in = NULL;
 	int rc;
 
 	rq.worker_id = c->o.worker_id;
@@ -358,7 +358,7 @@ int cli_ctl_step(struct ps_client *c, uint64_t step, uint64_t deadline)
 int cli_ctl_barrier(struct ps_client *c, uint64_t seq, uint64_t deadline)
 {
 	Psplus__Ctl__BarrierReq rq = PSPLUS__CTL__BARRIER_REQ__INIT;
-	ps_ctl_env_t env, *in;
+	ps_ctl_env_t env, *in = NULL;
 	int rc;
 
 	rq.worker_id = c->o.worker_id;
