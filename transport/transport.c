@@ -174,7 +174,7 @@ void ps_tp_loop_destroy(struct ps_tp_loop *loop)
 		loop->dev->ops->loop_destroy(loop);
 }
 
-int ps_tp_loop_fd(const struct ps_tp_loop *loop)
+int ps_tp_loop_fd(struct ps_tp_loop *loop)
 {
 	return loop->dev->ops->loop_fd(loop);
 }

@@ -199,9 +199,12 @@ void ps_tp_loop_destroy(struct ps_tp_loop *loop);
 
 /**
  * ps_tp_loop_fd() - a file descriptor that becomes readable when ps_tp_poll() has something,
- * for callers that sleep in their own epoll. -1 if the backend has none.
+ * for callers that sleep in their own epoll. -1 if the backend has none. Once it was asked
+ * for, every ps_tp_poll() also reads what made it readable (rdma: a completion notification
+ * or a cm event; one non-blocking epoll_wait per poll), so that it stays readable only while
+ * something is pending; without that a caller sleeping on it would spin.
  */
-int ps_tp_loop_fd(const struct ps_tp_loop *loop);
+int ps_tp_loop_fd(struct ps_tp_loop *loop);
 
 /**
  * ps_tp_listen() - accept connections on @host:@port (@port 0: any free port; read it back
@@ -308,7 +311,7 @@ struct ps_tp_ops {
 	int (*loop_create)(struct ps_tp_dev *dev, const struct ps_tp_loop_opts *opts,
 			   struct ps_tp_loop **out);
 	void (*loop_destroy)(struct ps_tp_loop *loop);
-	int (*loop_fd)(const struct ps_tp_loop *loop);
+	int (*loop_fd)(struct ps_tp_loop *loop);
 	int (*listen)(struct ps_tp_loop *loop, const char *host, uint16_t port,
 		      struct ps_tp_listener **out);
 	uint16_t (*listener_port)(const struct ps_tp_listener *l);

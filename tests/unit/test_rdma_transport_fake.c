@@ -9,6 +9,7 @@
  * loop's cm events itself, so the listener's accept happens inside it.
  */
 #include <errno.h>
+#include <poll.h>
 #include <setjmp.h>
 #include <stdbool.h>
 #include <stdarg.h>
@@ -573,6 +574,55 @@ static void test_eagain_poll_sleeps(void **state)
 	fx_close(&f);
 }
 
+/*
+ * A caller that sleeps on ps_tp_loop_fd() (the client does, on several loops at once) and
+ * polls with a timeout of 0: the fd wakes it for a completion, and once the polls have taken
+ * everything it is quiet again. Busy polls never read the completion channel, so before the
+ * drain the fd stayed readable for good and such a caller spun.
+ */
+static void test_loop_fd_quiet(void **state)
+{
+	struct ps_tp_event ev[8];
+	struct ps_tp_sge sge;
+	struct pollfd pfd;
+	int got = 0, n;
+	struct fx f;
+
+	fx_open(&f);
+	pfd = (struct pollfd){.fd = ps_tp_loop_fd(f.loop), .events = POLLIN};
+	assert_true(pfd.fd >= 0);
+	sge = (struct ps_tp_sge){.addr = f.buf, .len = 64, .mr = f.mr};
+	for (int round = 0; round < 5; round++) {
+		/* Idle: polls drain the fd; the last leaves the CQ armed. */
+		while (ps_tp_poll(f.loop, ev, 8, 0) > 0)
+			;
+		assert_int_equal(poll(&pfd, 1, 100), 0);
+		/* A message: the fd wakes the caller... */
+		assert_int_equal(ps_tp_send(f.cli, &sge, 1, ev), 0);
+		assert_int_equal(ps_tp_flush(f.loop), 0);
+		assert_int_equal(poll(&pfd, 1, 2000), 1);
+		/* ...its events are taken by polls of timeout 0... */
+		for (int i = 0; i < 100 && got < 2 * (round + 1); i++) {
+			n = ps_tp_poll(f.loop, ev, 8, 0);
+			assert_true(n >= 0);
+			for (int k = 0; k < n; k++) {
+				if (ev[k].type == PS_TP_EV_RECV)
+					ps_tp_recv_release(ev[k].conn, ev[k].buf);
+				got += ev[k].type == PS_TP_EV_RECV ||
+				       ev[k].type == PS_TP_EV_SEND_DONE;
+			}
+			if (!n && got < 2 * (round + 1))
+				assert_int_equal(poll(&pfd, 1, 2000), 1);
+		}
+		assert_int_equal(got, 2 * (round + 1));
+	}
+	/* ...and after them the fd is quiet. */
+	while (ps_tp_poll(f.loop, ev, 8, 0) > 0)
+		;
+	assert_int_equal(poll(&pfd, 1, 200), 0);
+	fx_close(&f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -590,6 +640,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_split_write_imm_trailer, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_split_write_imm_mixed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_eagain_poll_sleeps, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_loop_fd_quiet, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

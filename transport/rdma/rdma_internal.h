@@ -291,6 +291,7 @@ struct rd_loop {
 	unsigned int cq_unacked;	  /* completion events read and not yet acknowledged */
 	struct rdma_event_channel *cm_ch; /* cm events of every id of the loop */
 	bool cm_ready;			  /* epoll saw cm_ch->fd readable */
+	bool fd_shared;			  /* ps_tp_loop_fd was called: polls drain the fd */
 	uint32_t cm_polls;		  /* polls since the cm channel was last read */
 	int epfd;			  /* loop_fd: comp_ch->fd, cm_ch->fd and evq.wakefd */
 	struct rd_list conns;		  /* every connection, handshaking ones included */
@@ -481,7 +482,7 @@ int ps_rdma_addr_parse(const char *host, uint16_t port, struct sockaddr_storage 
 int ps_rdma_loop_create(struct ps_tp_dev *dev, const struct ps_tp_loop_opts *opts,
 			struct ps_tp_loop **out);
 void ps_rdma_loop_destroy(struct ps_tp_loop *loop);
-int ps_rdma_loop_fd(const struct ps_tp_loop *loop);
+int ps_rdma_loop_fd(struct ps_tp_loop *loop);
 int ps_rdma_flush(struct ps_tp_loop *loop);
 int ps_rdma_poll(struct ps_tp_loop *loop, struct ps_tp_event *evs, int max, int timeout_ms);
 /* Queue an event (the ring is sized so this cannot fail; see the top of this file). */

@@ -342,9 +342,17 @@ void ps_rdma_loop_destroy(struct ps_tp_loop *loop)
 	free(l);
 }
 
-int ps_rdma_loop_fd(const struct ps_tp_loop *loop)
+int ps_rdma_loop_fd(struct ps_tp_loop *loop)
 {
-	return container_of(loop, const struct rd_loop, base)->epfd;
+	struct rd_loop *l = rd_loop_of(loop);
+
+	/*
+	 * The fd is readable while a completion notification or a cm event waits to be read;
+	 * a busy poll reads neither (that would be a system call each), so from now on every
+	 * poll drains the fd first, else a caller sleeping on it would never sleep again.
+	 */
+	l->fd_shared = true;
+	return l->epfd;
 }
 
 /* ---- flush and poll ------------------------------------------------------------------------ */
@@ -387,6 +395,18 @@ static bool starved_fed(struct rd_loop *l)
 	return fed;
 }
 
+/* Handle what epoll_wait() on the loop's fd reported. */
+static void ep_dispatch(struct rd_loop *l, const struct epoll_event *epevs, int n)
+{
+	for (int i = 0; i < n; i++) {
+		if (epevs[i].data.u32 == EP_COMP)
+			comp_event(l);
+		else if (epevs[i].data.u32 == EP_CM)
+			l->cm_ready = true; /* cm_progress reads them next */
+	}
+	/* EP_WAKE: the ring, checked by the caller. */
+}
+
 int ps_rdma_poll(struct ps_tp_loop *loop, struct ps_tp_event *evs, int max, int timeout_ms)
 {
 	struct rd_loop *l = rd_loop_of(loop);
@@ -395,6 +415,10 @@ int ps_rdma_poll(struct ps_tp_loop *loop, struct ps_tp_event *evs, int max, int 
 	int left, wait, n, cnt;
 
 	flush_all(l, false);
+	if (l->fd_shared) {
+		n = epoll_wait(l->epfd, epevs, 4, 0);
+		ep_dispatch(l, epevs, n > 0 ? n : 0);
+	}
 	for (;;) {
 		cq_progress(l);
 		cm_progress(l);
@@ -425,13 +449,7 @@ int ps_rdma_poll(struct ps_tp_loop *loop, struct ps_tp_event *evs, int max, int 
 		n = epoll_wait(l->epfd, epevs, 4, wait);
 		if (n < 0 && errno != EINTR)
 			return -errno;
-		for (int i = 0; i < n; i++) {
-			if (epevs[i].data.u32 == EP_COMP)
-				comp_event(l);
-			else if (epevs[i].data.u32 == EP_CM)
-				l->cm_ready = true; /* cm_progress reads them next */
-		}
-		/* EP_WAKE: the ring, checked above. */
+		ep_dispatch(l, epevs, n > 0 ? n : 0);
 	}
 	/*
 	 * Nothing for the caller: leave the CQ armed, so that a caller sleeping on ps_tp_loop_fd()

@@ -374,7 +374,7 @@ static inline struct tcp_conn *tcp_conn_of(struct ps_tp_conn *c)
 int ps_tcp_loop_create(struct ps_tp_dev *dev, const struct ps_tp_loop_opts *opts,
 		       struct ps_tp_loop **out);
 void ps_tcp_loop_destroy(struct ps_tp_loop *loop);
-int ps_tcp_loop_fd(const struct ps_tp_loop *loop);
+int ps_tcp_loop_fd(struct ps_tp_loop *loop);
 int ps_tcp_listen(struct ps_tp_loop *loop, const char *host, uint16_t port,
 		  struct ps_tp_listener **out);
 uint16_t ps_tcp_listener_port(const struct ps_tp_listener *l);

@@ -123,7 +123,7 @@ void ps_tcp_loop_destroy(struct ps_tp_loop *loop)
 	free(l);
 }
 
-int ps_tcp_loop_fd(const struct ps_tp_loop *loop)
+int ps_tcp_loop_fd(struct ps_tp_loop *loop)
 {
 	return container_of(loop, const struct tcp_loop, base)->epfd;
 }
