@@ -80,6 +80,7 @@ static void stats_add(struct ps_tp_stats *to, const struct ps_tp_stats *s)
 	to->tx_ops += s->tx_ops;
 	to->rx_ops += s->rx_ops;
 	to->bytes_copied += s->bytes_copied;
+	to->bytes_packed += s->bytes_packed;
 	to->doorbells += s->doorbells;
 	to->eagain += s->eagain;
 }

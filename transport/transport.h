@@ -40,8 +40,9 @@
  *
  *   Zero copy: the rdma backend hands gather lists to the NIC as they are when every element
  *   lies in a registered region; elements that are not registered are copied into a
- *   registered bounce buffer and counted in ps_tp_stats.bytes_copied. The tcp backend writev()s
- *   gather lists and reads write_imm payloads straight into the destination region.
+ *   registered bounce buffer and counted in ps_tp_stats.bytes_copied. The tcp backend hands
+ *   gather lists to sendmsg (runs of pieces of at most 1 KiB packed into one iovec first:
+ *   bytes_packed) and reads write_imm payloads straight into the destination region.
  *
  * Flow control
  *
@@ -290,6 +291,9 @@ struct ps_tp_stats {
 	uint64_t tx_bytes, rx_bytes; /* payload bytes sent and received */
 	uint64_t tx_ops, rx_ops;     /* operations posted and messages/writes received */
 	uint64_t bytes_copied;	     /* payload bytes the library copied (0 on a zero-copy path) */
+	uint64_t bytes_packed;	     /* tcp: small pieces copied into one iovec for sendmsg; like
+				      * rdma's inline data, not bytes_copied (the kernel copies
+				      * every byte anyway; tcp_conn.c says why) */
 	uint64_t doorbells;	     /* post calls to the device (rdma) or writev calls (tcp) */
 	uint64_t eagain;	     /* operations refused for lack of credit or slots */
 };

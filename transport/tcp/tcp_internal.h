@@ -277,7 +277,12 @@ struct tcp_loop {
 	 */
 	struct ps_tp_evq evq;
 	struct iovec *scratch; /* IOV_MAX entries: one sendmsg's gather list */
+	uint8_t *pack;	       /* TCP_PACK_BYTES: small pieces of that list, copied (tcp_conn.c) */
 };
+
+/* Pieces of at most TCP_PACK_PIECE bytes are packed, up to TCP_PACK_BYTES per sendmsg. */
+#define TCP_PACK_PIECE 1024u
+#define TCP_PACK_BYTES (256u << 10)
 
 enum tcp_conn_state {
 	TCP_CONN_HELLO, /* accepted, waiting for the peer's hello; the caller has not seen it */

@@ -83,7 +83,8 @@ int ps_tcp_loop_create(struct ps_tp_dev *dev, const struct ps_tp_loop_opts *opts
 		goto err;
 	rc = -ENOMEM;
 	l->scratch = calloc(IOV_MAX, sizeof(*l->scratch));
-	if (!l->scratch)
+	l->pack = malloc(TCP_PACK_BYTES);
+	if (!l->scratch || !l->pack)
 		goto err;
 	l->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (l->epfd < 0)
@@ -100,6 +101,7 @@ err:
 	if (l->epfd >= 0)
 		close(l->epfd);
 	free(l->scratch);
+	free(l->pack);
 	ps_tp_evq_fini(&l->evq);
 	ps_tp_loop_base_fini(&l->base);
 	free(l);
@@ -118,6 +120,7 @@ void ps_tcp_loop_destroy(struct ps_tp_loop *loop)
 			&container_of(l->listeners.next, struct tcp_listener, link)->base);
 	close(l->epfd);
 	free(l->scratch);
+	free(l->pack);
 	ps_tp_evq_fini(&l->evq);
 	ps_tp_loop_base_fini(&l->base);
 	free(l);
