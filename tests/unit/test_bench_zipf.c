@@ -108,6 +108,34 @@ static int cmp_u64(const void *x, const void *y)
 	return a < b ? -1 : a > b;
 }
 
+/* The hottest id of @n ids and its count; the ids drawn over 200 times, and those >= @high. */
+struct hot {
+	uint64_t best, best_n, nhot, nhigh;
+};
+
+static struct hot hot_ids(const uint64_t *ids, size_t n, uint64_t high)
+{
+	uint64_t *v = malloc(n * sizeof(*v)), run = 0;
+	struct hot h = {0};
+
+	assert_non_null(v);
+	memcpy(v, ids, n * sizeof(*v));
+	qsort(v, n, sizeof(*v), cmp_u64);
+	for (size_t i = 0; i < n; i++) {
+		run = i && v[i] == v[i - 1] ? run + 1 : 1;
+		if (run > h.best_n) {
+			h.best_n = run;
+			h.best = v[i];
+		}
+		if (run == 200) {
+			h.nhot++;
+			h.nhigh += v[i] >= high;
+		}
+	}
+	free(v);
+	return h;
+}
+
 /*
  * The batches: ids within the rows, each batch sorted, the hottest id as frequent as rank 1,
  * and (scattered, the default) the hot ids spread over the whole range, so that both halves of
@@ -123,12 +151,11 @@ static void test_batches(void **state)
 			    .pool = 256,
 			    .seed = 1};
 	size_t total = (size_t)o.batch * o.pool;
-	uint64_t *ids = malloc(total * sizeof(*ids)), *srt = malloc(total * sizeof(*ids));
-	uint64_t best = 0, best_n = 0, run = 0, hot_high = 0, distinct_hot = 0;
-	double distinct, h = harmonic(o.rows, o.zipf_s);
+	uint64_t *ids = malloc(total * sizeof(*ids));
+	double distinct, p1 = 1 / harmonic(o.rows, o.zipf_s);
+	struct hot h;
 
 	assert_non_null(ids);
-	assert_non_null(srt);
 	distinct = bp_ids_make(&o, ids);
 	assert_true(distinct > 1 && distinct < o.batch); /* Zipf batches repeat ids */
 	for (uint32_t b = 0; b < o.pool; b++)
@@ -139,50 +166,19 @@ static void test_batches(void **state)
 			if (i)
 				assert_true(ids[(size_t)b * o.batch + i - 1] <= id);
 		}
-	memcpy(srt, ids, total * sizeof(*ids));
-	qsort(srt, total, sizeof(*srt), cmp_u64);
-	for (size_t i = 0; i < total; i++) {
-		run = i && srt[i] == srt[i - 1] ? run + 1 : 1;
-		if (run > best_n) {
-			best_n = run;
-			best = srt[i];
-		}
-		/* Ids drawn over 200 times: the hot ones; where do they lie? */
-		if (run == 200) {
-			distinct_hot++;
-			hot_high += srt[i] >= o.rows / 2;
-		}
-	}
-	{
-		double p1 = 1 / h, sd = sqrt(total * p1 * (1 - p1));
-
-		assert_true(fabs((double)best_n - total * p1) < 5 * sd);
-	}
-	assert_true(distinct_hot >= 8);
-	assert_true(hot_high >= distinct_hot / 4 && hot_high <= distinct_hot * 3 / 4);
-	assert_int_equal(best, 0); /* rank 1 is row 0 either way (0 x the prime) */
+	h = hot_ids(ids, total, o.rows / 2);
+	assert_true(fabs((double)h.best_n - total * p1) < 5 * sqrt(total * p1 * (1 - p1)));
+	assert_true(h.nhot >= 8);
+	assert_true(h.nhigh >= h.nhot / 4 && h.nhigh <= h.nhot * 3 / 4);
+	assert_int_equal(h.best, 0); /* rank 1 is row 0 either way (0 x the prime) */
 
 	o.hot_low = true;
 	bp_ids_make(&o, ids);
-	memcpy(srt, ids, total * sizeof(*ids));
-	qsort(srt, total, sizeof(*srt), cmp_u64);
-	best_n = run = hot_high = distinct_hot = 0;
-	for (size_t i = 0; i < total; i++) {
-		run = i && srt[i] == srt[i - 1] ? run + 1 : 1;
-		if (run > best_n) {
-			best_n = run;
-			best = srt[i];
-		}
-		if (run == 200) {
-			distinct_hot++;
-			hot_high += srt[i] >= 1000;
-		}
-	}
-	assert_int_equal(best, 0); /* rank 1 is row 0 */
-	assert_true(distinct_hot >= 8);
-	assert_int_equal(hot_high, 0); /* every hot row is a low row */
+	h = hot_ids(ids, total, 1000);
+	assert_int_equal(h.best, 0); /* rank 1 is row 0 */
+	assert_true(h.nhot >= 8);
+	assert_int_equal(h.nhigh, 0); /* every hot row is a low row */
 	free(ids);
-	free(srt);
 }
 
 int main(void)
