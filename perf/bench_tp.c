@@ -27,7 +27,8 @@
 #include "perf/bench_tp.h"
 
 #define DEF_PORT	 18610
-#define DEF_DEPTH	 128 /* perftest's tx depth */
+#define DEF_DEPTH	 128 /* perftest's tx depth of the bandwidth tests */
+#define DEF_LAT_DEPTH	 1   /* and of the latency tests (one operation is in flight anyway) */
 #define DEF_CQ_MOD	 32
 #define DEF_ROWS	 256
 #define DEF_ROW_SIZE	 256
@@ -85,7 +86,8 @@ static void usage(FILE *f)
 		"  -f, --margin SEC        duration mode: warm-up and cool-down not sampled (default 2,\n"
 		"                          or D/4 when D < 8)\n"
 		"  -n, --iters N           iterations mode (default bw 5000, lat 1000)\n"
-		"  -q, --tx-depth Q        operations kept in flight, credits permitting (default 128)\n"
+		"  -q, --tx-depth Q        operations kept in flight, credits permitting (default 128;\n"
+		"                          latency tests 1, as perftest: it sizes the rings they cycle)\n"
 		"  -Q, --cq-mod N          ask for a completion every N operations (default 32)\n"
 		"  -e, --events            sleep in ps_tp_poll() until something happens (default:\n"
 		"                          poll without sleeping, as perftest does without -e)\n"
@@ -143,7 +145,7 @@ static int parse_opts(int argc, char **argv, struct bt_opts *o)
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
-	bool size_set = false;
+	bool size_set = false, depth_set = false;
 	uint32_t v32;
 	int c, li;
 
@@ -197,6 +199,7 @@ static int parse_opts(int argc, char **argv, struct bt_opts *o)
 			break;
 		case 'q':
 			bad = bench_parse_u32(optarg, 1, BT_MAX_DEPTH, &o->depth);
+			depth_set = true;
 			break;
 		case 'Q':
 			bad = bench_parse_u32(optarg, 1, BT_MAX_DEPTH, &o->cq_mod);
@@ -274,6 +277,9 @@ static int parse_opts(int argc, char **argv, struct bt_opts *o)
 		fprintf(stderr, BT_PROG ": send tests need -s >= 8 (the data tag)\n");
 		return -EINVAL;
 	}
+	/* The rings a latency test cycles through are sized by the depth: as small as perftest's. */
+	if (!depth_set && bt_test_is_lat(o->test))
+		o->depth = DEF_LAT_DEPTH;
 	if (o->cq_mod > o->depth)
 		o->cq_mod =
 			o->depth; /* a window smaller than cq_mod would never see a completion */
