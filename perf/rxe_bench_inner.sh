@@ -218,15 +218,17 @@ bw=(-D "$dur" -f "$margin")
 # ratios are the medians of the per-repetition ratios.
 transport_runs() {
 	for ((rep = 1; rep <= repeat; rep++)); do
+		# The latency pair first: right after the bandwidth runs both tools ran slower and
+		# apart (psplus 1.24-1.26 x perftest there, 1.10 on its own; docs/performance.md).
+		pt "pt_send_lat_64.$rep" ib_send_lat -R -d "$dev" -s 64 -n "$lat_iters"
+		tp "tp_send_lat_64.$rep" -t send_lat -s 64 -n "$lat_iters" \
+			--json "$out/tp_send_lat_64.$rep.json"
 		pt "pt_write_bw_64k.$rep" ib_write_bw -R -d "$dev" -s 65536 "${bw[@]}"
 		tp "tp_write_bw_64k.$rep" -t write_bw -s 64K "${bw[@]}" \
 			--json "$out/tp_write_bw_64k.$rep.json"
 		# Information: the same with both ends sleeping on completion events (-e), which
 		# leaves the guest's two vCPUs to rxe's softirq work instead of two spinning pollers.
 		tp "tp_write_bw_64k_e.$rep" -t write_bw -s 64K "${bw[@]}" -e
-		pt "pt_send_lat_64.$rep" ib_send_lat -R -d "$dev" -s 64 -n "$lat_iters"
-		tp "tp_send_lat_64.$rep" -t send_lat -s 64 -n "$lat_iters" \
-			--json "$out/tp_send_lat_64.$rep.json"
 	done
 	# The gather against its contiguous baseline, in one connection: each gather round is
 	# followed by a round writing the same 64 KiB as one row of the same table (one SGE), so
