@@ -165,15 +165,12 @@ static int hash_push(struct ps_store_part *p, struct ps_store_scratch *s, const 
 	/* Nothing can fail from here on. */
 	ps_optim_step_prepare(&p->spec.optim, &p->ostate, &step);
 	p->step++;
-	for (size_t u = 0; u < s->nunique && u < STORE_PREFETCH_AHEAD; u++)
-		hash_prefetch(p, s->urow[u]);
 	for (size_t u = 0; u < s->nunique; u++) {
 		const uint64_t *k = keys + (size_t)s->ufirst[u] * kw;
 		uint64_t r = s->urow[u];
 
 		if (u + STORE_PREFETCH_AHEAD < s->nunique)
 			hash_prefetch(p, s->urow[u + STORE_PREFETCH_AHEAD]);
-
 		if (r == STORE_U_REJECT)
 			continue; /* not admitted: the gradient is dropped */
 		if (r == STORE_U_NEW)

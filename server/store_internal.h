@@ -128,7 +128,8 @@ static inline float *store_row(const struct ps_store_part *p, uint64_t r)
 /*
  * Rows a push loop prefetches ahead of the one it updates. Pushed ids are spread over a table
  * far larger than the caches: without this each update waits out a TLB and a cache miss in
- * turn; with it the misses of the next rows overlap the current update.
+ * turn; with it the misses of the next rows overlap the current update (the first few rows of
+ * a batch are not prefetched: a handful of misses in a batch of hundreds).
  */
 #define STORE_PREFETCH_AHEAD 8
 

@@ -94,8 +94,6 @@ int ps_store_push(struct ps_store_part *p, struct ps_store_scratch *s, const uin
 	ps_store_dedup(s, ids, n, 1);
 	ps_optim_step_prepare(&p->spec.optim, &p->ostate, &step);
 	p->step++;
-	for (size_t u = 0; u < s->nunique && u < STORE_PREFETCH_AHEAD; u++)
-		store_prefetch_row(p, ids[s->ufirst[u]] - p->begin);
 	for (size_t u = 0; u < s->nunique; u++) {
 		uint64_t r = ids[s->ufirst[u]] - p->begin;
 

@@ -200,10 +200,11 @@ void ps_tp_loop_destroy(struct ps_tp_loop *loop);
 
 /**
  * ps_tp_loop_fd() - a file descriptor that becomes readable when ps_tp_poll() has something,
- * for callers that sleep in their own epoll. -1 if the backend has none. Once it was asked
- * for, every ps_tp_poll() also reads what made it readable (rdma: a completion notification
- * or a cm event; one non-blocking epoll_wait per poll), so that it stays readable only while
- * something is pending; without that a caller sleeping on it would spin.
+ * for callers that sleep in their own epoll. -1 if the backend has none. Poll until no event
+ * is left before sleeping on it: once the fd was asked for, a ps_tp_poll() that returns no
+ * event also reads what made it readable (rdma: a completion notification or a cm event; one
+ * non-blocking epoll_wait), so that it stays readable only while something is pending;
+ * without that a caller sleeping on it would spin.
  */
 int ps_tp_loop_fd(struct ps_tp_loop *loop);
 

@@ -348,8 +348,8 @@ int ps_rdma_loop_fd(struct ps_tp_loop *loop)
 
 	/*
 	 * The fd is readable while a completion notification or a cm event waits to be read;
-	 * a busy poll reads neither (that would be a system call each), so from now on every
-	 * poll drains the fd first, else a caller sleeping on it would never sleep again.
+	 * a busy poll reads neither (that would be a system call each), so from now on a poll
+	 * that finds nothing drains the fd, else a caller sleeping on it would never sleep again.
 	 */
 	l->fd_shared = true;
 	return l->epfd;
@@ -415,10 +415,6 @@ int ps_rdma_poll(struct ps_tp_loop *loop, struct ps_tp_event *evs, int max, int 
 	int left, wait, n, cnt;
 
 	flush_all(l, false);
-	if (l->fd_shared) {
-		n = epoll_wait(l->epfd, epevs, 4, 0);
-		ep_dispatch(l, epevs, n > 0 ? n : 0);
-	}
 	for (;;) {
 		cq_progress(l);
 		cm_progress(l);
@@ -452,9 +448,19 @@ int ps_rdma_poll(struct ps_tp_loop *loop, struct ps_tp_event *evs, int max, int 
 		ep_dispatch(l, epevs, n > 0 ? n : 0);
 	}
 	/*
-	 * Nothing for the caller: leave the CQ armed, so that a caller sleeping on ps_tp_loop_fd()
-	 * wakes for the next completion (and poll once more for one that beat the arming).
+	 * Nothing for the caller, who may now sleep on ps_tp_loop_fd(): read what left it
+	 * readable (a busy poll never reads the channels), then leave the CQ armed so that the
+	 * next completion wakes it (and poll once more for one that beat the arming). Polls that
+	 * return events skip this: a caller polls until nothing is left before it sleeps.
 	 */
+	if (!l->evq.count && l->fd_shared) {
+		n = epoll_wait(l->epfd, epevs, 4, 0);
+		if (n > 0) {
+			ep_dispatch(l, epevs, n);
+			cq_progress(l);
+			cm_progress(l);
+		}
+	}
 	if (!l->evq.count && !l->cq_armed && !cq_arm(l))
 		cq_progress(l);
 	cnt = ev_pop(l, evs, max);
