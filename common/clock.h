@@ -26,6 +26,19 @@ static inline uint64_t ps_clock_now_ms(void)
 	return ps_clock_now_ns() / PS_NSEC_PER_MSEC;
 }
 
+/**
+ * ps_clock_coarse_ms() - monotonic time in milliseconds at the kernel tick's resolution
+ * (CLOCK_MONOTONIC_COARSE: a few ns to read, up to a tick behind). For cadences on hot paths,
+ * never for deadlines.
+ */
+static inline uint64_t ps_clock_coarse_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / PS_NSEC_PER_MSEC;
+}
+
 /** ps_clock_deadline_ms() - the monotonic time @ms milliseconds from now, in ns. */
 static inline uint64_t ps_clock_deadline_ms(uint64_t ms)
 {

@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdbool.h>
 #include <stdarg.h>
@@ -18,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include <psplus/error.h>
@@ -623,6 +625,77 @@ static void test_loop_fd_quiet(void **state)
 	fx_close(&f);
 }
 
+/* A second loop (its own thread, as a client elsewhere) connects to the fixture's listener. */
+struct late_connect {
+	struct fx *f;
+	int rc;
+	double ms;
+};
+
+static void *late_connect_main(void *arg)
+{
+	struct late_connect *lc = arg;
+	struct ps_tp_loop *loop;
+	struct ps_tp_conn *conn = NULL;
+	uint64_t t0 = ps_clock_now_ns();
+
+	lc->rc = ps_tp_loop_create(lc->f->dev, &small_loop, &loop);
+	if (lc->rc)
+		return NULL;
+	lc->rc = ps_tp_connect(loop, ADDR, ps_tp_listener_port(lc->f->lst), NULL, &conn);
+	lc->ms = (double)(ps_clock_now_ns() - t0) / 1e6;
+	if (!lc->rc)
+		ps_tp_conn_close(conn);
+	ps_tp_loop_destroy(loop);
+	return NULL;
+}
+
+/*
+ * A loop that never sleeps, each poll a batch of messages followed by milliseconds of work (a
+ * server under load), still takes a connection request well within the connector's timeout:
+ * the cm channel is read on a cadence in time. (With one every 4,096 polls, as before, the
+ * request waited 12 s here and the connect timed out.)
+ */
+static void test_busy_loop_accepts(void **state)
+{
+	struct late_connect lc = {.rc = 1};
+	struct ps_tp_event ev[8];
+	struct ps_tp_sge sge;
+	struct ps_tp_conn *accepted = NULL;
+	uint64_t deadline;
+	pthread_t th;
+	int polls = 0, busy = 0, n;
+	struct fx f;
+
+	fx_open(&f);
+	lc.f = &f;
+	sge = (struct ps_tp_sge){.addr = f.buf, .len = 64, .mr = f.mr};
+	assert_int_equal(pthread_create(&th, NULL, late_connect_main, &lc), 0);
+	deadline = ps_clock_deadline_ms(small_loop.connect_timeout_ms + 1000);
+	while (!accepted && ps_clock_remaining_ms(deadline)) {
+		assert_int_equal(ps_tp_send(f.cli, &sge, 1, NULL), 0);
+		n = ps_tp_poll(f.loop, ev, 8, 0);
+		assert_true(n >= 0);
+		polls++;
+		busy += n > 0;
+		for (int i = 0; i < n; i++) {
+			if (ev[i].type == PS_TP_EV_RECV)
+				ps_tp_recv_release(ev[i].conn, ev[i].buf);
+			else if (ev[i].type == PS_TP_EV_ACCEPT)
+				accepted = ev[i].conn;
+		}
+		usleep(3000); /* the work on the batch */
+	}
+	assert_int_equal(pthread_join(th, NULL), 0);
+	print_message("accepted after %d polls (%d with events); connect: %s in %.1f ms\n", polls,
+		      busy, ps_strerror(lc.rc), lc.ms);
+	assert_non_null(accepted);
+	assert_int_equal(lc.rc, 0);
+	assert_true(lc.ms < small_loop.connect_timeout_ms / 2);
+	ps_tp_conn_close(accepted);
+	fx_close(&f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -641,6 +714,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_split_write_imm_mixed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_eagain_poll_sleeps, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_loop_fd_quiet, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_busy_loop_accepts, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -69,11 +69,13 @@
 #define RD_CM_BUDGET 32
 /*
  * Reading the cm channel is a system call even when it is empty, so a poll reads it only when
- * epoll said the fd is readable, while a handshake is in progress, or once every this many polls
- * for callers that never sleep (a busy loop polls every microsecond or so: a few ms for a
- * disconnect to be noticed, which the CQ's errors usually beat anyway).
+ * epoll said the fd is readable, while a handshake of the loop is in progress, or, for a loop
+ * that never sleeps, once this many milliseconds of the coarse clock have passed since the last
+ * read. A cadence in time, not in polls: a server's polls can each take milliseconds (64 events
+ * and their replies), and a connection request must not wait for thousands of them (in the
+ * soft-RoCE guest one waited 8 s, past the client's connect timeout).
  */
-#define RD_CM_EVERY 4096
+#define RD_CM_PERIOD_MS 10
 /*
  * Gather elements per WR we use at most: the device's max_sge, capped so the per-connection WR
  * storage stays small (rxe reports 32, mlx5 30).
@@ -292,7 +294,7 @@ struct rd_loop {
 	struct rdma_event_channel *cm_ch; /* cm events of every id of the loop */
 	bool cm_ready;			  /* epoll saw cm_ch->fd readable */
 	bool fd_shared;			  /* ps_tp_loop_fd was called: polls drain the fd */
-	uint32_t cm_polls;		  /* polls since the cm channel was last read */
+	uint64_t cm_read_ms;		  /* coarse clock at the last read of the cm channel */
 	int epfd;			  /* loop_fd: comp_ch->fd, cm_ch->fd and evq.wakefd */
 	struct rd_list conns;		  /* every connection, handshaking ones included */
 	struct rd_list listeners;	  /* open listeners */

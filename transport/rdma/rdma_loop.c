@@ -5,9 +5,10 @@
  *
  * A poll: flush (post what is queued, one doorbell per connection), then take completions 32 at
  * a time and dispatch them by the tag in their wr_id, then handle cm events (when epoll saw the
- * channel readable, while a connection is being set up, or every RD_CM_EVERY polls: reading an
- * empty channel is a system call). A poll with a timeout of 0 never reads the clock (in a
- * virtual machine that can be an emulated device read). If no event is ready and the caller
+ * channel readable, while a connection is being set up, or every RD_CM_PERIOD_MS of the coarse
+ * clock: reading an empty channel is a system call). A poll with a timeout of 0 reads no precise
+ * clock (in a virtual machine that can be an emulated device read), only the coarse one, which
+ * is a memory read. If no event is ready and the caller
  * allows a wait: return pending credits, arm the CQ, poll it
  * once more (a completion may land between the last poll and the arming), and sleep in
  * epoll_wait on both channels, bounded by the caller's timeout. Handing an event to the caller
@@ -181,13 +182,14 @@ void ps_rdma_cm_dispatch(struct rd_loop *l, struct rdma_cm_event *ev)
 
 static void cm_progress(struct rd_loop *l)
 {
+	uint64_t now = ps_clock_coarse_ms();
 	struct rdma_cm_event *ev;
 	int rc;
 
-	if (!l->cm_ready && !l->ncm_wait && ++l->cm_polls < RD_CM_EVERY)
+	if (!l->cm_ready && !l->ncm_wait && now - l->cm_read_ms < RD_CM_PERIOD_MS)
 		return;
 	l->cm_ready = false;
-	l->cm_polls = 0;
+	l->cm_read_ms = now;
 	for (int i = 0; i < RD_CM_BUDGET; i++) {
 		rc = ps_vshim_cm_event_get(l->cm_ch, 0, &ev);
 		if (rc) {
