@@ -76,6 +76,8 @@
  * soft-RoCE guest one waited 8 s, past the client's connect timeout).
  */
 #define RD_CM_PERIOD_MS 10
+/* The coarse clock itself is read every this many polls only (a poll can take under 1 us). */
+#define RD_CM_CLOCK_EVERY 16
 /*
  * Gather elements per WR we use at most: the device's max_sge, capped so the per-connection WR
  * storage stays small (rxe reports 32, mlx5 30).
@@ -294,6 +296,7 @@ struct rd_loop {
 	struct rdma_event_channel *cm_ch; /* cm events of every id of the loop */
 	bool cm_ready;			  /* epoll saw cm_ch->fd readable */
 	bool fd_shared;			  /* ps_tp_loop_fd was called: polls drain the fd */
+	uint32_t cm_polls;		  /* polls since the coarse clock was last read */
 	uint64_t cm_read_ms;		  /* coarse clock at the last read of the cm channel */
 	int epfd;			  /* loop_fd: comp_ch->fd, cm_ch->fd and evq.wakefd */
 	struct rd_list conns;		  /* every connection, handshaking ones included */

@@ -182,12 +182,20 @@ void ps_rdma_cm_dispatch(struct rd_loop *l, struct rdma_cm_event *ev)
 
 static void cm_progress(struct rd_loop *l)
 {
-	uint64_t now = ps_clock_coarse_ms();
 	struct rdma_cm_event *ev;
+	uint64_t now;
 	int rc;
 
-	if (!l->cm_ready && !l->ncm_wait && now - l->cm_read_ms < RD_CM_PERIOD_MS)
-		return;
+	if (!l->cm_ready && !l->ncm_wait) {
+		if (++l->cm_polls < RD_CM_CLOCK_EVERY)
+			return;
+		l->cm_polls = 0;
+		now = ps_clock_coarse_ms();
+		if (now - l->cm_read_ms < RD_CM_PERIOD_MS)
+			return;
+	} else {
+		now = ps_clock_coarse_ms();
+	}
 	l->cm_ready = false;
 	l->cm_read_ms = now;
 	for (int i = 0; i < RD_CM_BUDGET; i++) {
