@@ -36,15 +36,6 @@ void ps_tp_evq_fini(struct ps_tp_evq *q)
 	*q = (struct ps_tp_evq){.wakefd = -1};
 }
 
-int ps_tp_evq_push(struct ps_tp_evq *q, const struct ps_tp_qev *e)
-{
-	if (q->count == q->cap)
-		return -ENOSPC;
-	q->ring[(q->head + q->count) % q->cap] = *e;
-	q->count++;
-	return 0;
-}
-
 void ps_tp_evq_purge(struct ps_tp_evq *q, const struct ps_tp_conn *conn)
 {
 	uint32_t keep = 0, src, dst;
@@ -62,7 +53,7 @@ void ps_tp_evq_purge(struct ps_tp_evq *q, const struct ps_tp_conn *conn)
 	ps_tp_evq_wake_sync(q);
 }
 
-void ps_tp_evq_wake_sync(struct ps_tp_evq *q)
+void ps_tp_evq_wake_flip(struct ps_tp_evq *q)
 {
 	uint64_t v = 1;
 

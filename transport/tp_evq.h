@@ -17,6 +17,7 @@
 #ifndef PS_TRANSPORT_TP_EVQ_H
 #define PS_TRANSPORT_TP_EVQ_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -45,7 +46,16 @@ int ps_tp_evq_init(struct ps_tp_evq *q, uint32_t cap);
 void ps_tp_evq_fini(struct ps_tp_evq *q);
 
 /* ps_tp_evq_push() - queue a copy of @e: 0, or -ENOSPC when the ring is full (event dropped). */
-int ps_tp_evq_push(struct ps_tp_evq *q, const struct ps_tp_qev *e);
+static inline int ps_tp_evq_push(struct ps_tp_evq *q, const struct ps_tp_qev *e)
+{
+	uint32_t tail = q->head + q->count; /* both < cap: no wrap of the sum */
+
+	if (q->count == q->cap)
+		return -ENOSPC;
+	q->ring[tail >= q->cap ? tail - q->cap : tail] = *e;
+	q->count++;
+	return 0;
+}
 
 /* ps_tp_evq_purge() - drop every queued event of @conn, keeping the others in order. */
 void ps_tp_evq_purge(struct ps_tp_evq *q, const struct ps_tp_conn *conn);
@@ -66,7 +76,17 @@ static inline const struct ps_tp_qev *ps_tp_evq_pop(struct ps_tp_evq *q)
 	return e;
 }
 
-/* ps_tp_evq_wake_sync() - make the eventfd readable iff events wait (after pushes and pops). */
-void ps_tp_evq_wake_sync(struct ps_tp_evq *q);
+/* ps_tp_evq_wake_flip() - ps_tp_evq_wake_sync()'s system call, when the state must change. */
+void ps_tp_evq_wake_flip(struct ps_tp_evq *q);
+
+/*
+ * ps_tp_evq_wake_sync() - make the eventfd readable iff events wait (after pushes and pops).
+ * Inline: every poll calls it, and it almost never has anything to do.
+ */
+static inline void ps_tp_evq_wake_sync(struct ps_tp_evq *q)
+{
+	if ((q->count != 0) != q->wake_armed)
+		ps_tp_evq_wake_flip(q);
+}
 
 #endif

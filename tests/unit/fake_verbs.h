@@ -239,6 +239,7 @@ struct fake_verbs_stats {
 	uint64_t post_recv_calls;
 	uint64_t send_wrs;	    /* send-queue work requests posted */
 	uint64_t recv_wrs;	    /* receive work requests posted */
+	uint64_t send_sges;	    /* gather elements of those (num_sge summed) */
 	uint64_t inline_wrs;	    /* of send_wrs, with IBV_SEND_INLINE */
 	uint64_t bytes_moved;	    /* payload bytes delivered by SEND/WRITE/READ */
 	uint64_t completions;	    /* work completions generated */

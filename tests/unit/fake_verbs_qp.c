@@ -617,6 +617,7 @@ static void sq_push(struct fv_qp *q, const struct ibv_send_wr *w)
 	}
 	q->sq_count++;
 	fv.stats.send_wrs++;
+	fv.stats.send_sges += (uint64_t)w->num_sge;
 }
 
 int ps_vshim_post_send(struct ibv_qp *ibqp, struct ibv_send_wr *wr, struct ibv_send_wr **bad_wr_out)

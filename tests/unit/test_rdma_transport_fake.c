@@ -543,6 +543,106 @@ static void test_split_write_imm_mixed(void **state)
 }
 
 /*
+ * The one-WR path (a short list, every element registered): one walk writes the SGEs into the
+ * WR, merging adjacent elements of one region and skipping empty ones; the bytes land in order
+ * with nothing copied; an op that fits the inline size goes inline. The errors about a list are
+ * the general path's, and an unregistered element still goes through the bounce ring.
+ */
+static void test_one_wr_path(void **state)
+{
+	static uint8_t unreg[48];
+	struct fake_verbs_stats v0, v1;
+	struct ps_tp_stats st0, st1;
+	struct ps_tp_sge sgl[7];
+	struct ps_tp_rbuf dst;
+	struct ps_tp_event ev;
+	uint8_t want[512];
+	uint32_t n = 0, len = 0;
+	struct fx f;
+
+	fake_verbs_set_caps(-1, 256, -1); /* the inline size the backend asks for */
+	fx_open(&f);
+	for (int i = 0; i < 1024; i++)
+		f.buf[i] = (uint8_t)(i * 13 + 5);
+	/* 7 elements, 4 SGEs: one empty, two adjacent pairs. */
+	sgl[n++] = (struct ps_tp_sge){.addr = f.buf + 0, .len = 50, .mr = f.mr};
+	sgl[n++] = (struct ps_tp_sge){.addr = f.buf + 60, .len = 0, .mr = f.mr};
+	sgl[n++] = (struct ps_tp_sge){.addr = f.buf + 100, .len = 30, .mr = f.mr};
+	sgl[n++] = (struct ps_tp_sge){.addr = f.buf + 130, .len = 20, .mr = f.mr};
+	sgl[n++] = (struct ps_tp_sge){.addr = f.buf + 300, .len = 10, .mr = f.mr};
+	sgl[n++] = (struct ps_tp_sge){.addr = f.buf + 400, .len = 40, .mr = f.mr};
+	sgl[n++] = (struct ps_tp_sge){.addr = f.buf + 440, .len = 160, .mr = f.mr};
+	for (uint32_t i = 0; i < n; i++) {
+		memcpy(want + len, sgl[i].addr, sgl[i].len);
+		len += sgl[i].len;
+	}
+	assert_int_equal(ps_tp_mr_rbuf(f.mr, f.buf + 4096, len, &dst), 0);
+
+	fake_verbs_stats_get(&v0);
+	ps_tp_stats_get(f.dev, &st0);
+	assert_int_equal(ps_tp_write_imm(f.cli, sgl, (int)n, &dst, 0x1e, NULL), 0);
+	assert_int_equal(ps_tp_send(f.cli, sgl, (int)n, NULL), 0);
+	ps_tp_flush(f.loop);
+	ev = spin_event(&f, PS_TP_EV_WRITE_IMM, f.srv, false);
+	assert_int_equal(ev.len, len);
+	assert_int_equal(ev.imm, 0x1e);
+	assert_memory_equal(f.buf + 4096, want, len);
+	ev = spin_event(&f, PS_TP_EV_RECV, f.srv, false);
+	assert_int_equal(ev.len, len);
+	assert_memory_equal(ev.buf, want, len);
+	ps_tp_recv_release(f.srv, ev.buf);
+	fake_verbs_stats_get(&v1);
+	ps_tp_stats_get(f.dev, &st1);
+	assert_int_equal(v1.send_wrs - v0.send_wrs, 2);
+	assert_int_equal(v1.send_sges - v0.send_sges, 8);
+	assert_int_equal(v1.inline_wrs - v0.inline_wrs, 0);
+	assert_int_equal(st1.bytes_copied - st0.bytes_copied, 0);
+
+	/* 80 bytes in 3 elements (one empty): inline. */
+	fake_verbs_stats_get(&v0);
+	assert_int_equal(ps_tp_send(f.cli, sgl, 4, NULL), 0);
+	ps_tp_flush(f.loop);
+	ev = spin_event(&f, PS_TP_EV_RECV, f.srv, false);
+	assert_int_equal(ev.len, 100);
+	assert_memory_equal(ev.buf, want, 100);
+	ps_tp_recv_release(f.srv, ev.buf);
+	fake_verbs_stats_get(&v1);
+	/* Beside it, the server may have written credits back: inline 8-byte writes of 1 SGE. */
+	assert_true(v1.send_wrs - v0.send_wrs >= 1);
+	assert_int_equal(v1.inline_wrs - v0.inline_wrs, v1.send_wrs - v0.send_wrs);
+	assert_int_equal(v1.send_sges - v0.send_sges, 2 + (v1.send_wrs - v0.send_wrs - 1));
+	v0 = v1;
+
+	/* Errors: nothing queued. */
+	sgl[4].addr = f.buf + 65536 - 8; /* runs past the end of f.mr */
+	assert_int_equal(ps_tp_send(f.cli, sgl, (int)n, NULL), -EINVAL);
+	sgl[4] = (struct ps_tp_sge){.addr = NULL, .len = 10, .mr = f.mr};
+	assert_int_equal(ps_tp_write_imm(f.cli, sgl, (int)n, &dst, 1, NULL), -EINVAL);
+	sgl[4] = (struct ps_tp_sge){.addr = f.buf + 300, .len = 10, .mr = f.mr};
+	dst.len = len - 1;
+	assert_int_equal(ps_tp_write_imm(f.cli, sgl, (int)n, &dst, 1, NULL), -EMSGSIZE);
+	dst.len = len;
+	fake_verbs_stats_get(&v1);
+	assert_int_equal(v1.send_wrs, v0.send_wrs);
+
+	/* An unregistered element in a short list too long for inline: copied, as before. */
+	memset(unreg, 0xa5, sizeof(unreg));
+	sgl[1] = (struct ps_tp_sge){.addr = unreg, .len = sizeof(unreg), .mr = NULL};
+	ps_tp_stats_get(f.dev, &st0);
+	assert_int_equal(ps_tp_send(f.cli, sgl, (int)n, NULL), 0);
+	ps_tp_flush(f.loop);
+	ev = spin_event(&f, PS_TP_EV_RECV, f.srv, false);
+	assert_int_equal(ev.len, len + sizeof(unreg));
+	assert_memory_equal(ev.buf, want, 50);
+	assert_memory_equal((uint8_t *)ev.buf + 50, unreg, sizeof(unreg));
+	assert_memory_equal((uint8_t *)ev.buf + 50 + sizeof(unreg), want + 50, len - 50);
+	ps_tp_recv_release(f.srv, ev.buf);
+	ps_tp_stats_get(f.dev, &st1);
+	assert_int_equal(st1.bytes_copied - st0.bytes_copied, sizeof(unreg));
+	fx_close(&f);
+}
+
+/*
  * A caller refused with -EAGAIN for lack of an op slot (credits left) sleeps in ps_tp_poll()
  * until the connection can take the op: while the NIC holds the sends, the poll sleeps its
  * timeout out (it used to return at once, as credits were there: a busy loop for a caller that
@@ -712,6 +812,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_credits_written_when_due, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_split_write_imm_trailer, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_split_write_imm_mixed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_one_wr_path, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_eagain_poll_sleeps, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_loop_fd_quiet, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_busy_loop_accepts, setup, teardown),

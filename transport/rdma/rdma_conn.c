@@ -79,7 +79,11 @@ static int conn_alloc(struct rd_loop *l, struct rd_conn **out)
 	c->recv_depth = o->recv_depth;
 	c->msg_size = o->msg_size;
 	c->max_sge = d->max_sge;
+	c->sq_mask = rd_pow2_at_least(c->sq_depth) - 1;
+	c->op_mask = rd_pow2_at_least(c->send_depth) - 1;
 	c->rx_stride = (uint32_t)ALIGN_UP(o->msg_size, 64);
+	if (!(c->rx_stride & (c->rx_stride - 1)))
+		c->rx_shift = (uint32_t)__builtin_ctz(c->rx_stride);
 	/* Twice the largest message: a SEND's copies always fit while the previous one drains. */
 	c->bounce_size =
 		(uint32_t)ALIGN_UP(2ull * c->rx_stride > 4096 ? 2ull * c->rx_stride : 4096, 64);
@@ -94,8 +98,8 @@ static int conn_alloc(struct rd_loop *l, struct rd_conn **out)
 	}
 
 	off_src = page;
-	off_trl = off_src + 8ull * c->sq_depth;
-	off_bounce = ALIGN_UP(off_trl + (uint64_t)RD_TRAILER_LEN * c->send_depth, 64);
+	off_trl = off_src + 8ull * (c->sq_mask + 1ull);
+	off_bounce = ALIGN_UP(off_trl + (uint64_t)RD_TRAILER_LEN * (c->op_mask + 1ull), 64);
 	off_rx = ALIGN_UP(off_bounce + c->bounce_size, page);
 	total = off_rx + (uint64_t)c->recv_depth * c->rx_stride;
 	rc = ps_mem_alloc(total, d->alloc_node, 0, &c->mem);
@@ -117,13 +121,13 @@ static int conn_alloc(struct rd_loop *l, struct rd_conn **out)
 		goto err;
 
 	rc = -ENOMEM;
-	c->ops = calloc(c->send_depth, sizeof(*c->ops));
-	c->wqes = calloc(c->sq_depth, sizeof(*c->wqes));
-	c->sges = calloc((size_t)c->sq_depth * c->max_sge, sizeof(*c->sges));
+	c->ops = calloc(c->op_mask + 1ull, sizeof(*c->ops));
+	c->wqes = calloc(c->sq_mask + 1ull, sizeof(*c->wqes));
+	c->sges = calloc((c->sq_mask + 1ull) * c->max_sge, sizeof(*c->sges));
 	c->rx = calloc(c->recv_depth, sizeof(*c->rx));
 	if (!c->ops || !c->wqes || !c->sges || !c->rx)
 		goto err;
-	for (uint32_t i = 0; i < c->sq_depth; i++) {
+	for (uint32_t i = 0; i <= c->sq_mask; i++) {
 		c->wqes[i].tag.type = RD_TAG_WQE;
 		c->wqes[i].conn = c;
 		c->wqes[i].sge = c->sges + (size_t)i * c->max_sge;

@@ -166,6 +166,12 @@ static inline uint64_t rd_get64(const uint8_t *p)
 
 #define RD_OFF(field) offsetof(struct rd_pdata, field)
 
+/* The smallest power of two >= @n (1 for 0); @n <= 2^31. */
+static inline uint32_t rd_pow2_at_least(uint32_t n)
+{
+	return n <= 1 ? 1 : 1u << (32 - __builtin_clz(n - 1));
+}
+
 static inline void rd_pdata_encode(const struct rd_pdata *d, uint8_t *p)
 {
 	rd_put32(p + RD_OFF(magic), d->magic);
@@ -356,8 +362,10 @@ struct rd_op {
 };
 
 /*
- * One send-queue WR slot. WR with sequence number s lives in wqes[s % sq_depth]: at most
- * sq_depth WRs are queued or outstanding, so a slot is rewritten only after its WR completed.
+ * One send-queue WR slot. WR with sequence number s lives in wqes[s & sq_mask], a ring of a
+ * power of two >= sq_depth slots: at most sq_depth WRs are queued or outstanding, so a slot is
+ * rewritten only after its WR completed. (Masks, not a modulo: a 64-bit division per ring index
+ * was a tenth of the per-message instructions, and an emulated guest pays a helper call each.)
  */
 struct rd_wqe {
 	struct rd_tag tag;     /* RD_TAG_WQE: the wr_id */
@@ -384,15 +392,15 @@ struct rd_rx {
 };
 
 /*
- * A connection control block. Send side: op slots form a ring, ops[i % send_depth] for
- * op_tail <= i < op_head; [op_tail, op_comp) are complete (waiting for event delivery or
+ * A connection control block. Send side: op slots form a ring, ops[i & op_mask] for
+ * op_tail <= i < op_head (a power of two >= send_depth slots, at most send_depth in use); [op_tail, op_comp) are complete (waiting for event delivery or
  * reclaim), [op_comp, op_head) pending. WR sequence numbers: [sq_done, sq_posted) are on the
  * QP, [sq_posted, sq_head) queued for the next flush (chained in wqes[]), sq_head - sq_done <=
  * sq_depth. All counters are 64-bit and never wrap in practice.
  *
  * Registered memory, one mmap per connection (page-aligned, on the dev's NUMA node):
  *   [credit page: the credit word]                      ctrl_mr (LOCAL|REMOTE_WRITE)
- *   [credit sources: sq_depth x 8][trailers: send_depth x 8]
+ *   [credit sources: sq_mask + 1 x 8][trailers: op_mask + 1 x 8]
  *   [bounce ring: bounce_size][receive buffers: recv_depth x rx_stride]   data_mr (LOCAL_WRITE)
  * Only the credit word is writable by the peer, so a peer cannot scribble over our buffers.
  */
@@ -419,14 +427,15 @@ struct rd_conn {
 	struct ibv_mr *ctrl_mr; /* the credit page, remote-writable */
 	struct ibv_mr *data_mr; /* the rest, local only */
 	uint64_t *credit_word;	/* the peer writes its "released" counter here (LE) */
-	uint64_t *credit_src;	/* sq_depth sources of our credit writes (LE) */
-	uint8_t *trailers;	/* send_depth x RD_TRAILER_LEN: split write_imm ends */
+	uint64_t *credit_src;	/* sq_mask + 1 sources of our credit writes (LE) */
+	uint8_t *trailers;	/* op_mask + 1 x RD_TRAILER_LEN: split write_imm ends */
 	uint8_t *bounce;	/* bounce ring for unregistered or tail-copied bytes */
 	uint32_t bounce_size;	/* bytes in it */
 	uint64_t bounce_head;	/* next byte to allocate (monotonic) */
 	uint64_t bounce_tail;	/* first byte still in use (monotonic) */
 	uint8_t *rxbuf;		/* receive buffers */
 	uint32_t rx_stride;	/* msg_size rounded up to 64 */
+	uint32_t rx_shift;	/* log2(rx_stride) when it is a power of two, else 0 */
 
 	/* The peer, from its private data. */
 	uint32_t peer_depth;	   /* its recv_depth: our credits */
@@ -437,14 +446,16 @@ struct rd_conn {
 	/* Send side. */
 	uint32_t send_depth;	 /* op slots */
 	uint32_t sq_depth;	 /* send queue WRs (max_send_wr) */
+	uint32_t sq_mask;	 /* WR slots - 1 (a power of two >= sq_depth) */
+	uint32_t op_mask;	 /* op slots - 1 (a power of two >= send_depth) */
 	uint32_t max_sge;	 /* gather elements per WR */
 	uint32_t max_inline;	 /* inline bytes the QP was granted */
-	struct rd_op *ops;	 /* send_depth slots */
+	struct rd_op *ops;	 /* op_mask + 1 slots */
 	uint64_t op_head;	 /* next slot to fill */
 	uint64_t op_comp;	 /* first slot not known complete */
 	uint64_t op_tail;	 /* first slot not reclaimed */
-	struct rd_wqe *wqes;	 /* sq_depth WR slots */
-	struct ibv_sge *sges;	 /* sq_depth x max_sge gather elements */
+	struct rd_wqe *wqes;	 /* sq_mask + 1 WR slots */
+	struct ibv_sge *sges;	 /* sq_mask + 1 x max_sge gather elements */
 	uint64_t sq_head;	 /* next WR sequence number */
 	uint64_t sq_posted;	 /* WRs before this one were posted */
 	uint64_t sq_done;	 /* WRs before this one are complete */

@@ -180,22 +180,24 @@ void ps_rdma_cm_dispatch(struct rd_loop *l, struct rdma_cm_event *ev)
 	ps_rdma_reap(l);
 }
 
+/* Is a read of the cm channel due (see RD_CM_PERIOD_MS)? Inline: every poll asks. */
+static inline bool cm_due(struct rd_loop *l)
+{
+	if (l->cm_ready || l->ncm_wait)
+		return true;
+	if (++l->cm_polls < RD_CM_CLOCK_EVERY)
+		return false;
+	l->cm_polls = 0;
+	return ps_clock_coarse_ms() - l->cm_read_ms >= RD_CM_PERIOD_MS;
+}
+
+/* Read and dispatch what waits on the cm channel (when cm_due()). */
 static void cm_progress(struct rd_loop *l)
 {
+	uint64_t now = ps_clock_coarse_ms();
 	struct rdma_cm_event *ev;
-	uint64_t now;
 	int rc;
 
-	if (!l->cm_ready && !l->ncm_wait) {
-		if (++l->cm_polls < RD_CM_CLOCK_EVERY)
-			return;
-		l->cm_polls = 0;
-		now = ps_clock_coarse_ms();
-		if (now - l->cm_read_ms < RD_CM_PERIOD_MS)
-			return;
-	} else {
-		now = ps_clock_coarse_ms();
-	}
 	l->cm_ready = false;
 	l->cm_read_ms = now;
 	for (int i = 0; i < RD_CM_BUDGET; i++) {
@@ -427,11 +429,13 @@ int ps_rdma_poll(struct ps_tp_loop *loop, struct ps_tp_event *evs, int max, int 
 	flush_all(l, false);
 	for (;;) {
 		cq_progress(l);
-		cm_progress(l);
+		if (cm_due(l))
+			cm_progress(l);
 		wait = INT32_MAX;
 		if (l->nhandshake || l->nflushing)
 			wait = ps_rdma_conn_expire(l, wait);
-		ps_rdma_reap(l);
+		if (l->nreap)
+			ps_rdma_reap(l);
 		if (l->evq.count || starved_fed(l))
 			break;
 		if (!timeout_ms)
@@ -468,7 +472,8 @@ int ps_rdma_poll(struct ps_tp_loop *loop, struct ps_tp_event *evs, int max, int 
 		if (n > 0) {
 			ep_dispatch(l, epevs, n);
 			cq_progress(l);
-			cm_progress(l);
+			if (cm_due(l))
+				cm_progress(l);
 		}
 	}
 	if (!l->evq.count && !l->cq_armed && !cq_arm(l))

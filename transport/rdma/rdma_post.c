@@ -4,7 +4,9 @@
  * selective signalling, credits, receive reposts, and the bookkeeping of completions.
  *
  * Gather lists. Elements with an mr go to the NIC as they are (zero copy); adjacent elements
- * that are contiguous in the same region share one SGE. Elements without an mr are copied into
+ * that are contiguous in the same region share one SGE. The common op (at most max_sge elements,
+ * all registered, room for it now) is checked and built in one walk straight into its WR slot
+ * (op_queue_one_wr()); everything else is planned by gather walks (op_queue()). Elements without an mr are copied into
  * the connection's registered bounce ring (stats.bytes_copied). A message that fits the QP's
  * inline size goes inline instead: the provider copies it into the WQE at post time, so neither
  * registration nor bounce is needed (not counted as copied: no bounce buffer is involved).
@@ -45,7 +47,7 @@
 
 static inline struct rd_wqe *wqe_at(struct rd_conn *c, uint64_t seq)
 {
-	return &c->wqes[seq % c->sq_depth];
+	return &c->wqes[seq & c->sq_mask];
 }
 
 static inline struct ps_tp_stats *stats_of(struct rd_conn *c)
@@ -215,7 +217,7 @@ static uint8_t *bounce_alloc(struct rd_conn *c, uint64_t n)
 /* ---- queueing ------------------------------------------------------------------------------- */
 
 /* Append the WR of slot sq_head to the queued chain; decide its signalling. */
-static struct rd_wqe *wqe_queue(struct rd_conn *c, bool want_signal)
+static inline struct rd_wqe *wqe_queue(struct rd_conn *c, bool want_signal)
 {
 	struct rd_wqe *w = wqe_at(c, c->sq_head);
 
@@ -251,7 +253,7 @@ static int eagain(struct rd_conn *c, uint32_t nwr, uint64_t copied)
 }
 
 /* Does the op fit the connection's resources now: a credit, an op slot, @nwr WR slots? */
-static bool op_room(struct rd_conn *c, uint64_t nwr)
+static inline bool op_room(struct rd_conn *c, uint64_t nwr)
 {
 	return ps_rdma_credits(c) && c->op_head - c->op_tail < c->send_depth &&
 	       c->sq_head - c->sq_done + nwr <= c->sq_depth;
@@ -295,8 +297,103 @@ bool ps_rdma_conn_fed(struct rd_conn *c)
 		(!c->starved_bytes || bounce_skip(c, c->starved_bytes) >= 0));
 }
 
-static int op_queue(struct rd_conn *c, const struct ps_tp_sge *sgl, int nsge,
-		    const struct ps_tp_rbuf *dst, uint32_t imm, void *ctx)
+/* Open op slot @op for its caller: the state every path gives it before building its WRs. */
+static struct rd_op *op_open(struct rd_conn *c, bool write, void *ctx)
+{
+	struct rd_op *op = &c->ops[c->op_head & c->op_mask];
+
+	op->ctx = ctx;
+	op->bounce_end = c->bounce_head;
+	op->state = RD_OP_PENDING;
+	op->ev_type = write ? PS_TP_EV_WRITE_DONE : PS_TP_EV_SEND_DONE;
+	return op;
+}
+
+/* The op whose last WR is @w is queued: account for it and ask for a flush. */
+static inline void op_commit(struct rd_conn *c, struct rd_op *op, const struct rd_wqe *w,
+			     uint64_t bytes, uint64_t copied)
+{
+	if (!(w->wr.send_flags & IBV_SEND_SIGNALED))
+		c->unsig_ops++;
+	op->seq_last = w->seq;
+	c->op_head++;
+	c->msgs_sent++;
+	stats_of(c)->tx_ops++;
+	stats_of(c)->tx_bytes += bytes;
+	stats_of(c)->bytes_copied += copied;
+	ps_rdma_flushq_add(c);
+}
+
+/*
+ * The common op, in one walk: at most max_sge elements, each non-empty one registered, room
+ * for it now. Its SGEs are checked and written straight into the WR slot (adjacent elements of
+ * one region merged, as gather_walk() does), and it goes inline when it fits. Anything else
+ * (an element to copy, a longer list, no room) returns RD_GATHER_COPY for the general path,
+ * which finds the same errors about the list. A ping-pong's per-message instructions fell by a
+ * third with it (callgrind over the fake, docs/performance.md).
+ */
+static int op_queue_one_wr(struct rd_conn *c, const struct ps_tp_sge *sgl, int nsge,
+			   const struct ps_tp_rbuf *dst, uint32_t imm, void *ctx)
+{
+	const struct ps_tp_dev *dev = &c->loop->dev->base;
+	struct ibv_sge *s = wqe_at(c, c->sq_head)->sge;
+	uint64_t total = 0;
+	uint32_t k = 0;
+	struct rd_wqe *w;
+	struct rd_op *op;
+
+	if (nsge > (int)c->max_sge || !op_room(c, 1))
+		return RD_GATHER_COPY;
+	for (int i = 0; i < nsge; i++) {
+		const struct ps_tp_mr *mr = sgl[i].mr;
+		uintptr_t a = (uintptr_t)sgl[i].addr, base;
+		uint32_t len = sgl[i].len;
+
+		if (!len)
+			continue;
+		if (!a)
+			return -EINVAL;
+		if (!mr)
+			return RD_GATHER_COPY;
+		base = (uintptr_t)mr->info.addr;
+		if (mr->dev != dev || a < base || a - base > mr->info.len ||
+		    len > mr->info.len - (a - base))
+			return -EINVAL;
+		total += len;
+		if (k && s[k - 1].lkey == mr->info.lkey && s[k - 1].addr + s[k - 1].length == a) {
+			s[k - 1].length += len;
+			continue;
+		}
+		s[k++] = (struct ibv_sge){.addr = a, .length = len, .lkey = mr->info.lkey};
+	}
+	if (dst ? total > dst->len : total > c->max_msg)
+		return -EMSGSIZE;
+	op = op_open(c, dst != NULL, ctx);
+	w = wqe_queue(c, ctx != NULL);
+	w->wr.num_sge = (int)k;
+	if (dst) {
+		w->wr.opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
+		w->wr.imm_data = htonl(imm);
+		w->wr.wr.rdma.remote_addr = dst->addr;
+		w->wr.wr.rdma.rkey = dst->rkey;
+	} else {
+		w->wr.opcode = IBV_WR_SEND_WITH_IMM;
+		w->wr.imm_data = 0; /* the credits, at flush */
+	}
+	if (c->max_inline && total <= c->max_inline)
+		w->wr.send_flags |= IBV_SEND_INLINE;
+	op_commit(c, op, w, total, 0);
+	return 0;
+}
+
+/*
+ * The general path: long lists, copies, splits (op_post() tried the one-WR path first). Not
+ * inlined into op_post(): its frame and the gather state's initialisation would then be paid
+ * by every op, the one-WR ones included.
+ */
+static __attribute__((noinline)) int op_queue(struct rd_conn *c, const struct ps_tp_sge *sgl,
+					      int nsge, const struct ps_tp_rbuf *dst, uint32_t imm,
+					      void *ctx)
 {
 	struct gather g = {.c = c, .keep = UINT32_MAX, .vbase = 1ull << 62};
 	uint32_t keep = UINT32_MAX, nwr, chunks = 1, nout;
@@ -307,8 +404,6 @@ static int op_queue(struct rd_conn *c, const struct ps_tp_sge *sgl, int nsge,
 	bool inl = false, built;
 	int rc;
 
-	if (c->state != RD_CONN_OPEN)
-		return c->state == RD_CONN_DEAD ? PS_EPEER_LOST : -ENOTCONN;
 	rc = dst ? op_build_zc(c, &g, sgl, nsge, dst) : RD_GATHER_COPY;
 	if (rc < 0)
 		return rc;
@@ -347,11 +442,7 @@ static int op_queue(struct rd_conn *c, const struct ps_tp_sge *sgl, int nsge,
 	if (copied && !(bounce = bounce_alloc(c, copied)))
 		return eagain(c, nwr, copied);
 
-	op = &c->ops[c->op_head % c->send_depth];
-	op->ctx = ctx;
-	op->bounce_end = c->bounce_head;
-	op->state = RD_OP_PENDING;
-	op->ev_type = dst ? PS_TP_EV_WRITE_DONE : PS_TP_EV_SEND_DONE;
+	op = op_open(c, dst != NULL, ctx);
 
 	/* Build the SGEs into the WR slots from sq_head on. */
 	if (inl) {
@@ -403,7 +494,7 @@ static int op_queue(struct rd_conn *c, const struct ps_tp_sge *sgl, int nsge,
 		}
 		if (chunks > 1) {
 			/* The trailer; its bytes live in the op's slot of trailers[]. */
-			uint8_t *t = c->trailers + (c->op_head % c->send_depth) * RD_TRAILER_LEN;
+			uint8_t *t = c->trailers + (c->op_head & c->op_mask) * RD_TRAILER_LEN;
 
 			rd_put32(t, (uint32_t)g.total);
 			rd_put32(t + 4, imm);
@@ -418,27 +509,30 @@ static int op_queue(struct rd_conn *c, const struct ps_tp_sge *sgl, int nsge,
 				w->wr.send_flags |= IBV_SEND_INLINE;
 		}
 	}
-	if (!(w->wr.send_flags & IBV_SEND_SIGNALED))
-		c->unsig_ops++;
-	op->seq_last = w->seq;
-	c->op_head++;
-	c->msgs_sent++;
-	stats_of(c)->tx_ops++;
-	stats_of(c)->tx_bytes += g.total;
-	stats_of(c)->bytes_copied += copied;
-	ps_rdma_flushq_add(c);
+	op_commit(c, op, w, g.total, copied);
 	return 0;
+}
+
+static int op_post(struct rd_conn *c, const struct ps_tp_sge *sgl, int nsge,
+		   const struct ps_tp_rbuf *dst, uint32_t imm, void *ctx)
+{
+	int rc;
+
+	if (c->state != RD_CONN_OPEN)
+		return c->state == RD_CONN_DEAD ? PS_EPEER_LOST : -ENOTCONN;
+	rc = op_queue_one_wr(c, sgl, nsge, dst, imm, ctx);
+	return rc == RD_GATHER_COPY ? op_queue(c, sgl, nsge, dst, imm, ctx) : rc;
 }
 
 int ps_rdma_send(struct ps_tp_conn *conn, const struct ps_tp_sge *sgl, int nsge, void *ctx)
 {
-	return op_queue(rd_conn_of(conn), sgl, nsge, NULL, 0, ctx);
+	return op_post(rd_conn_of(conn), sgl, nsge, NULL, 0, ctx);
 }
 
 int ps_rdma_write_imm(struct ps_tp_conn *conn, const struct ps_tp_sge *sgl, int nsge,
 		      const struct ps_tp_rbuf *dst, uint32_t imm, void *ctx)
 {
-	return op_queue(rd_conn_of(conn), sgl, nsge, dst, imm, ctx);
+	return op_post(rd_conn_of(conn), sgl, nsge, dst, imm, ctx);
 }
 
 /* ---- flush ---------------------------------------------------------------------------------- */
@@ -446,7 +540,7 @@ int ps_rdma_write_imm(struct ps_tp_conn *conn, const struct ps_tp_sge *sgl, int 
 /* Queue an RDMA WRITE of our cumulative "released" count into the peer's credit word. */
 static void credit_queue(struct rd_conn *c)
 {
-	uint64_t *src = &c->credit_src[c->sq_head % c->sq_depth];
+	uint64_t *src = &c->credit_src[c->sq_head & c->sq_mask];
 	struct rd_wqe *w;
 
 	/*
@@ -581,15 +675,16 @@ void ps_rdma_recv_release(struct ps_tp_conn *conn, void *buf)
 {
 	struct rd_conn *c = rd_conn_of(conn);
 	uintptr_t off = (uintptr_t)buf - (uintptr_t)c->rxbuf;
+	uintptr_t idx = c->rx_shift ? off >> c->rx_shift : off / c->rx_stride;
 	struct rd_rx *rx;
 
-	if ((uintptr_t)buf < (uintptr_t)c->rxbuf || off % c->rx_stride ||
-	    off / c->rx_stride >= c->recv_depth) {
+	if ((uintptr_t)buf < (uintptr_t)c->rxbuf || idx * c->rx_stride != off ||
+	    idx >= c->recv_depth) {
 		ps_log_err(RD_LOG, "%s: release of %p: not a receive buffer of this connection",
 			   c->base.peer, buf);
 		return;
 	}
-	rx = &c->rx[off / c->rx_stride];
+	rx = &c->rx[idx];
 	if (rx->state != RD_RX_HELD) {
 		ps_log_err(RD_LOG, "%s: release of %p: not held (released twice?)", c->base.peer,
 			   buf);
@@ -604,7 +699,7 @@ void ps_rdma_recv_release(struct ps_tp_conn *conn, void *buf)
 static void ops_reclaim(struct rd_conn *c)
 {
 	while (c->op_tail < c->op_comp) {
-		struct rd_op *op = &c->ops[c->op_tail % c->send_depth];
+		struct rd_op *op = &c->ops[c->op_tail & c->op_mask];
 
 		if (op->state != RD_OP_DONE)
 			break;
@@ -624,7 +719,7 @@ static void ops_reclaim(struct rd_conn *c)
 static void ops_complete(struct rd_conn *c, uint64_t done, int status)
 {
 	while (c->op_comp < c->op_head) {
-		uint32_t slot = (uint32_t)(c->op_comp % c->send_depth);
+		uint32_t slot = (uint32_t)(c->op_comp & c->op_mask);
 		struct rd_op *op = &c->ops[slot];
 
 		if (op->seq_last >= done)
