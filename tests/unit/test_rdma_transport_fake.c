@@ -439,6 +439,34 @@ static void test_credits_written_when_due(void **state)
 }
 
 /*
+ * Credits pending below the thresholds wait off the flush queue: busy polls write nothing (and
+ * no longer walk the connection each time), the poll about to sleep writes them, once.
+ */
+static void test_parked_credits_written_on_sleep(void **state)
+{
+	struct ps_tp_event ev;
+	struct ps_tp_sge sge;
+	uint64_t wrs0;
+	struct fx f;
+
+	fx_open(&f);
+	sge = (struct ps_tp_sge){.addr = f.buf, .len = 64, .mr = f.mr};
+	spin_send(&f, f.cli, &sge);
+	spin_event(&f, PS_TP_EV_RECV, f.srv, true); /* released: 1 credit pending, not due */
+	while (ps_tp_poll(f.loop, &ev, 1, 0) > 0)
+		; /* the client's SEND_DONE */
+	wrs0 = send_wrs();
+	for (int i = 0; i < 1000; i++)
+		assert_int_equal(ps_tp_poll(f.loop, &ev, 1, 0), 0);
+	assert_int_equal(send_wrs(), wrs0);
+	assert_int_equal(ps_tp_poll(f.loop, &ev, 1, 20), 0); /* sleeps: the credit goes */
+	assert_int_equal(send_wrs(), wrs0 + 1);
+	assert_int_equal(ps_tp_poll(f.loop, &ev, 1, 20), 0);
+	assert_int_equal(send_wrs(), wrs0 + 1);
+	fx_close(&f);
+}
+
+/*
  * A write_imm whose gather list is longer than max_sge (2 here) is split over RDMA_WRITEs and
  * ends with a trailer SEND: the receiver sees one WRITE_IMM with the total length and the
  * caller's imm, the bytes in place, and the trailer's credits count.
@@ -810,6 +838,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_no_device, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_credits_ride_on_sends, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_credits_written_when_due, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_parked_credits_written_on_sleep, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_split_write_imm_trailer, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_split_write_imm_mixed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_one_wr_path, setup, teardown),

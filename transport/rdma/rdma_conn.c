@@ -175,8 +175,7 @@ void ps_rdma_conn_free(struct rd_conn *c)
 		c->reap = false;
 	}
 	set_state(c, RD_CONN_CLOSING);
-	if (rd_list_linked(&c->flush_link))
-		rd_list_del(&c->flush_link);
+	ps_rdma_flush_unlink(c);
 	if (rd_list_linked(&c->starved_link))
 		rd_list_del(&c->starved_link);
 	if (c->id) {
@@ -339,8 +338,7 @@ void ps_rdma_conn_break(struct rd_conn *c, int status)
 	set_state(c, RD_CONN_DEAD);
 	/* Moves the QP to the error state (the rest flushes) and tells the peer, if it is there. */
 	ps_vshim_cm_disconnect(c->id);
-	if (rd_list_linked(&c->flush_link))
-		rd_list_del(&c->flush_link);
+	ps_rdma_flush_unlink(c);
 	if (rd_list_linked(&c->starved_link))
 		rd_list_del(&c->starved_link);
 	ps_rdma_ops_fail(c);

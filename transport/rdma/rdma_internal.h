@@ -308,6 +308,8 @@ struct rd_loop {
 	struct rd_list conns;		  /* every connection, handshaking ones included */
 	struct rd_list listeners;	  /* open listeners */
 	struct rd_list flushq;		  /* connections with WRs, reposts or credits to post */
+	struct rd_list credq;		  /* connections whose only flush work is credits not
+					   * yet due: flushed when the loop is about to sleep */
 	struct rd_list starved;		  /* refused an op (-EAGAIN); poll returns when it can */
 	uint32_t nconns;		  /* entries of conns (<= opts.max_conns) */
 	uint32_t nflushing;		  /* open connections with a flushed completion (grace) */
@@ -412,7 +414,9 @@ struct rd_conn {
 	enum rd_conn_state state;    /* see enum rd_conn_state */
 	int connect_rc;		     /* active set-up: 0 while in progress or done, else why */
 	struct rd_list link;	     /* loop->conns */
-	struct rd_list flush_link;   /* loop->flushq while something waits for a flush */
+	struct rd_list flush_link;   /* loop->flushq while something waits for a flush, or
+				      * loop->credq (on_credq) while only credits not yet due do */
+	bool on_credq;		     /* flush_link is on loop->credq */
 	struct rd_list starved_link; /* loop->starved while an op refused (-EAGAIN) waits */
 	uint32_t starved_nwr;	     /* what it needs: WR slots, */
 	uint64_t starved_bytes;	     /* bounce bytes (and a credit and an op slot) */
@@ -556,6 +560,14 @@ int ps_rdma_write_imm(struct ps_tp_conn *conn, const struct ps_tp_sge *sgl, int 
 void ps_rdma_recv_release(struct ps_tp_conn *conn, void *buf);
 /* Put @c on the loop's flush queue (idempotent). */
 void ps_rdma_flushq_add(struct rd_conn *c);
+
+/* Take @c off the flush queue or the credit queue, whichever holds it. */
+static inline void ps_rdma_flush_unlink(struct rd_conn *c)
+{
+	if (rd_list_linked(&c->flush_link))
+		rd_list_del(&c->flush_link);
+	c->on_credq = false;
+}
 /*
  * Post what @c has queued: receive reposts (one post_recv), the send chain (one post_send = one
  * doorbell) with our "released" count in every SEND's imm, and before it a credit write if one

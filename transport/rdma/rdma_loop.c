@@ -252,6 +252,7 @@ int ps_rdma_loop_create(struct ps_tp_dev *dev, const struct ps_tp_loop_opts *opt
 	rd_list_init(&l->conns);
 	rd_list_init(&l->listeners);
 	rd_list_init(&l->flushq);
+	rd_list_init(&l->credq);
 	rd_list_init(&l->starved);
 	if (o->recv_depth > RD_MAX_DEPTH || o->send_depth > RD_MAX_DEPTH ||
 	    o->recv_depth > d->max_qp_wr) {
@@ -369,15 +370,23 @@ int ps_rdma_loop_fd(struct ps_tp_loop *loop)
 
 /* ---- flush and poll ------------------------------------------------------------------------ */
 
-static void flush_all(struct rd_loop *l, bool force_credit)
+static void flush_list(struct rd_list *q, bool force_credit)
 {
 	struct rd_list *n, *next;
 
-	/* A flush takes only its own connection off the list, so the saved next stays valid. */
-	for (n = l->flushq.next; n != &l->flushq; n = next) {
+	/* A flush moves only its own connection off the list, so the saved next stays valid. */
+	for (n = q->next; n != q; n = next) {
 		next = n->next;
 		ps_rdma_conn_flush(container_of(n, struct rd_conn, flush_link), force_credit);
 	}
+}
+
+/* Flush what is queued; @force_credit (the loop is about to sleep): every pending credit too. */
+static void flush_all(struct rd_loop *l, bool force_credit)
+{
+	flush_list(&l->flushq, force_credit);
+	if (force_credit)
+		flush_list(&l->credq, true);
 }
 
 int ps_rdma_flush(struct ps_tp_loop *loop)

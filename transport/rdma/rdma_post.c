@@ -57,6 +57,8 @@ static inline struct ps_tp_stats *stats_of(struct rd_conn *c)
 
 void ps_rdma_flushq_add(struct rd_conn *c)
 {
+	if (c->on_credq)
+		ps_rdma_flush_unlink(c);
 	if (!rd_list_linked(&c->flush_link))
 		rd_list_add_tail(&c->loop->flushq, &c->flush_link);
 }
@@ -583,10 +585,11 @@ void ps_rdma_conn_flush(struct rd_conn *c, bool force_credit)
 	struct ibv_send_wr *bad_s;
 	struct ibv_recv_wr *bad_r;
 	uint64_t pending;
+	bool due;
 	int rc;
 
 	if (c->state != RD_CONN_OPEN) {
-		rd_list_del(&c->flush_link);
+		ps_rdma_flush_unlink(c);
 		return;
 	}
 	/* Receive buffers before the credit write that announces them. */
@@ -610,10 +613,9 @@ void ps_rdma_conn_flush(struct rd_conn *c, bool force_credit)
 	if (c->sq_head > c->sq_posted && credits_ride(c))
 		c->credit_written = c->reposted;
 	pending = c->reposted - c->credit_written;
-	if (pending &&
-	    (pending >= c->credit_thresh || force_credit ||
-	     c->rx_count - c->credit_written >= c->recv_depth / 2) &&
-	    c->sq_head - c->sq_done < c->sq_depth)
+	due = pending && (pending >= c->credit_thresh || force_credit ||
+			  c->rx_count - c->credit_written >= c->recv_depth / 2);
+	if (due && c->sq_head - c->sq_done < c->sq_depth)
 		credit_queue(c);
 	if (c->sq_head > c->sq_posted) {
 		struct rd_wqe *last = wqe_at(c, c->sq_head - 1);
@@ -634,9 +636,19 @@ void ps_rdma_conn_flush(struct rd_conn *c, bool force_credit)
 		}
 		c->sq_posted = c->sq_head;
 	}
-	/* Stay queued while credits are pending but not written (the idle test comes later). */
-	if (c->reposted == c->credit_written)
+	/*
+	 * Credits pending but not due: park the connection on the credit queue, which only the
+	 * poll about to sleep walks (on the flush queue every busy poll would call this for it).
+	 * New work, a repost or a receive (ps_rdma_rx_done()) brings it back. Due but no room in
+	 * the send queue: stay, completions make room.
+	 */
+	if (c->reposted == c->credit_written) {
+		ps_rdma_flush_unlink(c);
+	} else if (!due && !c->on_credq) {
 		rd_list_del(&c->flush_link);
+		rd_list_add_tail(&c->loop->credq, &c->flush_link);
+		c->on_credq = true;
+	}
 }
 
 /* ---- receive buffers ------------------------------------------------------------------------ */
@@ -796,6 +808,8 @@ void ps_rdma_rx_done(struct rd_rx *rx, const struct ibv_wc *wc)
 	}
 	c->rx_count++;
 	stats_of(c)->rx_ops++;
+	if (c->on_credq) /* the buffers held may now make the parked credits due */
+		ps_rdma_flushq_add(c);
 	if (wc->opcode == IBV_WC_RECV_RDMA_WITH_IMM) {
 		rx->state = RD_RX_IMM;
 		stats_of(c)->rx_bytes += wc->byte_len;
