@@ -11,13 +11,17 @@
 #   psplus-bench-tp --transport rdma on the same device:
 #     write_bw 64 KiB, send_lat 64 B, gather 256 rows x 256 B from a registered 1 GiB table
 #
-# The four perftest/psplus comparison runs are repeated PS_BENCH_REPEAT times, interleaved. The
+# The perftest/psplus comparison runs are repeated PS_BENCH_REPEAT times, interleaved; in each
+# repetition the latency pair runs PS_BENCH_LAT_PAIRS times (this host's latency is bimodal:
+# either tool's typical latency jumps from ~16 to ~30 us for a whole run now and then, so more
+# short pairs give a steadier median of the per-pair ratios). The
 # gather runs once, as PS_BENCH_GATHER_PAIRS pairs of rounds in one connection: a gather round,
 # then a round writing the same 64 KiB as one row of the same table (the contiguous baseline:
 # same memory, same direction, one SGE). It prints each tool's output, "raw..." lines, then the
 # lines scripts/bench-rxe.sh and people read (medians of the per-repetition / per-pair ratios):
 #   ratio write_bw_64k <psplus / perftest>              (target >= 0.9)
-#   ratio send_lat_64 <psplus p50 / perftest t_typical> (one-way both; lower is better; <= 1.2)
+#   ratio send_lat_64 <psplus p50 / perftest t_typical> (one-way both; lower is better; <= 1.2;
+#                                                        the median over every latency pair)
 #   ratio gather_256x256 <gather bw / contiguous 64 KiB bw>               (target >= 0.85)
 #   info write_bw_64k_events <psplus -e / perftest>     (both psplus ends sleep on events)
 #   copied_bytes gather <n>                             (the sender's bytes_copied; must be 0)
@@ -48,8 +52,9 @@
 # PS_BENCH_DURATION (s, default 6), PS_BENCH_MARGIN (s, default 1), PS_BENCH_LAT_ITERS
 # (default 1000, perftest's), PS_BENCH_TABLE (gather table, default 1G),
 # PS_BENCH_START_TIMEOUT (default 180: the gather server fills and registers its table first),
-# PS_BENCH_REPEAT (interleaved repetitions of the four comparison runs, default 3; the ratios
-# are the medians of the per-repetition ratios), PS_BENCH_GATHER_PAIRS (default 5),
+# PS_BENCH_REPEAT (interleaved repetitions of the comparison runs, default 3; the ratios are the
+# medians of the per-repetition ratios), PS_BENCH_LAT_PAIRS (latency pairs per repetition,
+# default 3), PS_BENCH_GATHER_PAIRS (default 5),
 # PS_BENCH_PARTS (default "transport e2e"), PS_BENCH_PS_CLIENTS (psplus-bench-ps -q, default 1),
 # PS_BENCH_PS_ARGS (more psplus-bench-ps options).
 set -uo pipefail
@@ -71,6 +76,7 @@ lat_iters=${PS_BENCH_LAT_ITERS:-1000}
 table=${PS_BENCH_TABLE:-1G}
 start_timeout=${PS_BENCH_START_TIMEOUT:-180}
 repeat=${PS_BENCH_REPEAT:-3}
+lat_pairs=${PS_BENCH_LAT_PAIRS:-3}
 gather_pairs=${PS_BENCH_GATHER_PAIRS:-5}
 parts=${PS_BENCH_PARTS:-transport e2e}
 read -r -a sdevs <<<"${PS_RXE_DEVS:-rxe0 rxe1}"
@@ -220,9 +226,11 @@ transport_runs() {
 	for ((rep = 1; rep <= repeat; rep++)); do
 		# The latency pair first: right after the bandwidth runs both tools ran slower and
 		# apart (psplus 1.24-1.26 x perftest there, 1.10 on its own; docs/performance.md).
-		pt "pt_send_lat_64.$rep" ib_send_lat -R -d "$dev" -s 64 -n "$lat_iters"
-		tp "tp_send_lat_64.$rep" -t send_lat -s 64 -n "$lat_iters" \
-			--json "$out/tp_send_lat_64.$rep.json"
+		for ((k = 1; k <= lat_pairs; k++)); do
+			pt "pt_send_lat_64.$rep.$k" ib_send_lat -R -d "$dev" -s 64 -n "$lat_iters"
+			tp "tp_send_lat_64.$rep.$k" -t send_lat -s 64 -n "$lat_iters" \
+				--json "$out/tp_send_lat_64.$rep.$k.json"
+		done
 		pt "pt_write_bw_64k.$rep" ib_write_bw -R -d "$dev" -s 65536 "${bw[@]}"
 		tp "tp_write_bw_64k.$rep" -t write_bw -s 64K "${bw[@]}" \
 			--json "$out/tp_write_bw_64k.$rep.json"
@@ -287,17 +295,19 @@ transport_summary() {
 	for ((rep = 1; rep <= repeat; rep++)); do
 		pt_bw=$(col "$out/pt_write_bw_64k.$rep.log" 'average[MB/sec]' 65536)
 		tp_bw=$(col "$out/tp_write_bw_64k.$rep.log" 'average[MB/sec]' 65536)
-		pt_lat=$(col "$out/pt_send_lat_64.$rep.log" 't_typical[usec]' 64)
-		tp_lat=$(col "$out/tp_send_lat_64.$rep.log" 't_typical[usec]' 64)
 		tp_bw_e=$(col "$out/tp_write_bw_64k_e.$rep.log" 'average[MB/sec]' 65536)
 		r_bw+=("$(ratio "$tp_bw" "$pt_bw")")
 		r_bw_e+=("$(ratio "$tp_bw_e" "$pt_bw")")
-		r_lat+=("$(ratio "$tp_lat" "$pt_lat")")
 		tp_bws+=("${tp_bw:-nan}")
 		echo "raw.$rep write_bw_64k psplus=${tp_bw:-?} perftest=${pt_bw:-?} MB/sec ratio" \
 			"${r_bw[-1]} (psplus -e: ${tp_bw_e:-?}, ratio ${r_bw_e[-1]})"
-		echo "raw.$rep send_lat_64 psplus_p50=${tp_lat:-?} perftest_t_typical=${pt_lat:-?}" \
-			"usec (one-way) ratio ${r_lat[-1]}"
+		for ((k = 1; k <= lat_pairs; k++)); do
+			pt_lat=$(col "$out/pt_send_lat_64.$rep.$k.log" 't_typical[usec]' 64)
+			tp_lat=$(col "$out/tp_send_lat_64.$rep.$k.log" 't_typical[usec]' 64)
+			r_lat+=("$(ratio "$tp_lat" "$pt_lat")")
+			echo "raw.$rep.$k send_lat_64 psplus_p50=${tp_lat:-?}" \
+				"perftest_t_typical=${pt_lat:-?} usec (one-way) ratio ${r_lat[-1]}"
+		done
 	done
 	g=$out/tp_gather_256x256.log
 	gline=$(grep -m1 '^ gather_vs_contiguous ' "$g" 2>/dev/null)

@@ -33,7 +33,8 @@
 # passed into the guest: PS_BENCH_DURATION (default 6), PS_BENCH_MARGIN (default 1),
 # PS_BENCH_LAT_ITERS (default 1000), PS_BENCH_TABLE (default 1G), PS_BENCH_START_TIMEOUT
 # (default 180), PS_BENCH_REPEAT (default 3 interleaved repetitions; the ratios are the medians
-# of the per-repetition ratios), PS_BENCH_GATHER_PAIRS (default 5), PS_BENCH_PARTS (default
+# of the per-repetition ratios), PS_BENCH_LAT_PAIRS (latency pairs per repetition, default 3;
+# send_lat_64 is the median over all of them), PS_BENCH_GATHER_PAIRS (default 5), PS_BENCH_PARTS (default
 # "transport e2e"), PS_BENCH_PS_CLIENTS (psplus-bench-ps -q, default 1), PS_BENCH_PS_ARGS.
 set -euo pipefail
 
@@ -64,7 +65,7 @@ export PS_RXE_TIMEOUT=${PS_RXE_TIMEOUT:-2400}
 export PS_RXE_NDEV=${PS_RXE_NDEV:-2}
 ((PS_RXE_NDEV >= 2)) || die "PS_RXE_NDEV must be at least 2 (one rxe device per server)"
 export PS_RXE_PASSENV="PS_BENCH_DURATION PS_BENCH_MARGIN PS_BENCH_LAT_ITERS PS_BENCH_TABLE
-PS_BENCH_START_TIMEOUT PS_BENCH_REPEAT PS_BENCH_GATHER_PAIRS PS_BENCH_PARTS PS_BENCH_PS_CLIENTS
+PS_BENCH_START_TIMEOUT PS_BENCH_REPEAT PS_BENCH_LAT_PAIRS PS_BENCH_GATHER_PAIRS PS_BENCH_PARTS PS_BENCH_PS_CLIENTS
 PS_BENCH_PS_ARGS"
 rc=0
 "$root/scripts/rxe-run.sh" "$root/perf/rxe_bench_inner.sh" "$build" | tee "$out/bench-rxe.log" ||
