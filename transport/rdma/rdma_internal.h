@@ -395,10 +395,11 @@ struct rd_rx {
 
 /*
  * A connection control block. Send side: op slots form a ring, ops[i & op_mask] for
- * op_tail <= i < op_head (a power of two >= send_depth slots, at most send_depth in use); [op_tail, op_comp) are complete (waiting for event delivery or
- * reclaim), [op_comp, op_head) pending. WR sequence numbers: [sq_done, sq_posted) are on the
- * QP, [sq_posted, sq_head) queued for the next flush (chained in wqes[]), sq_head - sq_done <=
- * sq_depth. All counters are 64-bit and never wrap in practice.
+ * op_tail <= i < op_head (a power of two >= send_depth slots, at most send_depth in use);
+ * [op_tail, op_comp) are complete (waiting for event delivery or reclaim), [op_comp, op_head)
+ * pending. WR sequence numbers: [sq_done, sq_posted) are on the QP, [sq_posted, sq_head) queued
+ * for the next flush (chained in wqes[]), sq_head - sq_done <= sq_depth. All counters are 64-bit
+ * and never wrap in practice.
  *
  * Registered memory, one mmap per connection (page-aligned, on the dev's NUMA node):
  *   [credit page: the credit word]                      ctrl_mr (LOCAL|REMOTE_WRITE)

@@ -6,10 +6,11 @@
  * Gather lists. Elements with an mr go to the NIC as they are (zero copy); adjacent elements
  * that are contiguous in the same region share one SGE. The common op (at most max_sge elements,
  * all registered, room for it now) is checked and built in one walk straight into its WR slot
- * (op_queue_one_wr()); everything else is planned by gather walks (op_queue()). Elements without an mr are copied into
- * the connection's registered bounce ring (stats.bytes_copied). A message that fits the QP's
- * inline size goes inline instead: the provider copies it into the WQE at post time, so neither
- * registration nor bounce is needed (not counted as copied: no bounce buffer is involved).
+ * (op_queue_one_wr()); everything else is planned by gather walks (op_queue()). Elements
+ * without an mr are copied into the connection's registered bounce ring (stats.bytes_copied).
+ * A message that fits the QP's inline size goes inline instead: the provider copies it into the
+ * WQE at post time, so neither registration nor bounce is needed (not counted as copied: no
+ * bounce buffer is involved).
  *   - write_imm: SGEs beyond max_sge split over chained RDMA_WRITEs to consecutive remote
  *     addresses, all zero copy. One WR: RDMA_WRITE_WITH_IMM. More: RDMA_WRITEs, then a
  *     SEND_WITH_IMM carrying the total length (4 bytes LE), because the receiver of a
