@@ -303,7 +303,7 @@ struct rd_loop {
 	bool cm_ready;			  /* epoll saw cm_ch->fd readable */
 	bool fd_shared;			  /* ps_tp_loop_fd was called: polls drain the fd */
 	uint32_t cm_polls;		  /* polls since the coarse clock was last read */
-	uint64_t cm_read_ms;		  /* coarse clock at the last read of the cm channel */
+	uint64_t cm_read_ms;		  /* coarse clock at the last periodic cm read */
 	int epfd;			  /* loop_fd: comp_ch->fd, cm_ch->fd and evq.wakefd */
 	struct rd_list conns;		  /* every connection, handshaking ones included */
 	struct rd_list listeners;	  /* open listeners */

@@ -180,26 +180,34 @@ void ps_rdma_cm_dispatch(struct rd_loop *l, struct rdma_cm_event *ev)
 	ps_rdma_reap(l);
 }
 
-/* Is a read of the cm channel due (see RD_CM_PERIOD_MS)? Inline: every poll asks. */
+/*
+ * Is a read of the cm channel due (see RD_CM_PERIOD_MS)? Inline: every poll asks. The clock is
+ * read here only, for the periodic read; a read for another reason (epoll, a handshake) does
+ * not restart the period, which costs at most one early empty read.
+ */
 static inline bool cm_due(struct rd_loop *l)
 {
+	uint64_t now;
+
 	if (l->cm_ready || l->ncm_wait)
 		return true;
 	if (++l->cm_polls < RD_CM_CLOCK_EVERY)
 		return false;
 	l->cm_polls = 0;
-	return ps_clock_coarse_ms() - l->cm_read_ms >= RD_CM_PERIOD_MS;
+	now = ps_clock_coarse_ms();
+	if (now - l->cm_read_ms < RD_CM_PERIOD_MS)
+		return false;
+	l->cm_read_ms = now;
+	return true;
 }
 
 /* Read and dispatch what waits on the cm channel (when cm_due()). */
 static void cm_progress(struct rd_loop *l)
 {
-	uint64_t now = ps_clock_coarse_ms();
 	struct rdma_cm_event *ev;
 	int rc;
 
 	l->cm_ready = false;
-	l->cm_read_ms = now;
 	for (int i = 0; i < RD_CM_BUDGET; i++) {
 		rc = ps_vshim_cm_event_get(l->cm_ch, 0, &ev);
 		if (rc) {
