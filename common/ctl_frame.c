@@ -15,19 +15,7 @@
 
 #include "common/clock.h"
 #include "common/ctl.h"
-
-static void whyf(char *why, size_t whylen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void whyf(char *why, size_t whylen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!why || !whylen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(why, whylen, fmt, ap);
-	va_end(ap);
-}
+#include "common/errbuf.h"
 
 static void put_be32(uint8_t *p, uint32_t v)
 {
@@ -102,22 +90,22 @@ int ps_ctl_decode(const uint8_t *buf, size_t len, ps_ctl_env_t **out, char *why,
 	env = psplus__ctl__envelope__unpack(NULL, len, buf);
 	if (!env) {
 		if (peek_version(buf, len, &ver) && ver != PS_CTL_PROTO_VERSION) {
-			whyf(why, whylen, "proto_version %u, this build speaks %u", ver,
-			     PS_CTL_PROTO_VERSION);
+			ps_errf(why, whylen, "proto_version %u, this build speaks %u", ver,
+				PS_CTL_PROTO_VERSION);
 			return PS_EPROTO_VERSION;
 		}
-		whyf(why, whylen, "%zu-byte envelope does not decode", len);
+		ps_errf(why, whylen, "%zu-byte envelope does not decode", len);
 		return PS_EBAD_MESSAGE;
 	}
 	if (env->proto_version != PS_CTL_PROTO_VERSION) {
-		whyf(why, whylen, "proto_version %u, this build speaks %u", env->proto_version,
-		     PS_CTL_PROTO_VERSION);
+		ps_errf(why, whylen, "proto_version %u, this build speaks %u", env->proto_version,
+			PS_CTL_PROTO_VERSION);
 		psplus__ctl__envelope__free_unpacked(env, NULL);
 		return PS_EPROTO_VERSION;
 	}
 	/* Same version but no body we know: a sender of our version never produces that. */
 	if (env->body_case == PSPLUS__CTL__ENVELOPE__BODY__NOT_SET) {
-		whyf(why, whylen, "envelope without a body");
+		ps_errf(why, whylen, "envelope without a body");
 		psplus__ctl__envelope__free_unpacked(env, NULL);
 		return PS_EBAD_MESSAGE;
 	}
@@ -173,17 +161,17 @@ static int reader_start_body(struct ps_ctl_reader *r)
 {
 	r->body_len = get_be32(r->hdr);
 	if (r->body_len == 0) {
-		whyf(r->why, sizeof(r->why), "zero-length frame");
+		ps_errf(r->why, sizeof(r->why), "zero-length frame");
 		return PS_EBAD_MESSAGE;
 	}
 	if (r->body_len > r->max_frame) {
-		whyf(r->why, sizeof(r->why), "frame length %u exceeds the limit of %u bytes",
-		     r->body_len, r->max_frame);
+		ps_errf(r->why, sizeof(r->why), "frame length %u exceeds the limit of %u bytes",
+			r->body_len, r->max_frame);
 		return PS_EBAD_MESSAGE;
 	}
 	r->body = malloc(r->body_len);
 	if (!r->body) {
-		whyf(r->why, sizeof(r->why), "out of memory for a %u-byte frame", r->body_len);
+		ps_errf(r->why, sizeof(r->why), "out of memory for a %u-byte frame", r->body_len);
 		return -ENOMEM;
 	}
 	r->body_got = 0;
@@ -256,24 +244,24 @@ int ps_ctl_reader_read_fd(struct ps_ctl_reader *r, int fd, ps_ctl_env_t **out)
 				return 0;
 			if (errno != ECONNRESET && errno != EPIPE) {
 				rc = -errno;
-				whyf(r->why, sizeof(r->why), "recv: %s", strerror(-rc));
+				ps_errf(r->why, sizeof(r->why), "recv: %s", strerror(-rc));
 				return rc;
 			}
 			n = 0; /* a reset is a close without the courtesy */
 		}
 		if (n == 0) {
 			if (!ps_ctl_reader_mid_frame(r)) {
-				whyf(r->why, sizeof(r->why), "connection closed by peer");
+				ps_errf(r->why, sizeof(r->why), "connection closed by peer");
 				return PS_EPEER_LOST;
 			}
 			if (r->hdr_got < PS_CTL_HDR_LEN)
-				whyf(r->why, sizeof(r->why),
-				     "truncated frame: closed after %u of %u prefix bytes",
-				     r->hdr_got, PS_CTL_HDR_LEN);
+				ps_errf(r->why, sizeof(r->why),
+					"truncated frame: closed after %u of %u prefix bytes",
+					r->hdr_got, PS_CTL_HDR_LEN);
 			else
-				whyf(r->why, sizeof(r->why),
-				     "truncated frame: closed after %u of %u bytes", r->body_got,
-				     r->body_len);
+				ps_errf(r->why, sizeof(r->why),
+					"truncated frame: closed after %u of %u bytes", r->body_got,
+					r->body_len);
 			return PS_EBAD_MESSAGE;
 		}
 		if (r->hdr_got < PS_CTL_HDR_LEN) {
@@ -366,12 +354,13 @@ int ps_ctl_recv(int fd, int timeout_ms, int stop_fd, ps_ctl_env_t **out, char *w
 			break;
 		}
 		if (rc < 0) {
-			whyf(why, whylen, "%s", r.why);
+			ps_errf(why, whylen, "%s", r.why);
 			break;
 		}
 		rc = wait_fd(fd, POLLIN, stop_fd, deadline);
 		if (rc) {
-			whyf(why, whylen, "%s", rc == PS_ETIMEOUT ? "no reply in time" : "stopped");
+			ps_errf(why, whylen, "%s",
+				rc == PS_ETIMEOUT ? "no reply in time" : "stopped");
 			break;
 		}
 	}

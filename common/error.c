@@ -2,9 +2,13 @@
  * The error table: project codes and errno values to text.
  */
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <psplus/error.h>
+
+#include "common/errbuf.h"
 
 const char *ps_strerror(int err)
 {
@@ -47,4 +51,15 @@ const char *ps_err_name(int err)
 		err = -err;
 	s = strerrorname_np(err);
 	return s ? s : "UNKNOWN";
+}
+
+void ps_errf(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err || !errlen)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
 }

@@ -15,8 +15,16 @@
  *                 One key=value per line; '#' starts a comment line; unknown keys are ignored
  *                 (so newer writers can add keys); format, addr and server_num are required,
  *                 each at most once. The file is at most PS_KV_FILE_MAX bytes.
- *   zk://...      needs the ZooKeeper C client, which this build does not include: every call
- *                 returns PS_EUNSUPPORTED_SCHEME with a message saying so.
+ *   zk://h1:p1[,h2:p2...]/path
+ *                 the same text as the data of the persistent znode /path in that ZooKeeper
+ *                 ensemble (common/kv_zk.c). Publishing creates the znode's missing parents
+ *                 (empty, persistent) and replaces the data in one write; a read is one get;
+ *                 removal with @expect deletes only the version it compared (another
+ *                 scheduler's later entry stays). Each call opens a session and closes it;
+ *                 ps_kv_wait() keeps one for the whole wait. A session that cannot connect
+ *                 within 10 s (ps_kv_wait(): its own deadline) is PS_ETIMEOUT, with a message
+ *                 naming the ensemble. Builds without the ZooKeeper C client (libzookeeper-mt)
+ *                 return PS_EUNSUPPORTED_SCHEME for zk:// with a message saying so.
  *   none://       cannot hold an address: PS_EBAD_URL.
  *   plugin://     no plugin kv backends yet: PS_EUNSUPPORTED_SCHEME.
  *
@@ -47,7 +55,8 @@ struct ps_kv_entry {
  * ps_kv_publish() - write @e at @url, replacing any previous entry atomically.
  *
  * Returns 0, PS_EBAD_URL, PS_EUNSUPPORTED_SCHEME, -EINVAL (empty host, zero port or
- * server_num), or -errno from the file system (-ENOENT when the directory does not exist).
+ * server_num), -errno from the file system (-ENOENT when the directory does not exist), or for
+ * zk:// PS_ETIMEOUT (no server reachable), -EACCES (the znode's ACL) or -EIO.
  */
 int ps_kv_publish(const char *url, const struct ps_kv_entry *e, char *err, size_t errlen);
 

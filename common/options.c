@@ -10,6 +10,7 @@
 
 #include <psplus/error.h>
 
+#include "common/errbuf.h"
 #include "common/options.h"
 
 struct opt {
@@ -104,19 +105,6 @@ static struct opt *find_arg(const struct ps_opt_parser *p, const char *arg, size
 	return NULL;
 }
 
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 /* "--server_id (-si)" for messages. */
 static const char *opt_label(const struct ps_opt_spec *s, char *buf, size_t len)
 {
@@ -141,27 +129,27 @@ static int check_value(const struct ps_opt_spec *s, const char *v, char *err, si
 		return 0;
 	case PS_OPT_BOOL:
 		if (ps_opt_parse_bool(v, &bv)) {
-			errf(err, errlen, "option %s: '%s' is not a boolean (use True or False)",
-			     opt_label(s, label, sizeof(label)), v);
+			ps_errf(err, errlen, "option %s: '%s' is not a boolean (use True or False)",
+				opt_label(s, label, sizeof(label)), v);
 			return PS_EBAD_OPTION;
 		}
 		return 0;
 	case PS_OPT_INT:
 		rc = ps_opt_parse_int(v, &iv);
 		if (rc == -ERANGE) {
-			errf(err, errlen, "option %s: '%s' does not fit in a 64-bit integer",
-			     opt_label(s, label, sizeof(label)), v);
+			ps_errf(err, errlen, "option %s: '%s' does not fit in a 64-bit integer",
+				opt_label(s, label, sizeof(label)), v);
 			return PS_EBAD_OPTION;
 		}
 		if (rc) {
-			errf(err, errlen, "option %s: '%s' is not an integer",
-			     opt_label(s, label, sizeof(label)), v);
+			ps_errf(err, errlen, "option %s: '%s' is not an integer",
+				opt_label(s, label, sizeof(label)), v);
 			return PS_EBAD_OPTION;
 		}
 		if ((s->min || s->max) && (iv < s->min || iv > s->max)) {
-			errf(err, errlen,
-			     "option %s: %" PRId64 " is out of range [%" PRId64 ", %" PRId64 "]",
-			     opt_label(s, label, sizeof(label)), iv, s->min, s->max);
+			ps_errf(err, errlen,
+				"option %s: %" PRId64 " is out of range [%" PRId64 ", %" PRId64 "]",
+				opt_label(s, label, sizeof(label)), iv, s->min, s->max);
 			return PS_EBAD_OPTION;
 		}
 		return 0;
@@ -229,7 +217,8 @@ int ps_opt_parse(struct ps_opt_parser *p, int argc, char *const argv[], char *er
 		int rc;
 
 		if (arg[0] != '-' || !arg[1]) {
-			errf(err, errlen, "unexpected argument '%s' (options start with '-')", arg);
+			ps_errf(err, errlen, "unexpected argument '%s' (options start with '-')",
+				arg);
 			return PS_EBAD_OPTION;
 		}
 		len = strlen(arg);
@@ -240,13 +229,13 @@ int ps_opt_parse(struct ps_opt_parser *p, int argc, char *const argv[], char *er
 		}
 		o = find_arg(p, arg, len);
 		if (!o) {
-			errf(err, errlen, "unknown option '%.*s' (see --help)", (int)len, arg);
+			ps_errf(err, errlen, "unknown option '%.*s' (see --help)", (int)len, arg);
 			return PS_EBAD_OPTION;
 		}
 		opt_label(&o->spec, label, sizeof(label));
 		if (o->spec.type == PS_OPT_FLAG) {
 			if (eq) {
-				errf(err, errlen, "option %s takes no value", label);
+				ps_errf(err, errlen, "option %s takes no value", label);
 				return PS_EBAD_OPTION;
 			}
 			val = "1";
@@ -254,7 +243,7 @@ int ps_opt_parse(struct ps_opt_parser *p, int argc, char *const argv[], char *er
 			val = eq + 1;
 		} else {
 			if (i + 1 >= argc) {
-				errf(err, errlen, "option %s needs a value", label);
+				ps_errf(err, errlen, "option %s needs a value", label);
 				return PS_EBAD_OPTION;
 			}
 			val = argv[++i];
@@ -277,8 +266,8 @@ int ps_opt_check_required(const struct ps_opt_parser *p, uint32_t groups, char *
 		const struct opt *o = &p->opts[i];
 
 		if ((o->spec.required & groups) && !o->nvalues) {
-			errf(err, errlen, "missing required option %s",
-			     opt_label(&o->spec, label, sizeof(label)));
+			ps_errf(err, errlen, "missing required option %s",
+				opt_label(&o->spec, label, sizeof(label)));
 			return PS_EBAD_OPTION;
 		}
 	}

@@ -11,6 +11,7 @@
 
 #include <psplus/error.h>
 
+#include "common/errbuf.h"
 #include "common/options.h"
 #include "common/url.h"
 
@@ -22,19 +23,6 @@ static char plugin_schemes[MAX_PLUGIN_SCHEMES][PS_URL_SCHEME_MAX];
 static size_t nplugin_schemes;
 
 static const char *const builtin_schemes[] = {"file", "none", "zk"};
-
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 static bool scheme_name_ok(const char *s, size_t len)
 {
@@ -97,39 +85,40 @@ int ps_url_parse_hostport(const char *s, uint16_t default_port, struct ps_url_ho
 	int64_t port;
 
 	if (!s) {
-		errf(err, errlen, "missing address");
+		ps_errf(err, errlen, "missing address");
 		return -EINVAL;
 	}
 	if (*s == '[') {
 		hend = strchr(s, ']');
 		if (!hend) {
-			errf(err, errlen, "'%s': unterminated '[' in IPv6 address", s);
+			ps_errf(err, errlen, "'%s': unterminated '[' in IPv6 address", s);
 			return -EINVAL;
 		}
 		host = s + 1;
 		hlen = (size_t)(hend - host);
 		colon = hend[1] == ':' ? hend + 1 : NULL;
 		if (hend[1] && !colon) {
-			errf(err, errlen, "'%s': expected ':port' after ']'", s);
+			ps_errf(err, errlen, "'%s': expected ':port' after ']'", s);
 			return -EINVAL;
 		}
 	} else {
 		colon = strrchr(s, ':');
 		if (colon && memchr(s, ':', (size_t)(colon - s))) {
-			errf(err, errlen, "'%s': IPv6 addresses need brackets, e.g. [::1]:7000", s);
+			ps_errf(err, errlen, "'%s': IPv6 addresses need brackets, e.g. [::1]:7000",
+				s);
 			return -EINVAL;
 		}
 		hlen = colon ? (size_t)(colon - s) : strlen(s);
 	}
 	if (hlen >= PS_URL_HOST_MAX) {
-		errf(err, errlen, "'%s': host name too long", s);
+		ps_errf(err, errlen, "'%s': host name too long", s);
 		return -EINVAL;
 	}
 	for (size_t i = 0; i < hlen; i++) {
 		unsigned char c = (unsigned char)host[i];
 
 		if (!isalnum(c) && c != '.' && c != '-' && c != '_' && c != ':' && c != '%') {
-			errf(err, errlen, "'%s': invalid character '%c' in host", s, c);
+			ps_errf(err, errlen, "'%s': invalid character '%c' in host", s, c);
 			return -EINVAL;
 		}
 	}
@@ -137,14 +126,14 @@ int ps_url_parse_hostport(const char *s, uint16_t default_port, struct ps_url_ho
 	out->host[hlen] = '\0';
 	if (!colon) {
 		if (!default_port) {
-			errf(err, errlen, "'%s': missing ':port'", s);
+			ps_errf(err, errlen, "'%s': missing ':port'", s);
 			return -EINVAL;
 		}
 		out->port = default_port;
 		return 0;
 	}
 	if (ps_opt_parse_int(colon + 1, &port) || port < 1 || port > 65535) {
-		errf(err, errlen, "'%s': port must be a number from 1 to 65535", s);
+		ps_errf(err, errlen, "'%s': port must be a number from 1 to 65535", s);
 		return -EINVAL;
 	}
 	out->port = (uint16_t)port;
@@ -158,12 +147,13 @@ static int parse_file(const char *url, const char *rest, struct ps_url *out, cha
 	if (!strncmp(rest, "localhost/", 10))
 		rest += 9;
 	if (rest[0] != '/') {
-		errf(err, errlen,
-		     "'%s': a file URL needs an absolute path (file:///path, three slashes)", url);
+		ps_errf(err, errlen,
+			"'%s': a file URL needs an absolute path (file:///path, three slashes)",
+			url);
 		return PS_EBAD_URL;
 	}
 	if (strlen(rest) >= PS_URL_PATH_MAX) {
-		errf(err, errlen, "'%s': path too long", url);
+		ps_errf(err, errlen, "'%s': path too long", url);
 		return PS_EBAD_URL;
 	}
 	strcpy(out->path, rest);
@@ -177,7 +167,7 @@ static int parse_zk(const char *url, const char *rest, struct ps_url *out, char 
 	char hp[PS_URL_HOST_MAX + 16], sub[256];
 
 	if (!slash || slash == rest) {
-		errf(err, errlen, "'%s': expected zk://host:port[,host:port...]/path", url);
+		ps_errf(err, errlen, "'%s': expected zk://host:port[,host:port...]/path", url);
 		return PS_EBAD_URL;
 	}
 	/* A '/' inside brackets cannot happen: hosts are names or addresses. */
@@ -187,15 +177,15 @@ static int parse_zk(const char *url, const char *rest, struct ps_url *out, char 
 		size_t len = (size_t)(end - p);
 
 		if (!len) {
-			errf(err, errlen, "'%s': empty host in the ensemble list", url);
+			ps_errf(err, errlen, "'%s': empty host in the ensemble list", url);
 			return PS_EBAD_URL;
 		}
 		if (out->nhosts == PS_URL_MAX_HOSTS) {
-			errf(err, errlen, "'%s': more than %d hosts", url, PS_URL_MAX_HOSTS);
+			ps_errf(err, errlen, "'%s': more than %d hosts", url, PS_URL_MAX_HOSTS);
 			return PS_EBAD_URL;
 		}
 		if (len >= sizeof(hp)) {
-			errf(err, errlen, "'%s': host too long", url);
+			ps_errf(err, errlen, "'%s': host too long", url);
 			return PS_EBAD_URL;
 		}
 		memcpy(hp, p, len);
@@ -203,24 +193,24 @@ static int parse_zk(const char *url, const char *rest, struct ps_url *out, char 
 		if (ps_url_parse_hostport(hp, ZK_DEFAULT_PORT, &out->hosts[out->nhosts], sub,
 					  sizeof(sub)) ||
 		    !out->hosts[out->nhosts].host[0]) {
-			errf(err, errlen, "'%s': bad host: %s", url,
-			     out->hosts[out->nhosts].host[0] ? sub : "empty host name");
+			ps_errf(err, errlen, "'%s': bad host: %s", url,
+				out->hosts[out->nhosts].host[0] ? sub : "empty host name");
 			return PS_EBAD_URL;
 		}
 		out->nhosts++;
 		p = comma ? comma + 1 : slash;
 		if (comma && p == slash) {
-			errf(err, errlen, "'%s': empty host in the ensemble list", url);
+			ps_errf(err, errlen, "'%s': empty host in the ensemble list", url);
 			return PS_EBAD_URL;
 		}
 	}
 	if (!slash[1] || slash[strlen(slash) - 1] == '/' || strstr(slash, "//")) {
-		errf(err, errlen, "'%s': the znode path must be non-empty, e.g. /psplus/sched",
-		     url);
+		ps_errf(err, errlen, "'%s': the znode path must be non-empty, e.g. /psplus/sched",
+			url);
 		return PS_EBAD_URL;
 	}
 	if (strlen(slash) >= PS_URL_PATH_MAX) {
-		errf(err, errlen, "'%s': path too long", url);
+		ps_errf(err, errlen, "'%s': path too long", url);
 		return PS_EBAD_URL;
 	}
 	strcpy(out->path, slash);
@@ -234,17 +224,18 @@ int ps_url_parse(const char *s, struct ps_url *out, char *err, size_t errlen)
 
 	memset(out, 0, sizeof(*out));
 	if (!s || !*s) {
-		errf(err, errlen, "empty URL");
+		ps_errf(err, errlen, "empty URL");
 		return PS_EBAD_URL;
 	}
 	sep = strstr(s, "://");
 	if (!sep) {
-		errf(err, errlen, "'%s': not a URL (expected scheme://..., e.g. file:///tmp/x)", s);
+		ps_errf(err, errlen, "'%s': not a URL (expected scheme://..., e.g. file:///tmp/x)",
+			s);
 		return PS_EBAD_URL;
 	}
 	slen = (size_t)(sep - s);
 	if (!scheme_name_ok(s, slen)) {
-		errf(err, errlen, "'%s': invalid scheme '%.*s'", s, (int)slen, s);
+		ps_errf(err, errlen, "'%s': invalid scheme '%.*s'", s, (int)slen, s);
 		return PS_EBAD_URL;
 	}
 	memcpy(out->scheme, s, slen);
@@ -256,20 +247,20 @@ int ps_url_parse(const char *s, struct ps_url *out, char *err, size_t errlen)
 		return parse_zk(s, sep, out, err, errlen);
 	if (!strcmp(out->scheme, "none")) {
 		if (*sep) {
-			errf(err, errlen, "'%s': none:// takes nothing after the scheme", s);
+			ps_errf(err, errlen, "'%s': none:// takes nothing after the scheme", s);
 			return PS_EBAD_URL;
 		}
 		return 0;
 	}
 	if (!is_registered(s, slen)) {
-		errf(err, errlen,
-		     "'%s': unsupported scheme '%s' (built in: file, none, zk; others "
-		     "come from plugins)",
-		     s, out->scheme);
+		ps_errf(err, errlen,
+			"'%s': unsupported scheme '%s' (built in: file, none, zk; others "
+			"come from plugins)",
+			s, out->scheme);
 		return PS_EUNSUPPORTED_SCHEME;
 	}
 	if (strlen(sep) >= PS_URL_PATH_MAX) {
-		errf(err, errlen, "'%s': too long", s);
+		ps_errf(err, errlen, "'%s': too long", s);
 		return PS_EBAD_URL;
 	}
 	strcpy(out->path, sep);

@@ -48,12 +48,12 @@ int ps_ckpt_root_path(const char *root, char *out, size_t len, char *err, size_t
 	int rc;
 
 	if (!root || !*root) {
-		mio_errf(err, errlen, "empty checkpoint root");
+		ps_errf(err, errlen, "empty checkpoint root");
 		return PS_EBAD_URL;
 	}
 	if (!strstr(root, "://")) {
 		if (mio_path(out, len, "%s", root)) {
-			mio_errf(err, errlen, "'%s': path too long", root);
+			ps_errf(err, errlen, "'%s': path too long", root);
 			return PS_EBAD_URL;
 		}
 		return 0;
@@ -62,12 +62,12 @@ int ps_ckpt_root_path(const char *root, char *out, size_t len, char *err, size_t
 	if (rc)
 		return rc;
 	if (strcmp(u.scheme, "file")) {
-		mio_errf(err, errlen, "'%s': checkpoints are read and written under file:// roots",
-			 root);
+		ps_errf(err, errlen, "'%s': checkpoints are read and written under file:// roots",
+			root);
 		return PS_EUNSUPPORTED_SCHEME;
 	}
 	if (mio_path(out, len, "%s", u.path)) {
-		mio_errf(err, errlen, "'%s': path too long", root);
+		ps_errf(err, errlen, "'%s': path too long", root);
 		return PS_EBAD_URL;
 	}
 	return 0;
@@ -90,7 +90,7 @@ static int parse_index(const char *path, const char *s, size_t len, struct ps_ck
 	*out = NULL;
 	*n = 0;
 	if (len < sizeof(INDEX_MAGIC) - 1 || memcmp(s, INDEX_MAGIC, sizeof(INDEX_MAGIC) - 1)) {
-		mio_errf(err, errlen, "%s: bad magic (not a psplus checkpoint index)", path);
+		ps_errf(err, errlen, "%s: bad magic (not a psplus checkpoint index)", path);
 		return PS_ECORRUPT;
 	}
 	p += sizeof(INDEX_MAGIC) - 1;
@@ -103,35 +103,35 @@ static int parse_index(const char *path, const char *s, size_t len, struct ps_ck
 
 		lineno++;
 		if (!nl) {
-			mio_errf(err, errlen, "%s: truncated at offset %zu (line %zu unfinished)",
-				 path, len, lineno);
+			ps_errf(err, errlen, "%s: truncated at offset %zu (line %zu unfinished)",
+				path, len, lineno);
 			goto bad;
 		}
 		if (mio_split(p, (size_t)(nl - p), f, fl, 3) != 3 ||
 		    !mio_parse_dec(f[1], fl[1], &num) || !mio_parse_hex32(f[2], fl[2], &crc)) {
-			mio_errf(err, errlen, "%s: malformed line %zu at offset %zu", path, lineno,
-				 (size_t)(p - s));
+			ps_errf(err, errlen, "%s: malformed line %zu at offset %zu", path, lineno,
+				(size_t)(p - s));
 			goto bad;
 		}
 		if (fl[0] == 3 && !memcmp(f[0], "end", 3)) {
 			uint32_t want = ps_crc32c(0, s, (size_t)(p - s));
 
 			if (num != cnt) {
-				mio_errf(err, errlen,
-					 "%s: the end line counts %" PRIu64
-					 " checkpoints, %zu are listed",
-					 path, num, cnt);
+				ps_errf(err, errlen,
+					"%s: the end line counts %" PRIu64
+					" checkpoints, %zu are listed",
+					path, num, cnt);
 				goto bad;
 			}
 			if (crc != want) {
-				mio_errf(err, errlen,
-					 "%s: CRC mismatch (stored 0x%08x, computed 0x%08x)", path,
-					 crc, want);
+				ps_errf(err, errlen,
+					"%s: CRC mismatch (stored 0x%08x, computed 0x%08x)", path,
+					crc, want);
 				goto bad;
 			}
 			if (nl + 1 != end) {
-				mio_errf(err, errlen, "%s: %zu trailing bytes", path,
-					 (size_t)(end - nl - 1));
+				ps_errf(err, errlen, "%s: %zu trailing bytes", path,
+					(size_t)(end - nl - 1));
 				goto bad;
 			}
 			*out = e;
@@ -139,7 +139,7 @@ static int parse_index(const char *path, const char *s, size_t len, struct ps_ck
 			return 0;
 		}
 		if (fl[0] > PS_CKPT_NAME_MAX) {
-			mio_errf(err, errlen, "%s: line %zu: name too long", path, lineno);
+			ps_errf(err, errlen, "%s: line %zu: name too long", path, lineno);
 			goto bad;
 		}
 		{
@@ -154,7 +154,7 @@ static int parse_index(const char *path, const char *s, size_t len, struct ps_ck
 		memcpy(e[cnt].name, f[0], fl[0]);
 		e[cnt].name[fl[0]] = '\0';
 		if (!ps_ckpt_name_valid(e[cnt].name)) {
-			mio_errf(err, errlen, "%s: line %zu: bad name", path, lineno);
+			ps_errf(err, errlen, "%s: line %zu: bad name", path, lineno);
 			goto bad;
 		}
 		e[cnt].created_unix_ns = num;
@@ -232,11 +232,11 @@ int ps_ckpt_resolve(const char *root, const char *name, struct ps_ckpt_entry *ou
 		i = find_entry(e, n, name);
 	if (i < 0) {
 		if (!strcmp(name, "latest"))
-			mio_errf(err, errlen, "no checkpoint under %s (no complete one is indexed)",
-				 root);
+			ps_errf(err, errlen, "no checkpoint under %s (no complete one is indexed)",
+				root);
 		else
-			mio_errf(err, errlen, "no checkpoint '%s' under %s (%zu indexed)", name,
-				 root, n);
+			ps_errf(err, errlen, "no checkpoint '%s' under %s (%zu indexed)", name,
+				root, n);
 		free(e);
 		return -ENOENT;
 	}
@@ -256,20 +256,20 @@ int ps_ckpt_begin(const char *root, const char *name, char *dir, size_t dirlen, 
 	int lfd = -1, rc;
 
 	if (!ps_ckpt_name_valid(name)) {
-		mio_errf(err, errlen,
-			 "bad checkpoint name '%s' (1-%d of A-Z a-z 0-9 . _ -, not "
-			 "starting with '.' or '-', not 'latest' or 'index')",
-			 name ? name : "", PS_CKPT_NAME_MAX);
+		ps_errf(err, errlen,
+			"bad checkpoint name '%s' (1-%d of A-Z a-z 0-9 . _ -, not "
+			"starting with '.' or '-', not 'latest' or 'index')",
+			name ? name : "", PS_CKPT_NAME_MAX);
 		return -EINVAL;
 	}
 	if (ps_ckpt_dir(root, name, dir, dirlen)) {
-		mio_errf(err, errlen, "%s/%s: path too long", root, name);
+		ps_errf(err, errlen, "%s/%s: path too long", root, name);
 		return -ENAMETOOLONG;
 	}
 	rc = mio_mkdir_p(root);
 	if (rc) {
-		mio_errf(err, errlen, "%s: cannot create the checkpoint root: %s", root,
-			 strerror(-rc));
+		ps_errf(err, errlen, "%s: cannot create the checkpoint root: %s", root,
+			strerror(-rc));
 		return rc;
 	}
 	rc = mio_lock_dir(root, &lfd, err, errlen);
@@ -279,24 +279,24 @@ int ps_ckpt_begin(const char *root, const char *name, char *dir, size_t dirlen, 
 	if (rc)
 		goto out;
 	if (find_entry(e, n, name) >= 0) {
-		mio_errf(err, errlen, "checkpoint '%s' already exists under %s", name, root);
+		ps_errf(err, errlen, "checkpoint '%s' already exists under %s", name, root);
 		rc = -EEXIST;
 		goto out;
 	}
 	/* Not indexed but present: a save that crashed or was aborted. Its files are garbage. */
 	if (!lstat(dir, &st) && (rc = mio_remove_dir(dir))) {
-		mio_errf(err, errlen, "%s: cannot remove the leftover of an unfinished save: %s",
-			 dir, strerror(-rc));
+		ps_errf(err, errlen, "%s: cannot remove the leftover of an unfinished save: %s",
+			dir, strerror(-rc));
 		goto out;
 	}
 	if (mkdir(dir, 0755)) {
 		rc = -errno;
-		mio_errf(err, errlen, "%s: cannot create: %s", dir, strerror(-rc));
+		ps_errf(err, errlen, "%s: cannot create: %s", dir, strerror(-rc));
 		goto out;
 	}
 	rc = mio_fsync_dir(root);
 	if (rc)
-		mio_errf(err, errlen, "%s: fsync failed: %s", root, strerror(-rc));
+		ps_errf(err, errlen, "%s: fsync failed: %s", root, strerror(-rc));
 out:
 	free(e);
 	mio_unlock_dir(lfd);
@@ -314,13 +314,13 @@ static int check_part_files(const char *dir, const struct ps_ckpt_meta *m, char 
 			if (mio_path(p, sizeof(p), "%s/%s", dir, d->file))
 				return -ENAMETOOLONG;
 			if (stat(p, &st) || !S_ISREG(st.st_mode)) {
-				mio_errf(err, errlen, "%s: part file of '%s' missing", p,
-					 m->vars[i].name);
+				ps_errf(err, errlen, "%s: part file of '%s' missing", p,
+					m->vars[i].name);
 				return PS_ECORRUPT;
 			}
 			if ((uint64_t)st.st_size != d->size) {
-				mio_errf(err, errlen, "%s: %lld bytes, the metadata says %" PRIu64,
-					 p, (long long)st.st_size, d->size);
+				ps_errf(err, errlen, "%s: %lld bytes, the metadata says %" PRIu64,
+					p, (long long)st.st_size, d->size);
 				return PS_ECORRUPT;
 			}
 		}
@@ -347,7 +347,7 @@ int ps_ckpt_commit(const char *root, struct ps_ckpt_meta *m, char *err, size_t e
 	if (rc)
 		goto out;
 	if (find_entry(e, n, m->name) >= 0) {
-		mio_errf(err, errlen, "checkpoint '%s' already exists under %s", m->name, root);
+		ps_errf(err, errlen, "checkpoint '%s' already exists under %s", m->name, root);
 		rc = -EEXIST;
 		goto out;
 	}
@@ -357,8 +357,8 @@ int ps_ckpt_commit(const char *root, struct ps_ckpt_meta *m, char *err, size_t e
 	m->created_unix_ns = mio_now_ns();
 	rc = ps_ckpt_meta_encode(m, &buf, &len);
 	if (rc) {
-		mio_errf(err, errlen, "%s: cannot encode the metadata: %s", m->name,
-			 ps_strerror(rc));
+		ps_errf(err, errlen, "%s: cannot encode the metadata: %s", m->name,
+			ps_strerror(rc));
 		goto out;
 	}
 	/* The folder fsync inside makes the part renames durable as well as the metadata. */
@@ -407,7 +407,7 @@ int ps_ckpt_remove(const char *root, const char *name, char *err, size_t errlen)
 	int lfd = -1, rc;
 
 	if (!ps_ckpt_name_valid(name) || ps_ckpt_dir(root, name, dir, sizeof(dir))) {
-		mio_errf(err, errlen, "bad checkpoint name '%s'", name ? name : "");
+		ps_errf(err, errlen, "bad checkpoint name '%s'", name ? name : "");
 		return -EINVAL;
 	}
 	rc = mio_lock_dir(root, &lfd, err, errlen);
@@ -424,7 +424,7 @@ int ps_ckpt_remove(const char *root, const char *name, char *err, size_t errlen)
 			goto out;
 		mio_crash(PS_MIO_CRASH_REMOVE_UNLISTED);
 	} else if (lstat(dir, &st)) {
-		mio_errf(err, errlen, "no checkpoint '%s' under %s", name, root);
+		ps_errf(err, errlen, "no checkpoint '%s' under %s", name, root);
 		rc = -ENOENT;
 		goto out;
 	}
@@ -432,8 +432,8 @@ int ps_ckpt_remove(const char *root, const char *name, char *err, size_t errlen)
 	if (rc == -ENOENT)
 		rc = 0;
 	if (rc)
-		mio_errf(err, errlen, "%s: unlisted, but removing the folder failed: %s", dir,
-			 strerror(-rc));
+		ps_errf(err, errlen, "%s: unlisted, but removing the folder failed: %s", dir,
+			strerror(-rc));
 	else
 		mio_fsync_dir(root);
 out:
@@ -463,18 +463,18 @@ static int load_meta_entry(const char *root, const struct ps_ckpt_entry *ent,
 	}
 	crc = ps_crc32c(0, buf, len);
 	if (crc != ent->meta_crc) {
-		mio_errf(err, errlen,
-			 "%s: CRC mismatch with the index (index says 0x%08x, file has "
-			 "0x%08x)",
-			 path, ent->meta_crc, crc);
+		ps_errf(err, errlen,
+			"%s: CRC mismatch with the index (index says 0x%08x, file has "
+			"0x%08x)",
+			path, ent->meta_crc, crc);
 		free(buf);
 		return PS_ECORRUPT;
 	}
 	rc = ps_ckpt_meta_decode(buf, len, path, out, err, errlen);
 	free(buf);
 	if (!rc && strcmp((*out)->name, ent->name)) {
-		mio_errf(err, errlen, "%s: names checkpoint '%s', indexed as '%s'", path,
-			 (*out)->name, ent->name);
+		ps_errf(err, errlen, "%s: names checkpoint '%s', indexed as '%s'", path,
+			(*out)->name, ent->name);
 		ps_ckpt_meta_free(*out);
 		*out = NULL;
 		rc = PS_ECORRUPT;

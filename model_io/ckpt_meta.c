@@ -152,13 +152,13 @@ static int check_var(const struct ps_ckpt_var *v, char *err, size_t errlen)
 
 	if ((unsigned)v->spec.kind > PS_VAR_HASH128 || !v->spec.width ||
 	    v->nslots > PS_OPTIM_MAX_SLOTS || v->spec.dtype != PS_DTYPE_FLOAT32) {
-		mio_errf(err, errlen,
-			 "variable '%s' (id %" PRIu64 "): bad kind, dtype, width or slots", v->name,
-			 v->id);
+		ps_errf(err, errlen,
+			"variable '%s' (id %" PRIu64 "): bad kind, dtype, width or slots", v->name,
+			v->id);
 		return PS_ECORRUPT;
 	}
 	if (!is_hash(v->spec.kind) && !v->spec.rows) {
-		mio_errf(err, errlen, "variable '%s' (id %" PRIu64 "): no rows", v->name, v->id);
+		ps_errf(err, errlen, "variable '%s' (id %" PRIu64 "): no rows", v->name, v->id);
 		return PS_ECORRUPT;
 	}
 	dom = is_hash(v->spec.kind) ? PS_HASH_BUCKETS : v->spec.rows;
@@ -168,39 +168,39 @@ static int check_var(const struct ps_ckpt_var *v, char *err, size_t errlen)
 
 		if (!p->file[0] || p->file[0] == '.' || strchr(p->file, '/') ||
 		    !memchr(p->file, '\0', sizeof(p->file))) {
-			mio_errf(err, errlen, "variable '%s': part %zu has a bad file name",
-				 v->name, i);
+			ps_errf(err, errlen, "variable '%s': part %zu has a bad file name", v->name,
+				i);
 			return PS_ECORRUPT;
 		}
 		if (p->begin != at || p->end <= p->begin || p->end > dom) {
-			mio_errf(err, errlen,
-				 "variable '%s': part %s covers [%" PRIu64 ", %" PRIu64
-				 ") where [%" PRIu64 ", ...) is due (domain [0, %" PRIu64 "))",
-				 v->name, p->file, p->begin, p->end, at, dom);
+			ps_errf(err, errlen,
+				"variable '%s': part %s covers [%" PRIu64 ", %" PRIu64
+				") where [%" PRIu64 ", ...) is due (domain [0, %" PRIu64 "))",
+				v->name, p->file, p->begin, p->end, at, dom);
 			return PS_ECORRUPT;
 		}
 		if ((!is_hash(v->spec.kind) && p->rows != p->end - p->begin) ||
 		    p->rows > (UINT64_MAX >> 2) / rec ||
 		    p->size != PS_CKPT_PART_HEADER_BYTES + p->rows * rec) {
-			mio_errf(err, errlen,
-				 "variable '%s': part %s lists %" PRIu64 " rows and %" PRIu64
-				 " bytes, which do not agree",
-				 v->name, p->file, p->rows, p->size);
+			ps_errf(err, errlen,
+				"variable '%s': part %s lists %" PRIu64 " rows and %" PRIu64
+				" bytes, which do not agree",
+				v->name, p->file, p->rows, p->size);
 			return PS_ECORRUPT;
 		}
 		for (size_t j = 0; j < i; j++)
 			if (!strcmp(v->parts[j].file, p->file)) {
-				mio_errf(err, errlen, "variable '%s': part file %s listed twice",
-					 v->name, p->file);
+				ps_errf(err, errlen, "variable '%s': part file %s listed twice",
+					v->name, p->file);
 				return PS_ECORRUPT;
 			}
 		at = p->end;
 	}
 	if (at != dom) {
-		mio_errf(err, errlen,
-			 "variable '%s': parts cover [0, %" PRIu64 ") of the domain [0, %" PRIu64
-			 ")",
-			 v->name, at, dom);
+		ps_errf(err, errlen,
+			"variable '%s': parts cover [0, %" PRIu64 ") of the domain [0, %" PRIu64
+			")",
+			v->name, at, dom);
 		return PS_ECORRUPT;
 	}
 	return 0;
@@ -209,7 +209,7 @@ static int check_var(const struct ps_ckpt_var *v, char *err, size_t errlen)
 int ps_ckpt_meta_check(const struct ps_ckpt_meta *m, char *err, size_t errlen)
 {
 	if (!ps_ckpt_name_valid(m->name)) {
-		mio_errf(err, errlen, "bad checkpoint name '%s'", m->name);
+		ps_errf(err, errlen, "bad checkpoint name '%s'", m->name);
 		return -EINVAL;
 	}
 	for (size_t i = 0; i < m->nvars; i++) {
@@ -220,8 +220,8 @@ int ps_ckpt_meta_check(const struct ps_ckpt_meta *m, char *err, size_t errlen)
 		for (size_t j = 0; j < i; j++)
 			if (m->vars[j].id == m->vars[i].id ||
 			    (m->vars[i].name[0] && !strcmp(m->vars[j].name, m->vars[i].name))) {
-				mio_errf(err, errlen, "variable id %" PRIu64 " or name '%s' twice",
-					 m->vars[i].id, m->vars[i].name);
+				ps_errf(err, errlen, "variable id %" PRIu64 " or name '%s' twice",
+					m->vars[i].id, m->vars[i].name);
 				return PS_ECORRUPT;
 			}
 		/* Part file names must be unique across variables too: one folder. */
@@ -230,8 +230,8 @@ int ps_ckpt_meta_check(const struct ps_ckpt_meta *m, char *err, size_t errlen)
 				for (size_t b = 0; b < m->vars[j].nparts; b++)
 					if (!strcmp(m->vars[i].parts[a].file,
 						    m->vars[j].parts[b].file)) {
-						mio_errf(err, errlen, "part file %s listed twice",
-							 m->vars[i].parts[a].file);
+						ps_errf(err, errlen, "part file %s listed twice",
+							m->vars[i].parts[a].file);
 						return PS_ECORRUPT;
 					}
 	}
@@ -451,8 +451,8 @@ static int var_from_pb(const Psplus__Ckpt__Variable *pv, struct ps_ckpt_meta *m,
 	struct ps_ckpt_var *v;
 
 	if (strlen(pv->name) > PS_CKPT_VAR_NAME_MAX || pv->kind > PS_VAR_HASH128) {
-		mio_errf(err, errlen, "%s: variable id %" PRIu64 ": name too long or bad kind %u",
-			 what, pv->id, pv->kind);
+		ps_errf(err, errlen, "%s: variable id %" PRIu64 ": name too long or bad kind %u",
+			what, pv->id, pv->kind);
 		return PS_ECORRUPT;
 	}
 	spec.kind = (enum ps_var_kind)pv->kind;
@@ -469,8 +469,8 @@ static int var_from_pb(const Psplus__Ckpt__Variable *pv, struct ps_ckpt_meta *m,
 		spec.init.seed = pv->init->seed;
 	}
 	if (optim_from_pb(pv->optim, &spec.optim)) {
-		mio_errf(err, errlen, "%s: variable '%s': unknown optimizer kind %u", what,
-			 pv->name, pv->optim->kind);
+		ps_errf(err, errlen, "%s: variable '%s': unknown optimizer kind %u", what, pv->name,
+			pv->optim->kind);
 		return PS_ECORRUPT;
 	}
 	spec.admit_prob = pv->admit_prob;
@@ -483,8 +483,8 @@ static int var_from_pb(const Psplus__Ckpt__Variable *pv, struct ps_ckpt_meta *m,
 		struct ps_ckpt_part_desc d = {0};
 
 		if (strlen(pf->file) >= sizeof(d.file)) {
-			mio_errf(err, errlen, "%s: variable '%s': part file name too long", what,
-				 pv->name);
+			ps_errf(err, errlen, "%s: variable '%s': part file name too long", what,
+				pv->name);
 			return PS_ECORRUPT;
 		}
 		memcpy(d.file, pf->file, strlen(pf->file) + 1);
@@ -515,49 +515,49 @@ int ps_ckpt_meta_decode(const uint8_t *buf, size_t len, const char *what, struct
 
 	*out = NULL;
 	if (len < PS_CKPT_META_HEADER_BYTES) {
-		mio_errf(err, errlen, "%s: truncated at offset %zu (inside the %u-byte header)",
-			 what, len, PS_CKPT_META_HEADER_BYTES);
+		ps_errf(err, errlen, "%s: truncated at offset %zu (inside the %u-byte header)",
+			what, len, PS_CKPT_META_HEADER_BYTES);
 		return PS_ECORRUPT;
 	}
 	magic = mio_get32(buf);
 	blen = mio_get32(buf + offsetof(struct ps_ckpt_meta_hdr, length));
 	want = mio_get32(buf + offsetof(struct ps_ckpt_meta_hdr, crc32c));
 	if (magic != PS_CKPT_META_MAGIC) {
-		mio_errf(err, errlen, "%s: bad magic 0x%08x (want 0x%08x, \"PSCM\")", what, magic,
-			 PS_CKPT_META_MAGIC);
+		ps_errf(err, errlen, "%s: bad magic 0x%08x (want 0x%08x, \"PSCM\")", what, magic,
+			PS_CKPT_META_MAGIC);
 		return PS_ECORRUPT;
 	}
 	if (mio_get16(buf + 4) != PS_CKPT_FORMAT_VERSION || mio_get16(buf + 6)) {
-		mio_errf(err, errlen, "%s: format %u flags 0x%x, this build reads format %u", what,
-			 mio_get16(buf + 4), mio_get16(buf + 6), PS_CKPT_FORMAT_VERSION);
+		ps_errf(err, errlen, "%s: format %u flags 0x%x, this build reads format %u", what,
+			mio_get16(buf + 4), mio_get16(buf + 6), PS_CKPT_FORMAT_VERSION);
 		return PS_ECORRUPT;
 	}
 	if ((uint64_t)blen + PS_CKPT_META_HEADER_BYTES > len) {
-		mio_errf(err, errlen,
-			 "%s: truncated at offset %zu (the header promises %" PRIu64 " bytes)",
-			 what, len, (uint64_t)blen + PS_CKPT_META_HEADER_BYTES);
+		ps_errf(err, errlen,
+			"%s: truncated at offset %zu (the header promises %" PRIu64 " bytes)", what,
+			len, (uint64_t)blen + PS_CKPT_META_HEADER_BYTES);
 		return PS_ECORRUPT;
 	}
 	if ((uint64_t)blen + PS_CKPT_META_HEADER_BYTES < len) {
-		mio_errf(err, errlen, "%s: %zu trailing bytes", what,
-			 len - blen - PS_CKPT_META_HEADER_BYTES);
+		ps_errf(err, errlen, "%s: %zu trailing bytes", what,
+			len - blen - PS_CKPT_META_HEADER_BYTES);
 		return PS_ECORRUPT;
 	}
 	crc = ps_crc32c(0, buf + PS_CKPT_META_HEADER_BYTES, blen);
 	if (crc != want) {
-		mio_errf(err, errlen, "%s: CRC mismatch (header says 0x%08x, computed 0x%08x)",
-			 what, want, crc);
+		ps_errf(err, errlen, "%s: CRC mismatch (header says 0x%08x, computed 0x%08x)", what,
+			want, crc);
 		return PS_ECORRUPT;
 	}
 	c = psplus__ckpt__checkpoint__unpack(NULL, blen, buf + PS_CKPT_META_HEADER_BYTES);
 	if (!c) {
-		mio_errf(err, errlen, "%s: the protobuf does not decode", what);
+		ps_errf(err, errlen, "%s: the protobuf does not decode", what);
 		return PS_ECORRUPT;
 	}
 	if (c->format_version != PS_CKPT_FORMAT_VERSION || strlen(c->name) > PS_CKPT_NAME_MAX ||
 	    strlen(c->derived_from) > PS_CKPT_NAME_MAX) {
-		mio_errf(err, errlen, "%s: format version %u or a name too long", what,
-			 c->format_version);
+		ps_errf(err, errlen, "%s: format version %u or a name too long", what,
+			c->format_version);
 		psplus__ckpt__checkpoint__free_unpacked(c, NULL);
 		return PS_ECORRUPT;
 	}
@@ -576,7 +576,7 @@ int ps_ckpt_meta_decode(const uint8_t *buf, size_t len, const char *what, struct
 		rc = var_from_pb(c->variables[i], m, what, err, errlen);
 	psplus__ckpt__checkpoint__free_unpacked(c, NULL);
 	if (!rc && (rc = ps_ckpt_meta_check(m, sub, sizeof(sub)))) {
-		mio_errf(err, errlen, "%s: %s", what, sub);
+		ps_errf(err, errlen, "%s: %s", what, sub);
 		rc = PS_ECORRUPT;
 	}
 	if (rc) {

@@ -99,43 +99,43 @@ int ps_ckpt_part_header_decode(const uint8_t in[64], struct ps_ckpt_part_hdr *h,
 	h->header_crc = mio_get32(in + OFF(header_crc));
 
 	if (h->magic != PS_CKPT_PART_MAGIC) {
-		mio_errf(err, errlen, "bad magic 0x%08x (want 0x%08x, \"PSCP\"): not a part file",
-			 h->magic, PS_CKPT_PART_MAGIC);
+		ps_errf(err, errlen, "bad magic 0x%08x (want 0x%08x, \"PSCP\"): not a part file",
+			h->magic, PS_CKPT_PART_MAGIC);
 		return PS_ECORRUPT;
 	}
 	if (crc != h->header_crc) {
-		mio_errf(err, errlen, "header CRC mismatch (stored 0x%08x, computed 0x%08x)",
-			 h->header_crc, crc);
+		ps_errf(err, errlen, "header CRC mismatch (stored 0x%08x, computed 0x%08x)",
+			h->header_crc, crc);
 		return PS_ECORRUPT;
 	}
 	if (h->format != PS_CKPT_FORMAT_VERSION) {
-		mio_errf(err, errlen, "format version %u, this build reads %u", h->format,
-			 PS_CKPT_FORMAT_VERSION);
+		ps_errf(err, errlen, "format version %u, this build reads %u", h->format,
+			PS_CKPT_FORMAT_VERSION);
 		return PS_ECORRUPT;
 	}
 	if (h->flags) {
-		mio_errf(err, errlen, "unknown flags 0x%x", h->flags);
+		ps_errf(err, errlen, "unknown flags 0x%x", h->flags);
 		return PS_ECORRUPT;
 	}
 	if (h->kind > PS_VAR_HASH128 || !h->width || h->nslots > PS_OPTIM_MAX_SLOTS) {
-		mio_errf(err, errlen, "bad kind %u, width %u or slot count %u", h->kind, h->width,
-			 h->nslots);
+		ps_errf(err, errlen, "bad kind %u, width %u or slot count %u", h->kind, h->width,
+			h->nslots);
 		return PS_ECORRUPT;
 	}
 	if (h->begin >= h->end || (is_hash(h->kind) && h->end > PS_HASH_BUCKETS)) {
-		mio_errf(err, errlen, "bad range [%" PRIu64 ", %" PRIu64 ")", h->begin, h->end);
+		ps_errf(err, errlen, "bad range [%" PRIu64 ", %" PRIu64 ")", h->begin, h->end);
 		return PS_ECORRUPT;
 	}
 	if (!is_hash(h->kind) && h->rows != h->end - h->begin) {
-		mio_errf(err, errlen, "%" PRIu64 " rows for the range [%" PRIu64 ", %" PRIu64 ")",
-			 h->rows, h->begin, h->end);
+		ps_errf(err, errlen, "%" PRIu64 " rows for the range [%" PRIu64 ", %" PRIu64 ")",
+			h->rows, h->begin, h->end);
 		return PS_ECORRUPT;
 	}
 	rec = ps_ckpt_record_bytes(h->kind, h->width, h->nslots);
 	if (h->rows > (UINT64_MAX >> 2) / rec || h->content_bytes != h->rows * rec) {
-		mio_errf(err, errlen,
-			 "content size %" PRIu64 " is not %" PRIu64 " rows of %" PRIu64 " bytes",
-			 h->content_bytes, h->rows, rec);
+		ps_errf(err, errlen,
+			"content size %" PRIu64 " is not %" PRIu64 " rows of %" PRIu64 " bytes",
+			h->content_bytes, h->rows, rec);
 		return PS_ECORRUPT;
 	}
 	return 0;
@@ -171,8 +171,8 @@ int ps_ckpt_part_writer_create(const struct ps_ckpt_part_writer_opts *o,
 	if (!o || !o->dir || o->kind > PS_VAR_HASH128 || !o->width ||
 	    o->nslots > PS_OPTIM_MAX_SLOTS || o->begin >= o->end ||
 	    (is_hash(o->kind) && o->end > PS_HASH_BUCKETS) || (o->file && !file_name_ok(o->file))) {
-		mio_errf(err, errlen,
-			 "part writer: bad options (kind, width, slots, range or name)");
+		ps_errf(err, errlen,
+			"part writer: bad options (kind, width, slots, range or name)");
 		return -EINVAL;
 	}
 	w = calloc(1, sizeof(*w));
@@ -199,12 +199,12 @@ int ps_ckpt_part_writer_create(const struct ps_ckpt_part_writer_opts *o,
 	w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (w->fd < 0) {
 		rc = -errno;
-		mio_errf(err, errlen, "%s: cannot create: %s", w->tmp, strerror(-rc));
+		ps_errf(err, errlen, "%s: cannot create: %s", w->tmp, strerror(-rc));
 		goto fail;
 	}
 	rc = mio_write_all(w->fd, zero, sizeof(zero));
 	if (rc) {
-		mio_errf(err, errlen, "%s: write failed: %s", w->tmp, strerror(-rc));
+		ps_errf(err, errlen, "%s: write failed: %s", w->tmp, strerror(-rc));
 		goto fail;
 	}
 	rc = mio_wbuf_init(&w->wb, w->fd, w->tmp, PS_CKPT_PART_HEADER_BYTES, o->buffer_bytes);
@@ -213,7 +213,7 @@ int ps_ckpt_part_writer_create(const struct ps_ckpt_part_writer_opts *o,
 	*out = w;
 	return 0;
 toolong:
-	mio_errf(err, errlen, "%s: part file path too long", o->dir);
+	ps_errf(err, errlen, "%s: part file path too long", o->dir);
 	rc = -ENAMETOOLONG;
 fail:
 	ps_ckpt_part_writer_destroy(w);
@@ -518,7 +518,7 @@ int ps_ckpt_part_reader_open(const struct ps_ckpt_part_reader_opts *o,
 	*out = r;
 	return 0;
 fail:
-	mio_errf(err, errlen, "%s", r->errmsg);
+	ps_errf(err, errlen, "%s", r->errmsg);
 	ps_ckpt_part_reader_close(r);
 	return rc;
 }
@@ -723,14 +723,14 @@ int ps_ckpt_part_verify(const char *path, const struct ps_ckpt_part_desc *e, uin
 		  h->nslots != nslots || h->begin != e->begin || h->end != e->end ||
 		  h->rows != e->rows || PS_CKPT_PART_HEADER_BYTES + h->content_bytes != e->size ||
 		  h->content_crc != e->crc32c)) {
-		mio_errf(err, errlen,
-			 "%s: header does not match the metadata (var %" PRIu64 "/%" PRIu64
-			 ", kind %u/%u, width %u/%u, slots %u/%u, range [%" PRIu64 ", %" PRIu64
-			 ")/[%" PRIu64 ", %" PRIu64 "), rows %" PRIu64 "/%" PRIu64
-			 ", crc 0x%08x/0x%08x)",
-			 path, h->var_id, var_id, h->kind, (unsigned)kind, h->width, width,
-			 h->nslots, nslots, h->begin, h->end, e->begin, e->end, h->rows, e->rows,
-			 h->content_crc, e->crc32c);
+		ps_errf(err, errlen,
+			"%s: header does not match the metadata (var %" PRIu64 "/%" PRIu64
+			", kind %u/%u, width %u/%u, slots %u/%u, range [%" PRIu64 ", %" PRIu64
+			")/[%" PRIu64 ", %" PRIu64 "), rows %" PRIu64 "/%" PRIu64
+			", crc 0x%08x/0x%08x)",
+			path, h->var_id, var_id, h->kind, (unsigned)kind, h->width, width,
+			h->nslots, nslots, h->begin, h->end, e->begin, e->end, h->rows, e->rows,
+			h->content_crc, e->crc32c);
 		ps_ckpt_part_reader_close(r);
 		return PS_ECORRUPT;
 	}
@@ -745,7 +745,7 @@ int ps_ckpt_part_verify(const char *path, const struct ps_ckpt_part_desc *e, uin
 	if (progress)
 		progress(parg, ps_ckpt_part_reader_offset(r) - last);
 	if (rc)
-		mio_errf(err, errlen, "%s", ps_ckpt_part_reader_errmsg(r));
+		ps_errf(err, errlen, "%s", ps_ckpt_part_reader_errmsg(r));
 	ps_ckpt_part_reader_close(r);
 	return rc;
 }

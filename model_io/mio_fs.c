@@ -31,17 +31,6 @@ void mio_crash(int point)
 		_exit(PS_MIO_CRASH_EXIT);
 }
 
-void mio_errf(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 int mio_path(char *out, size_t len, const char *fmt, ...)
 {
 	va_list ap;
@@ -441,13 +430,13 @@ int mio_replace_file(const char *dir, const char *name, const void *data, size_t
 
 	if (mio_path(tmp, sizeof(tmp), "%s/.%s.tmp", dir, name) ||
 	    mio_path(fin, sizeof(fin), "%s/%s", dir, name)) {
-		mio_errf(err, errlen, "%s/%s: path too long", dir, name);
+		ps_errf(err, errlen, "%s/%s: path too long", dir, name);
 		return -ENAMETOOLONG;
 	}
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0) {
 		rc = -errno;
-		mio_errf(err, errlen, "%s: cannot create: %s", tmp, strerror(-rc));
+		ps_errf(err, errlen, "%s: cannot create: %s", tmp, strerror(-rc));
 		return rc;
 	}
 	rc = mio_write_all(fd, data, len);
@@ -455,21 +444,21 @@ int mio_replace_file(const char *dir, const char *name, const void *data, size_t
 		rc = -errno;
 	close(fd);
 	if (rc) {
-		mio_errf(err, errlen, "%s: write failed: %s", tmp, strerror(-rc));
+		ps_errf(err, errlen, "%s: write failed: %s", tmp, strerror(-rc));
 		unlink(tmp);
 		return rc;
 	}
 	mio_crash(crash_tmp);
 	if (rename(tmp, fin)) {
 		rc = -errno;
-		mio_errf(err, errlen, "%s: rename to %s failed: %s", tmp, fin, strerror(-rc));
+		ps_errf(err, errlen, "%s: rename to %s failed: %s", tmp, fin, strerror(-rc));
 		unlink(tmp);
 		return rc;
 	}
 	mio_crash(crash_renamed);
 	rc = mio_fsync_dir(dir);
 	if (rc)
-		mio_errf(err, errlen, "%s: fsync of the folder failed: %s", dir, strerror(-rc));
+		ps_errf(err, errlen, "%s: fsync of the folder failed: %s", dir, strerror(-rc));
 	return rc;
 }
 
@@ -486,18 +475,18 @@ int mio_read_file(const char *path, size_t max, uint8_t **out, size_t *len, char
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		rc = -errno;
-		mio_errf(err, errlen, "%s: cannot open: %s", path, strerror(-rc));
+		ps_errf(err, errlen, "%s: cannot open: %s", path, strerror(-rc));
 		return rc;
 	}
 	if (fstat(fd, &st)) {
 		rc = -errno;
-		mio_errf(err, errlen, "%s: cannot stat: %s", path, strerror(-rc));
+		ps_errf(err, errlen, "%s: cannot stat: %s", path, strerror(-rc));
 		close(fd);
 		return rc;
 	}
 	if ((uint64_t)st.st_size > max) {
-		mio_errf(err, errlen, "%s: %lld bytes, more than the %zu allowed", path,
-			 (long long)st.st_size, max);
+		ps_errf(err, errlen, "%s: %lld bytes, more than the %zu allowed", path,
+			(long long)st.st_size, max);
 		close(fd);
 		return -EFBIG;
 	}
@@ -509,7 +498,7 @@ int mio_read_file(const char *path, size_t max, uint8_t **out, size_t *len, char
 	rc = mio_pread_full(fd, buf, (size_t)st.st_size, 0, &got);
 	close(fd);
 	if (rc) {
-		mio_errf(err, errlen, "%s: read failed: %s", path, strerror(-rc));
+		ps_errf(err, errlen, "%s: read failed: %s", path, strerror(-rc));
 		free(buf);
 		return rc;
 	}
@@ -525,20 +514,20 @@ int mio_lock_dir(const char *dir, int *fd, char *err, size_t errlen)
 	int rc;
 
 	if (mio_path(p, sizeof(p), "%s/.lock", dir)) {
-		mio_errf(err, errlen, "%s: path too long", dir);
+		ps_errf(err, errlen, "%s: path too long", dir);
 		return -ENAMETOOLONG;
 	}
 	*fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
 	if (*fd < 0) {
 		rc = -errno;
-		mio_errf(err, errlen, "%s: cannot open the lock file: %s", p, strerror(-rc));
+		ps_errf(err, errlen, "%s: cannot open the lock file: %s", p, strerror(-rc));
 		return rc;
 	}
 	while (flock(*fd, LOCK_EX)) {
 		if (errno == EINTR)
 			continue;
 		rc = -errno;
-		mio_errf(err, errlen, "%s: flock failed: %s", p, strerror(-rc));
+		ps_errf(err, errlen, "%s: flock failed: %s", p, strerror(-rc));
 		close(*fd);
 		*fd = -1;
 		return rc;

@@ -11,6 +11,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "common/errbuf.h"
+
 /* ---- little-endian fields -------------------------------------------------------------------- */
 
 static inline void mio_put16(uint8_t *p, uint16_t v)
@@ -51,9 +53,6 @@ static inline uint64_t mio_get64(const uint8_t *p)
 #endif
 
 /* ---- errors ------------------------------------------------------------------------------------ */
-
-/** mio_errf() - snprintf into @err when it is not NULL. */
-void mio_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /** mio_now_ns() - CLOCK_REALTIME in nanoseconds. */
 uint64_t mio_now_ns(void);

@@ -69,18 +69,18 @@ int ps_sm_delta_header_decode(const uint8_t in[64], struct ps_sm_delta_hdr *h, c
 	h->content_crc = mio_get32(in + DOFF(content_crc));
 	h->header_crc = mio_get32(in + DOFF(header_crc));
 	if (h->magic != PS_SM_DELTA_MAGIC) {
-		mio_errf(err, errlen, "bad magic 0x%08x (want 0x%08x, \"PSSD\"): not a delta file",
-			 h->magic, PS_SM_DELTA_MAGIC);
+		ps_errf(err, errlen, "bad magic 0x%08x (want 0x%08x, \"PSSD\"): not a delta file",
+			h->magic, PS_SM_DELTA_MAGIC);
 		return PS_ECORRUPT;
 	}
 	if (crc != h->header_crc) {
-		mio_errf(err, errlen, "header CRC mismatch (stored 0x%08x, computed 0x%08x)",
-			 h->header_crc, crc);
+		ps_errf(err, errlen, "header CRC mismatch (stored 0x%08x, computed 0x%08x)",
+			h->header_crc, crc);
 		return PS_ECORRUPT;
 	}
 	if (h->format != PS_SM_DELTA_FORMAT || h->flags) {
-		mio_errf(err, errlen, "format %u flags 0x%x; this build reads format %u", h->format,
-			 h->flags, PS_SM_DELTA_FORMAT);
+		ps_errf(err, errlen, "format %u flags 0x%x; this build reads format %u", h->format,
+			h->flags, PS_SM_DELTA_FORMAT);
 		return PS_ECORRUPT;
 	}
 	return 0;
@@ -213,7 +213,7 @@ int ps_sm_manifest_read(const char *dir, struct ps_sm_manifest_entry **out, size
 	end = s + len;
 	if (len < sizeof(MANIFEST_MAGIC) - 1 ||
 	    memcmp(s, MANIFEST_MAGIC, sizeof(MANIFEST_MAGIC) - 1)) {
-		mio_errf(err, errlen, "%s: bad magic (not a psplus delta manifest)", path);
+		ps_errf(err, errlen, "%s: bad magic (not a psplus delta manifest)", path);
 		goto bad;
 	}
 	p = s + sizeof(MANIFEST_MAGIC) - 1;
@@ -223,8 +223,8 @@ int ps_sm_manifest_read(const char *dir, struct ps_sm_manifest_entry **out, size
 
 		lineno++;
 		if (!nl) {
-			mio_errf(err, errlen, "%s: truncated at offset %zu (line %zu unfinished)",
-				 path, len, lineno);
+			ps_errf(err, errlen, "%s: truncated at offset %zu (line %zu unfinished)",
+				path, len, lineno);
 			goto bad;
 		}
 		if (nl - p > 4 && !memcmp(p, "end ", 4)) {
@@ -236,18 +236,18 @@ int ps_sm_manifest_read(const char *dir, struct ps_sm_manifest_entry **out, size
 			if (mio_split(p, (size_t)(nl - p), f, fl, 3) != 3 ||
 			    !mio_parse_dec(f[1], fl[1], &count) ||
 			    !mio_parse_hex32(f[2], fl[2], &crc) || count != cnt) {
-				mio_errf(err, errlen, "%s: malformed end line %zu", path, lineno);
+				ps_errf(err, errlen, "%s: malformed end line %zu", path, lineno);
 				goto bad;
 			}
 			if (crc != want) {
-				mio_errf(err, errlen,
-					 "%s: CRC mismatch (stored 0x%08x, computed 0x%08x)", path,
-					 crc, want);
+				ps_errf(err, errlen,
+					"%s: CRC mismatch (stored 0x%08x, computed 0x%08x)", path,
+					crc, want);
 				goto bad;
 			}
 			if (nl + 1 != end) {
-				mio_errf(err, errlen, "%s: %zu trailing bytes", path,
-					 (size_t)(end - nl - 1));
+				ps_errf(err, errlen, "%s: %zu trailing bytes", path,
+					(size_t)(end - nl - 1));
 				goto bad;
 			}
 			break;
@@ -260,8 +260,8 @@ int ps_sm_manifest_read(const char *dir, struct ps_sm_manifest_entry **out, size
 		e = ne;
 		if (parse_line(p, (size_t)(nl - p), &e[cnt]) ||
 		    (cnt && e[cnt].seq != e[cnt - 1].seq + 1) || !e[cnt].seq) {
-			mio_errf(err, errlen, "%s: malformed line %zu at offset %zu", path, lineno,
-				 (size_t)(p - s));
+			ps_errf(err, errlen, "%s: malformed line %zu at offset %zu", path, lineno,
+				(size_t)(p - s));
 			goto bad;
 		}
 		cnt++;
@@ -396,7 +396,7 @@ int ps_sm_delta_reader_open(const char *path, struct ps_sm_delta_reader **out, c
 	*out = r;
 	return 0;
 fail:
-	mio_errf(err, errlen, "%s", r->errmsg);
+	ps_errf(err, errlen, "%s", r->errmsg);
 	ps_sm_delta_reader_close(r);
 	return rc;
 }
@@ -536,18 +536,18 @@ int ps_sm_delta_verify(const char *path, const struct ps_sm_manifest_entry *e, c
 	if (e && (e->size != PS_SM_DELTA_HEADER_BYTES + r->hdr.content_bytes ||
 		  e->crc32c != r->hdr.content_crc || e->rows != r->hdr.rows ||
 		  e->deletes != r->hdr.deletes)) {
-		mio_errf(err, errlen,
-			 "%s: does not match the manifest (size %" PRIu64 "/%" PRIu64
-			 ", crc 0x%08x/0x%08x, rows %" PRIu64 "/%" PRIu64 ")",
-			 path, PS_SM_DELTA_HEADER_BYTES + r->hdr.content_bytes, e->size,
-			 r->hdr.content_crc, e->crc32c, r->hdr.rows, e->rows);
+		ps_errf(err, errlen,
+			"%s: does not match the manifest (size %" PRIu64 "/%" PRIu64
+			", crc 0x%08x/0x%08x, rows %" PRIu64 "/%" PRIu64 ")",
+			path, PS_SM_DELTA_HEADER_BYTES + r->hdr.content_bytes, e->size,
+			r->hdr.content_crc, e->crc32c, r->hdr.rows, e->rows);
 		ps_sm_delta_reader_close(r);
 		return PS_ECORRUPT;
 	}
 	while ((rc = ps_sm_delta_reader_next(r, &rec)) == 1)
 		;
 	if (rc)
-		mio_errf(err, errlen, "%s", ps_sm_delta_reader_errmsg(r));
+		ps_errf(err, errlen, "%s", ps_sm_delta_reader_errmsg(r));
 	ps_sm_delta_reader_close(r);
 	return rc;
 }

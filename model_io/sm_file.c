@@ -110,8 +110,8 @@ static int file_open(const char *url, const char *rest, const struct ps_sm_write
 	w->writer_id = opts->writer_id;
 	rc = mio_mkdir_p(w->dir);
 	if (rc) {
-		mio_errf(err, errlen, "'%s': cannot create the folder %s: %s", url, w->dir,
-			 strerror(-rc));
+		ps_errf(err, errlen, "'%s': cannot create the folder %s: %s", url, w->dir,
+			strerror(-rc));
 		free(w);
 		return rc;
 	}

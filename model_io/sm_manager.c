@@ -55,10 +55,10 @@ int ps_sm_open_writer(const char *url, const struct ps_sm_writer_opts *opts,
 	}
 	ops = ps_sm_manager_get(u->scheme);
 	if (!ops) {
-		mio_errf(err, errlen,
-			 "'%s': no streaming-model writer for scheme '%s' (built in: "
-			 "file, none; others come from plugins)",
-			 url, u->scheme);
+		ps_errf(err, errlen,
+			"'%s': no streaming-model writer for scheme '%s' (built in: "
+			"file, none; others come from plugins)",
+			url, u->scheme);
 		free(u);
 		return PS_EUNSUPPORTED_SCHEME;
 	}
@@ -255,7 +255,7 @@ int ps_sm_open_write_any(const char *url, const struct ps_sm_writer_opts *opts,
 	if (!rc)
 		rc = ps_sm_writer_commit(w);
 	if (rc)
-		mio_errf(err, errlen, "'%s': %s", url, ps_sm_writer_errmsg(w));
+		ps_errf(err, errlen, "'%s': %s", url, ps_sm_writer_errmsg(w));
 	ps_sm_writer_close(w);
 	return rc;
 }
@@ -269,7 +269,7 @@ static int none_open(const char *url, const char *rest, const struct ps_sm_write
 		     void **state, char *err, size_t errlen)
 {
 	if (*rest) {
-		mio_errf(err, errlen, "'%s': none:// takes nothing after the scheme", url);
+		ps_errf(err, errlen, "'%s': none:// takes nothing after the scheme", url);
 		return PS_EBAD_URL;
 	}
 	*state = &none_state;

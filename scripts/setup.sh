@@ -10,6 +10,8 @@ PKGS=(
 	# data path and control plane
 	libibverbs-dev librdmacm-dev ibverbs-providers rdma-core
 	libprotobuf-c-dev protobuf-c-compiler libnuma-dev
+	# zk:// kv paths: the ZooKeeper C client; its tests run a ZooKeeper server (Java)
+	libzookeeper-mt-dev libzookeeper-java default-jre-headless
 	# tests and tools
 	libcmocka-dev ibverbs-utils rdmacm-utils perftest iproute2 procps
 	# soft-RoCE guest

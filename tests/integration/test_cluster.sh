@@ -11,7 +11,7 @@
 #     replacement takes its id;
 #   - SIGTERM to everyone: all exit 0 within 2 seconds and the kv file is gone;
 #   - with --auth_token_file, a wrong or missing token is refused and the right one accepted;
-#   - zk:// and none:// kv paths fail with a clear message.
+#   - a none:// kv path fails with a clear message (zk://: test_kv_zk.sh).
 # Every wait is polled with a deadline; every process is killed by the EXIT trap.
 # usage: test_cluster.sh PSPLUS_BINARY      (KEEP_LOGS=1 keeps the temp dir)
 set -uo pipefail
@@ -303,22 +303,7 @@ else
 	ko "auth cluster still running 2 s after SIGTERM to the scheduler"
 fi
 
-# ---- kv paths that cannot work ------------------------------------------------------------
-out=$(timeout 10 "$bin" -r scheduler -sp zk://127.0.0.1:2181/psplus -sn 1 -snet 1 -smem 1 \
-	-sqps 1 -bc False 2>&1)
-rc=$?
-if [[ $rc -eq 1 ]] && grep -q "ZooKeeper support is not built into this psplus" <<<"$out"; then
-	ok "scheduler with a zk:// kv path exits 1 saying ZooKeeper is not built in"
-else
-	ko "zk:// scheduler: exit $rc, output: $out"
-fi
-out=$(timeout 10 "$bin" -r server -sp zk://127.0.0.1:2181/psplus -si 0 -bc False 2>&1)
-rc=$?
-if [[ $rc -eq 1 ]] && grep -q "ZooKeeper support is not built into this psplus" <<<"$out"; then
-	ok "server with a zk:// kv path exits 1 at once saying ZooKeeper is not built in"
-else
-	ko "zk:// server: exit $rc, output: $out"
-fi
+# ---- a kv path that cannot work -----------------------------------------------------------
 out=$(timeout 10 "$bin" -r scheduler -sp none:// -sn 1 -snet 1 -smem 1 -sqps 1 -bc False 2>&1)
 rc=$?
 if [[ $rc -eq 1 ]] && grep -q "none:// cannot hold the scheduler address" <<<"$out"; then

@@ -1,7 +1,7 @@
 /*
  * The scheduler kv entry, file:// backend: publish/read round trips, atomic replacement, a
  * missing entry, malformed contents and the code each gives, the URL schemes that cannot hold
- * an entry, guarded removal, and waiting with a timeout.
+ * an entry, guarded removal, and waiting with a timeout; zk:// with no server to reach.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -13,6 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -209,6 +212,7 @@ static void test_schemes(void **state)
 	struct ps_kv_entry e = entry("h", 1, 1), r;
 	char err[512], url[256];
 
+#ifndef PS_HAVE_ZOOKEEPER
 	assert_int_equal(ps_kv_publish("zk://zk1:2181/psplus", &e, err, sizeof(err)),
 			 PS_EUNSUPPORTED_SCHEME);
 	assert_non_null(strstr(err, "ZooKeeper support is not built"));
@@ -218,6 +222,9 @@ static void test_schemes(void **state)
 			 PS_EUNSUPPORTED_SCHEME);
 	assert_int_equal(ps_kv_remove("zk://zk1:2181/psplus", NULL, err, sizeof(err)),
 			 PS_EUNSUPPORTED_SCHEME);
+#endif
+	/* A malformed zk:// URL fails before any connection is tried. */
+	assert_int_equal(ps_kv_read("zk://zk1:2181/a//b", &r, err, sizeof(err)), PS_EBAD_URL);
 	assert_int_equal(ps_kv_publish("none://", &e, err, sizeof(err)), PS_EBAD_URL);
 	assert_non_null(strstr(err, "none://"));
 	assert_int_equal(ps_kv_read("relative/path", &r, err, sizeof(err)), PS_EBAD_URL);
@@ -284,6 +291,51 @@ static void test_wait(void **state)
 	assert_int_equal(r.server_num, 5);
 }
 
+#ifdef PS_HAVE_ZOOKEEPER
+/* A TCP port on 127.0.0.1 where nothing listens (bound, then closed). */
+static int closed_port(void)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	assert_true(fd >= 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+	close(fd);
+	return ntohs(a.sin_port);
+}
+
+/* zk:// with no ZooKeeper server: every wait ends at its deadline, with a message naming the
+ * ensemble, and the stop descriptor still ends a wait early. (The calls against a live
+ * ensemble: tests/integration/test_kv_zk.sh.) */
+static void test_zk_unreachable(void **state)
+{
+	struct ps_kv_entry r;
+	char err[512], url[128], ens[64];
+	uint64_t t0, took;
+	int stop[2];
+
+	snprintf(ens, sizeof(ens), "127.0.0.1:%d", closed_port());
+	snprintf(url, sizeof(url), "zk://%s/psplus/unit", ens);
+	t0 = ps_clock_now_ms();
+	assert_int_equal(ps_kv_wait(url, 300, -1, &r, err, sizeof(err)), PS_ETIMEOUT);
+	took = ps_clock_now_ms() - t0;
+	assert_true(took >= 295 && took < 3000);
+	assert_non_null(strstr(err, "gave up after 300 ms"));
+	assert_non_null(strstr(err, "no ZooKeeper server of"));
+	assert_non_null(strstr(err, ens));
+
+	assert_int_equal(pipe(stop), 0);
+	assert_int_equal(write(stop[1], "x", 1), 1);
+	t0 = ps_clock_now_ms();
+	assert_int_equal(ps_kv_wait(url, 60000, stop[0], &r, err, sizeof(err)), PS_ESHUTDOWN);
+	assert_true(ps_clock_now_ms() - t0 < 3000);
+	close(stop[0]);
+	close(stop[1]);
+}
+#endif
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -294,6 +346,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_schemes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_remove, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_wait, setup, teardown),
+#ifdef PS_HAVE_ZOOKEEPER
+		cmocka_unit_test(test_zk_unreachable),
+#endif
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

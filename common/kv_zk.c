@@ -1,0 +1,319 @@
+/*
+ * The scheduler kv entry's zk:// backend: the entry's text as the data of one persistent znode,
+ * through the ZooKeeper C client (libzookeeper_mt: its own I/O and completion threads keep the
+ * session alive). Built when CMake finds the client (PS_HAVE_ZOOKEEPER); otherwise every call
+ * says that this build has no ZooKeeper support.
+ *
+ * The znode is persistent, like the file:// entry: a clean scheduler shutdown deletes it
+ * (compare-and-delete on its data version), a crashed scheduler's entry stays until the next
+ * scheduler replaces it, and readers that connect to a dead address retry.
+ */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <psplus/error.h>
+
+#include "common/kv_internal.h"
+
+#ifdef PS_HAVE_ZOOKEEPER
+
+#include <pthread.h>
+#include <time.h>
+
+#include <zookeeper/zookeeper.h>
+
+#include "common/log.h"
+
+struct kv_zk {
+	const char *url;
+	char path[PS_URL_PATH_MAX];
+	char hosts[PS_URL_MAX_HOSTS * (PS_URL_HOST_MAX + 16)]; /* "h1:p1,[v6]:p2" */
+	zhandle_t *zh;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int state; /* the last session state the watcher saw */
+};
+
+/* The client library's log lines: ours at debug level (a refused connection is retried, and the
+ * caller's error says what finally went wrong). */
+static void zk_log(const char *msg)
+{
+	ps_log_debug("kv", "zookeeper: %s", msg);
+}
+
+/* Session events arrive on the client's completion thread. */
+static void zk_watch(zhandle_t *zh, int type, int state, const char *path, void *ctx)
+{
+	struct kv_zk *z = ctx;
+
+	if (type != ZOO_SESSION_EVENT)
+		return;
+	pthread_mutex_lock(&z->lock);
+	z->state = state;
+	pthread_cond_broadcast(&z->cond);
+	pthread_mutex_unlock(&z->lock);
+}
+
+static pthread_once_t zk_once = PTHREAD_ONCE_INIT;
+
+static void zk_init_once(void)
+{
+	/* Process-wide: the library formats nothing below a warning. */
+	zoo_set_debug_level(ZOO_LOG_LEVEL_WARN);
+}
+
+int kv_zk_open(const char *url, const struct ps_url *u, struct kv_zk **out, char *err,
+	       size_t errlen)
+{
+	struct kv_zk *z;
+	size_t off = 0;
+	int rc;
+
+	*out = NULL;
+	z = calloc(1, sizeof(*z));
+	if (!z)
+		return -ENOMEM;
+	z->url = url;
+	memcpy(z->path, u->path, sizeof(z->path));
+	for (size_t i = 0; i < u->nhosts; i++) {
+		bool v6 = strchr(u->hosts[i].host, ':') != NULL;
+
+		off += (size_t)snprintf(z->hosts + off, sizeof(z->hosts) - off, "%s%s%s%s:%u",
+					i ? "," : "", v6 ? "[" : "", u->hosts[i].host,
+					v6 ? "]" : "", u->hosts[i].port);
+	}
+	pthread_mutex_init(&z->lock, NULL);
+	pthread_cond_init(&z->cond, NULL);
+	pthread_once(&zk_once, zk_init_once);
+	/* The session timeout the server is asked for; it grants 2-20 ticks (4-40 s by default). */
+	z->zh = zookeeper_init2(z->hosts, zk_watch, KV_ZK_CONNECT_MS, NULL, z, 0, zk_log);
+	if (!z->zh) {
+		rc = errno ? -errno : -EIO;
+		ps_errf(err, errlen, "kv path '%s': cannot start a ZooKeeper session with %s: %s",
+			url, z->hosts, strerror(-rc));
+		kv_zk_close(z);
+		return rc;
+	}
+	*out = z;
+	return 0;
+}
+
+void kv_zk_close(struct kv_zk *z)
+{
+	if (!z)
+		return;
+	/* Joins the client's threads: no watcher call runs after this. */
+	if (z->zh)
+		zookeeper_close(z->zh);
+	pthread_cond_destroy(&z->cond);
+	pthread_mutex_destroy(&z->lock);
+	free(z);
+}
+
+int kv_zk_lost(const struct kv_zk *z)
+{
+	return z->zh && is_unrecoverable(z->zh) == ZINVALIDSTATE;
+}
+
+/* Wait up to @timeout_ms for the session to be connected. */
+static int zk_connected(struct kv_zk *z, int timeout_ms, char *err, size_t errlen)
+{
+	struct timespec until;
+	int rc = 0;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += timeout_ms / 1000;
+	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&z->lock);
+	while (z->state != ZOO_CONNECTED_STATE && !rc) {
+		if (z->state == ZOO_EXPIRED_SESSION_STATE || z->state == ZOO_AUTH_FAILED_STATE) {
+			rc = z->state == ZOO_AUTH_FAILED_STATE ? -EACCES : -ECONNRESET;
+			break;
+		}
+		if (pthread_cond_timedwait(&z->cond, &z->lock, &until) == ETIMEDOUT)
+			rc = PS_ETIMEOUT;
+	}
+	if (z->state == ZOO_CONNECTED_STATE)
+		rc = 0;
+	pthread_mutex_unlock(&z->lock);
+	if (rc == PS_ETIMEOUT)
+		ps_errf(err, errlen,
+			"kv path '%s': no ZooKeeper server of %s answered within %d ms", z->url,
+			z->hosts, timeout_ms);
+	else if (rc)
+		ps_errf(err, errlen, "kv path '%s': the ZooKeeper session with %s %s", z->url,
+			z->hosts, rc == -EACCES ? "failed authentication" : "expired");
+	return rc;
+}
+
+/* A ZooKeeper result code to ours, with a message naming @what. */
+static int zk_err(const struct kv_zk *z, int zrc, const char *what, char *err, size_t errlen)
+{
+	int rc;
+
+	switch (zrc) {
+	case ZOK:
+		return 0;
+	case ZNONODE:
+		rc = -ENOENT;
+		break;
+	case ZNOAUTH:
+	case ZAUTHFAILED:
+		rc = -EACCES;
+		break;
+	case ZCONNECTIONLOSS:
+	case ZOPERATIONTIMEOUT:
+		rc = PS_ETIMEOUT;
+		break;
+	case ZBADVERSION:
+		rc = -ESTALE;
+		break;
+	case ZBADARGUMENTS:
+		rc = PS_EBAD_URL;
+		break;
+	case ZSESSIONEXPIRED:
+	case ZINVALIDSTATE:
+		rc = -ECONNRESET;
+		break;
+	default:
+		rc = -EIO;
+	}
+	ps_errf(err, errlen, "kv path '%s': %s '%s': %s", z->url, what, z->path,
+		rc == -ENOENT ? "no scheduler entry (yet)" : zerror(zrc));
+	return rc;
+}
+
+/* Create every missing ancestor of the znode, empty and persistent. */
+static int zk_make_parents(struct kv_zk *z, char *err, size_t errlen)
+{
+	char p[PS_URL_PATH_MAX];
+	int zrc;
+
+	memcpy(p, z->path, sizeof(p));
+	for (char *s = strchr(p + 1, '/'); s; s = strchr(s + 1, '/')) {
+		*s = '\0';
+		zrc = zoo_create(z->zh, p, NULL, -1, &ZOO_OPEN_ACL_UNSAFE, ZOO_PERSISTENT, NULL, 0);
+		*s = '/';
+		if (zrc != ZOK && zrc != ZNODEEXISTS)
+			return zk_err(z, zrc, "creating the parents of", err, errlen);
+	}
+	return 0;
+}
+
+int kv_zk_put(struct kv_zk *z, const char *text, size_t len, int timeout_ms, char *err,
+	      size_t errlen)
+{
+	int rc, zrc = ZOK;
+
+	rc = zk_connected(z, timeout_ms, err, errlen);
+	if (rc)
+		return rc;
+	/* Replace, or create; a concurrent delete between the two sends us round again. */
+	for (int tries = 0; tries < 4; tries++) {
+		zrc = zoo_set(z->zh, z->path, text, (int)len, -1);
+		if (zrc != ZNONODE)
+			break;
+		zrc = zoo_create(z->zh, z->path, text, (int)len, &ZOO_OPEN_ACL_UNSAFE,
+				 ZOO_PERSISTENT, NULL, 0);
+		if (zrc == ZNONODE) {
+			rc = zk_make_parents(z, err, errlen);
+			if (rc)
+				return rc;
+			zrc = ZNODEEXISTS; /* go round: create again */
+		}
+		if (zrc != ZNODEEXISTS)
+			break;
+	}
+	return zk_err(z, zrc, "writing", err, errlen);
+}
+
+int kv_zk_get(struct kv_zk *z, char *buf, size_t cap, size_t *len, int *version, int timeout_ms,
+	      char *err, size_t errlen)
+{
+	int rc, zrc, n = (int)cap;
+	struct Stat st;
+
+	rc = zk_connected(z, timeout_ms, err, errlen);
+	if (rc)
+		return rc;
+	zrc = zoo_get(z->zh, z->path, 0, buf, &n, &st);
+	if (zrc != ZOK)
+		return zk_err(z, zrc, "reading", err, errlen);
+	/* The client copies at most @cap bytes; the stat says how large the data is. */
+	*len = st.dataLength > (int)cap ? cap : (size_t)(n < 0 ? 0 : n);
+	*version = st.version;
+	return 0;
+}
+
+int kv_zk_del(struct kv_zk *z, int version, int timeout_ms, char *err, size_t errlen)
+{
+	int rc, zrc;
+
+	rc = zk_connected(z, timeout_ms, err, errlen);
+	if (rc)
+		return rc;
+	zrc = zoo_delete(z->zh, z->path, version);
+	if (zrc == ZNONODE)
+		return 0;
+	if (zrc == ZBADVERSION) {
+		ps_errf(err, errlen,
+			"kv path '%s' was replaced by another scheduler's entry; left in place",
+			z->url);
+		return -ESTALE;
+	}
+	return zk_err(z, zrc, "deleting", err, errlen);
+}
+
+#else /* !PS_HAVE_ZOOKEEPER */
+
+static int zk_unsupported(const char *url, char *err, size_t errlen)
+{
+	ps_errf(err, errlen,
+		"kv path '%s': ZooKeeper support is not built into this psplus (configure with "
+		"libzookeeper-mt-dev installed); use a file:// path on a file system every host "
+		"can read",
+		url);
+	return PS_EUNSUPPORTED_SCHEME;
+}
+
+int kv_zk_open(const char *url, const struct ps_url *u, struct kv_zk **out, char *err,
+	       size_t errlen)
+{
+	*out = NULL;
+	return zk_unsupported(url, err, errlen);
+}
+
+void kv_zk_close(struct kv_zk *z)
+{
+}
+
+int kv_zk_lost(const struct kv_zk *z)
+{
+	return 1;
+}
+
+int kv_zk_put(struct kv_zk *z, const char *text, size_t len, int timeout_ms, char *err,
+	      size_t errlen)
+{
+	return zk_unsupported("zk://", err, errlen);
+}
+
+int kv_zk_get(struct kv_zk *z, char *buf, size_t cap, size_t *len, int *version, int timeout_ms,
+	      char *err, size_t errlen)
+{
+	return zk_unsupported("zk://", err, errlen);
+}
+
+int kv_zk_del(struct kv_zk *z, int version, int timeout_ms, char *err, size_t errlen)
+{
+	return zk_unsupported("zk://", err, errlen);
+}
+
+#endif
