@@ -162,13 +162,13 @@ int ps_kv_wait(const char *url, int timeout_ms, int stop_fd, struct ps_kv_entry 
 		 * each read waits at most a second for it, so @stop_fd is watched meanwhile. */
 		if (kv_is_zk(&l) && l.zk && kv_zk_lost(l.zk))
 			kv_close(&l);
-		if (kv_is_zk(&l) && !l.zk) {
-			rc = kv_zk_open(url, &l.u, &l.zk, err, errlen);
-			if (rc)
-				return rc;
-		}
 		left = ps_clock_remaining_ms(deadline);
-		rc = kv_get_entry(&l, left < 1000 ? left : 1000, out, &version, last, sizeof(last));
+		rc = 0;
+		if (kv_is_zk(&l) && !l.zk)
+			rc = kv_zk_open(url, &l.u, &l.zk, last, sizeof(last));
+		if (!rc)
+			rc = kv_get_entry(&l, left < 1000 ? left : 1000, out, &version, last,
+					  sizeof(last));
 		if (!rc || rc == PS_EBAD_URL || rc == PS_EUNSUPPORTED_SCHEME) {
 			if (rc)
 				ps_errf(err, errlen, "%s", last);

@@ -91,9 +91,13 @@ int kv_zk_open(const char *url, const struct ps_url *u, struct kv_zk **out, char
 	/* The session timeout the server is asked for; it grants 2-20 ticks (4-40 s by default). */
 	z->zh = zookeeper_init2(z->hosts, zk_watch, KV_ZK_CONNECT_MS, NULL, z, 0, zk_log);
 	if (!z->zh) {
-		rc = errno ? -errno : -EIO;
+		/* The client resolves every host first: ENOENT or EINVAL is a name with no
+		 * address (or a resolver that did not answer), worth retrying. */
+		rc = errno == ENOMEM ? -ENOMEM : -EHOSTUNREACH;
 		ps_errf(err, errlen, "kv path '%s': cannot start a ZooKeeper session with %s: %s",
-			url, z->hosts, strerror(-rc));
+			url, z->hosts,
+			rc == -ENOMEM ? "out of memory"
+				      : "a host name has no address (does it resolve?)");
 		kv_zk_close(z);
 		return rc;
 	}
