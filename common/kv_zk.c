@@ -25,6 +25,7 @@
 
 #include <zookeeper/zookeeper.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 
 struct kv_zk {
@@ -84,6 +85,8 @@ int kv_zk_open(const char *url, const struct ps_url *u, struct kv_zk **out, char
 		off += (size_t)snprintf(z->hosts + off, sizeof(z->hosts) - off, "%s%s%s%s:%u",
 					i ? "," : "", v6 ? "[" : "", u->hosts[i].host,
 					v6 ? "]" : "", u->hosts[i].port);
+		if (off >= sizeof(z->hosts)) /* cannot happen: room for 16 hosts of 255 bytes */
+			break;
 	}
 	pthread_mutex_init(&z->lock, NULL);
 	pthread_cond_init(&z->cond, NULL);
@@ -125,23 +128,18 @@ int kv_zk_lost(const struct kv_zk *z)
 /* Wait up to @timeout_ms for the session to be connected. */
 static int zk_connected(struct kv_zk *z, int timeout_ms, char *err, size_t errlen)
 {
-	struct timespec until;
+	struct timespec until = ps_clock_timespec(
+		ps_clock_deadline_ms((uint64_t)(timeout_ms < 0 ? 0 : timeout_ms)));
 	int rc = 0;
 
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += timeout_ms / 1000;
-	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
 	pthread_mutex_lock(&z->lock);
 	while (z->state != ZOO_CONNECTED_STATE && !rc) {
 		if (z->state == ZOO_EXPIRED_SESSION_STATE || z->state == ZOO_AUTH_FAILED_STATE) {
 			rc = z->state == ZOO_AUTH_FAILED_STATE ? -EACCES : -ECONNRESET;
 			break;
 		}
-		if (pthread_cond_timedwait(&z->cond, &z->lock, &until) == ETIMEDOUT)
+		if (pthread_cond_clockwait(&z->cond, &z->lock, CLOCK_MONOTONIC, &until) ==
+		    ETIMEDOUT)
 			rc = PS_ETIMEOUT;
 	}
 	if (z->state == ZOO_CONNECTED_STATE)
