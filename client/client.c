@@ -105,6 +105,7 @@ void ps_client_destroy(struct ps_client *c)
 	free(c->chunks);
 	free(c->corder);
 	free(c->retry_pos);
+	cli_dedupe_free(&c->dd);
 	pthread_mutex_destroy(&c->lock);
 	free(c);
 }

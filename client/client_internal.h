@@ -162,6 +162,18 @@ struct cli_call {
 	bool stale_seen; /* a round of this call was refused for a stale version */
 };
 
+/* Pull de-duplication scratch (client_dedupe.c), grown to the largest pull. */
+struct cli_dedupe {
+	uint32_t *table; /* open addressing: position + 1 of a key's first occurrence, 0 empty */
+	size_t table_cap;
+	uint32_t *uniq; /* positions of first occurrences, in order */
+	size_t uniq_cap;
+	struct {
+		uint32_t pos, first; /* a repeated position and its first occurrence */
+	} * dup;
+	size_t dup_cap, ndup;
+};
+
 struct ps_client {
 	struct ps_client_opts o;
 	char kv_path[1024];
@@ -212,6 +224,7 @@ struct ps_client {
 	size_t chunks_cap;
 	uint32_t *retry_pos; /* positions of refused chunks, for the retry */
 	size_t retry_cap;
+	struct cli_dedupe dd;
 
 	/* steps and barriers */
 	uint64_t step_next; /* the step pushes belong to: the last one ended + 1 */
@@ -230,6 +243,19 @@ const struct ps_client_buf *cli_buf_find(const struct ps_client *c, const void *
 
 /** The declared variable @id, or NULL. */
 struct cli_var *cli_var_find(struct ps_client *c, uint32_t id);
+
+/* ---- client_dedupe.c --------------------------------------------------------------------- */
+
+/**
+ * cli_dedupe() - find the repeated keys among @keys[0..n) (@key_bytes each: 8 or 16): c->dd.uniq
+ * gets the positions of first occurrences (*@nuniq of them, in order), c->dd.dup every other
+ * position with its first occurrence. Returns 0 or -ENOMEM.
+ */
+int cli_dedupe(struct ps_client *c, const void *keys, size_t n, uint32_t key_bytes, size_t *nuniq);
+/** cli_dedupe_fill() - copy each repeated position's row from its first occurrence in @out. */
+void cli_dedupe_fill(struct ps_client *c, void *out, uint32_t row_bytes);
+/** cli_dedupe_free() - free the scratch (the client's destroy). */
+void cli_dedupe_free(struct cli_dedupe *d);
 
 /* ---- client_ctl.c ------------------------------------------------------------------------ */
 

@@ -51,6 +51,8 @@ static void usage(FILE *f)
 		"                         row r - 1 (every hot row on the first server thread)\n"
 		"      --order sorted|random  ids of a batch sorted (default: as a worker grouping\n"
 		"                         them; results land zero copy) or as drawn\n"
+		"      --repeats dedupe|send  pulls: repeated ids of a batch sent once (default)\n"
+		"                         or every time (ps_client_opts.pull_repeats)\n"
 		"  -b, --batch N          ids per operation (default %u)\n"
 		"  -w, --width W          floats per row (default %u)\n"
 		"      --rows R           rows of the variable (default %llu)\n"
@@ -115,6 +117,7 @@ static int parse_opts(int argc, char **argv, struct bp_opts *o)
 		O_ZIPF_S,
 		O_HOT,
 		O_ORDER,
+		O_REPEATS,
 		O_ROWS,
 		O_POOL,
 		O_SEED,
@@ -132,6 +135,7 @@ static int parse_opts(int argc, char **argv, struct bp_opts *o)
 		{"zipf-s", required_argument, NULL, O_ZIPF_S},
 		{"hot", required_argument, NULL, O_HOT},
 		{"order", required_argument, NULL, O_ORDER},
+		{"repeats", required_argument, NULL, O_REPEATS},
 		{"batch", required_argument, NULL, 'b'},
 		{"width", required_argument, NULL, 'w'},
 		{"rows", required_argument, NULL, O_ROWS},
@@ -197,6 +201,10 @@ static int parse_opts(int argc, char **argv, struct bp_opts *o)
 		case O_ORDER:
 			o->sorted = !strcmp(optarg, "sorted");
 			bad = !o->sorted && strcmp(optarg, "random");
+			break;
+		case O_REPEATS:
+			o->repeats = !strcmp(optarg, "send");
+			bad = !o->repeats && strcmp(optarg, "dedupe");
 			break;
 		case 'b':
 			bad = bench_parse_u32(optarg, 1, MAX_BATCH, &o->batch);
@@ -265,8 +273,9 @@ static int parse_opts(int argc, char **argv, struct bp_opts *o)
 /* "pull_1024x64_uniform": what the scripts' lines are called. */
 static void test_name(const struct bp_opts *o, char *buf, size_t len)
 {
-	snprintf(buf, len, "%s_%ux%u_%s", o->test == BP_PULL ? "pull" : "push", o->batch, o->width,
-		 o->dist == BP_ZIPF ? "zipf" : "uniform");
+	snprintf(buf, len, "%s_%ux%u_%s%s", o->test == BP_PULL ? "pull" : "push", o->batch,
+		 o->width, o->dist == BP_ZIPF ? "zipf" : "uniform",
+		 o->test == BP_PULL && o->repeats ? "_repeats" : "");
 }
 
 static void print_banner(const struct bp_opts *o, const struct bp_result *r)
@@ -286,6 +295,9 @@ static void print_banner(const struct bp_opts *o, const struct bp_result *r)
 		printf(" Ids             : uniform over the rows");
 	printf(", %s, %u batches drawn (seed %" PRIu64 "), %.1f distinct per batch\n",
 	       o->sorted ? "sorted" : "unsorted", o->pool, o->seed, r->distinct_per_op);
+	if (o->test == BP_PULL)
+		printf(" Repeated ids    : %s\n",
+		       o->repeats ? "sent every time (pull_repeats)" : "sent once (the default)");
 	bench_print_span(stdout, o->duration_ms, o->margin_ms, o->iters, " per client");
 	printf(" In flight       : %u requests per server thread within a call%s\n",
 	       o->inflight ? o->inflight : 16, o->inflight ? "" : " (the library's default)");
@@ -308,6 +320,10 @@ static void report(const struct bp_opts *o, const struct bp_result *r)
 	       r->ops_per_s, r->window_s, r->ops_total);
 	printf(" requests/op     : %.2f (data-plane requests per call, client statistics)\n",
 	       r->requests_per_op);
+	if (o->test == BP_PULL)
+		printf(" repeats/op      : %.1f (repeated ids not sent, rows copied from their first "
+		       "occurrence)\n",
+		       r->dups_per_op);
 	printf(" bytes_staged    : %" PRIu64 " (copied by the library: 0 means results landed "
 	       "zero copy)\n",
 	       r->bytes_staged);

@@ -63,6 +63,7 @@ struct bp_opts {
 	double zipf_s;	      /* Zipf exponent (> 0) */
 	bool hot_low;	      /* Zipf: rank r is row r - 1 (default: ranks scattered over rows) */
 	bool sorted;	      /* each batch sorted (default) */
+	bool repeats;	      /* pulls send repeated ids (ps_client_opts.pull_repeats) */
 	uint32_t batch;	      /* ids per operation */
 	uint32_t width;	      /* floats per row */
 	uint64_t rows;	      /* rows of the variable */
@@ -91,6 +92,7 @@ struct bp_result {
 	double window_s;	/* its length */
 	uint64_t ops_total;	/* operations every client made, warm-up included */
 	double requests_per_op; /* data-plane requests per operation (client statistics) */
+	double dups_per_op;	/* pulls: repeated ids not sent per operation (pull_dups) */
 	uint64_t bytes_staged;	/* copied through the library's staging region during the run */
 	int64_t tp_copied;	/* payload bytes the transport copied during the run */
 	double distinct_per_op; /* distinct ids per batch, mean over the pool */

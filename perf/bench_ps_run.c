@@ -391,6 +391,7 @@ static int client_setup(struct bp_client *k, const struct bp_opts *o, const char
 	co.transport = o->transport;
 	co.timeout_ms = (uint32_t)o->timeout_ms;
 	co.max_inflight = o->inflight;
+	co.pull_repeats = o->repeats;
 	rc = ps_client_create(&co, &k->c);
 	if (rc) {
 		say_fail("connecting to the cluster", rc);
@@ -532,6 +533,7 @@ int bp_run(const struct bp_opts *o, struct bp_result *res)
 		const struct bp_client *k = &cl[i];
 
 		res->requests_per_op += (double)(k->st1.requests - k->st0.requests);
+		res->dups_per_op += (double)(k->st1.pull_dups - k->st0.pull_dups);
 		res->bytes_staged += k->st1.bytes_staged - k->st0.bytes_staged;
 		res->row.bytes_copied +=
 			(int64_t)(k->st1.transport_copied - k->st0.transport_copied);
@@ -544,6 +546,7 @@ int bp_run(const struct bp_opts *o, struct bp_result *res)
 		goto out;
 	if (res->ops_total) {
 		res->requests_per_op /= (double)res->ops_total;
+		res->dups_per_op /= (double)res->ops_total;
 		res->client_cpu_us = (cpu_us(&ru1.ru_utime) + cpu_us(&ru1.ru_stime) -
 				      cpu_us(&ru0.ru_utime) - cpu_us(&ru0.ru_stime)) /
 				     (double)res->ops_total;

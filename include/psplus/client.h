@@ -40,6 +40,7 @@
 #ifndef PSPLUS_CLIENT_H
 #define PSPLUS_CLIENT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -71,6 +72,9 @@ struct ps_client_opts {
 	uint32_t timeout_ms;	     /* bound on every call, retries included; 0: 30000 */
 	uint32_t max_inflight;	     /* requests in flight per server thread; 0: 16 */
 	const char *auth_token_file; /* the cluster's shared secret, or NULL */
+	/* Pulls send each distinct id once and copy its row to the id's other positions (false,
+	 * the default); true sends every occurrence, each row written by its server. */
+	bool pull_repeats;
 };
 
 /** ps_client_opts_default() - the defaults above, with kv_path NULL. */
@@ -152,8 +156,9 @@ PS_EXPORT void ps_client_unregister_buffer(struct ps_client_buf *b);
  * ---- data ------------------------------------------------------------------------------------
  *
  * Widths are checked against the declaration; ids against [0, rows). Ids and keys may repeat
- * within a call: a pull returns the row once per occurrence, a push sums the gradients of
- * repeated ids before the optimizer runs (TensorFlow's sparse-apply rule).
+ * within a call: a pull returns the row once per occurrence (by default each distinct id is
+ * pulled once and its row copied to its other positions: ps_client_opts.pull_repeats), a push
+ * sums the gradients of repeated ids before the optimizer runs (TensorFlow's sparse-apply rule).
  *
  * PS_SYNC_SYNC: each worker pushes each variable at most once per step (a second push of the
  * step is -EALREADY), and the push goes to every server thread holding the variable (an empty
@@ -292,6 +297,8 @@ struct ps_client_stats {
 	uint64_t bytes_pushed;	   /* gradient bytes sent */
 	uint64_t bytes_staged;	   /* bytes copied through staging (unregistered user memory) */
 	uint64_t transport_copied; /* payload bytes the transport copied (0: zero copy) */
+	uint64_t pull_dups;	   /* repeated ids of pulls not sent: rows copied from their first
+				      occurrence (see ps_client_opts.pull_repeats) */
 	char transport[8];	   /* "rdma" or "tcp" */
 };
 

@@ -13,7 +13,8 @@
  *   - a server that goes away fails the call with PS_EPEER_LOST at once, not at the timeout;
  *   - a pull refused with -E2BIG is split;
  *   - registered caller memory moves zero copy both ways (nothing staged, nothing copied by the
- *     transport), plain memory through the staging and request blocks (still no transport copy).
+ *     transport), plain memory through the staging and request blocks (still no transport copy);
+ *   - repeated ids of a pull go on the wire once (or every time, with pull_repeats).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -540,6 +541,110 @@ static void test_zero_copy(void **state)
 	fake_stop(f);
 }
 
+/* The rows of a pull with a client that sends repeats (pull_repeats) or not. */
+static struct ps_client *client_repeats(struct fake *f, bool repeats)
+{
+	struct ps_client_opts o = ps_client_opts_default();
+	struct ps_client *c = NULL;
+
+	o.kv_path = f->url;
+	o.transport = CDT_TRANSPORT;
+	o.timeout_ms = 5000;
+	o.pull_repeats = repeats;
+	assert_int_equal(ps_client_create(&o, &c), 0);
+	return c;
+}
+
+/*
+ * Repeated ids in a pull: by default each distinct id goes on the wire once and the repeats get
+ * their first occurrence's row (pull_dups counts them, bytes_pulled the distinct rows only);
+ * with pull_repeats every occurrence is sent. 128-bit keys that share one half are not merged.
+ */
+static void test_pull_dedupe(void **state)
+{
+	struct fake *f = fake_start();
+	struct ps_client *c = client_repeats(f, false), *r = client_repeats(f, true);
+	struct ps_var_spec s = sgd(PS_VAR_SPARSE, 1000, 8), h = sgd(PS_VAR_HASH128, 0, 8);
+	enum { N = 600, D = 150, W = 8 };
+	uint64_t *ids = malloc(N * sizeof(*ids)), all[D];
+	float *out = malloc((size_t)N * W * sizeof(float)), *g = malloc((size_t)N * W * 4);
+	struct ps_key128 k[6] = {{5, 1}, {5, 2}, {5, 1}, {6, 1}, {5, 2}, {5, 1}};
+	struct ps_client_stats a, b;
+	uint32_t id, hid;
+
+	(void)state;
+	h.rows = 0;
+	assert_int_equal(ps_client_declare(c, "dd", &s, &id), 0);
+	assert_int_equal(ps_client_declare(r, "dd", &s, &id), 0);
+	/* Row i of the first D: 1 - g = 1 + i * 10 + j. */
+	for (int i = 0; i < D; i++) {
+		all[i] = (uint64_t)i;
+		for (int j = 0; j < W; j++)
+			g[i * W + j] = -(float)(i * 10 + j);
+	}
+	assert_int_equal(ps_client_sparse_push(c, id, all, D, g), 0);
+	for (int i = 0; i < N; i++)
+		ids[i] = (uint64_t)(i * 37) % D; /* every id 4 times, interleaved */
+	for (int pass = 0; pass < 2; pass++) {
+		struct ps_client *x = pass ? r : c;
+
+		ps_client_stats_get(x, &a);
+		memset(out, 0xff, (size_t)N * W * sizeof(float));
+		assert_int_equal(ps_client_sparse_pull(x, id, ids, N, out), 0);
+		ps_client_stats_get(x, &b);
+		for (int i = 0; i < N; i++)
+			for (int j = 0; j < W; j++)
+				assert_true(out[i * W + j] == 1.0f + (float)(ids[i] * 10 + j));
+		assert_int_equal(b.pull_dups - a.pull_dups, pass ? 0 : N - D);
+		assert_int_equal(b.bytes_pulled - a.bytes_pulled, (uint64_t)(pass ? N : D) * W * 4);
+	}
+	/* Under 1/8 repeated: sent as they are (the rows keep landing in place). */
+	for (int i = 0; i < N; i++)
+		ids[i] = i < N - 10 ? (uint64_t)i : (uint64_t)(i - (N - 10)); /* 10 repeats */
+	ps_client_stats_get(c, &a);
+	assert_int_equal(ps_client_sparse_pull(c, id, ids, N, out), 0);
+	ps_client_stats_get(c, &b);
+	assert_int_equal(b.pull_dups - a.pull_dups, 0);
+	assert_int_equal(b.bytes_pulled - a.bytes_pulled, (uint64_t)N * W * 4);
+	for (int i = 0; i < N; i++)
+		assert_true(out[i * W] == (ids[i] < D ? 1.0f + (float)(ids[i] * 10) : 1.0f));
+	/* An id out of range is named at its first position, repeated or not; nothing is sent. */
+	ids[3] = 1000;
+	ids[9] = 1000;
+	assert_int_equal(ps_client_sparse_pull(c, id, ids, N, out), PS_EOUT_OF_RANGE);
+	assert_non_null(strstr(ps_client_last_error(), "id 1000 at position 3"));
+
+	/* 128-bit keys: {5,1} {5,2} {6,1} are three rows (lo 5 twice, hi 1 twice). */
+	assert_int_equal(ps_client_declare(c, "dd128", &h, &hid), 0);
+	for (int i = 0; i < 6; i++)
+		for (int j = 0; j < W; j++)
+			g[i * W + j] = -(float)(k[i].lo * 100 + k[i].hi * 10 + (uint64_t)j);
+	/* One push of each distinct key (positions 0, 1, 3): rows 1 + lo*100 + hi*10 + j. */
+	{
+		struct ps_key128 u[3] = {k[0], k[1], k[3]};
+		float gu[3 * W];
+
+		memcpy(gu, g, W * 4);
+		memcpy(gu + W, g + W, W * 4);
+		memcpy(gu + 2 * W, g + 3 * W, W * 4);
+		assert_int_equal(ps_client_hash128_push(c, hid, u, 3, gu), 0);
+	}
+	ps_client_stats_get(c, &a);
+	assert_int_equal(ps_client_hash128_pull(c, hid, k, 6, out), 0);
+	ps_client_stats_get(c, &b);
+	assert_int_equal(b.pull_dups - a.pull_dups, 3);
+	for (int i = 0; i < 6; i++)
+		for (int j = 0; j < W; j++)
+			assert_true(out[i * W + j] ==
+				    1.0f + (float)(k[i].lo * 100 + k[i].hi * 10 + (uint64_t)j));
+	free(ids);
+	free(out);
+	free(g);
+	ps_client_destroy(r);
+	ps_client_destroy(c);
+	fake_stop(f);
+}
+
 /*
  * Each test in its own process, as libuv does: a test that fails half-way leaves no data plane,
  * registration or fake-verbs state behind for the next one.
@@ -549,7 +654,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_stale_retry), cmocka_unit_test(test_stale_dense),
 		cmocka_unit_test(test_server_lost), cmocka_unit_test(test_pull_split),
-		cmocka_unit_test(test_zero_copy),
+		cmocka_unit_test(test_zero_copy),   cmocka_unit_test(test_pull_dedupe),
 	};
 	int failed = 0;
 
