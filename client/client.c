@@ -46,7 +46,8 @@ struct ps_client_opts ps_client_opts_default(void)
 				       .staleness = 0,
 				       .timeout_ms = CLI_DEF_TIMEOUT_MS,
 				       .max_inflight = CLI_DEF_INFLIGHT,
-				       .auth_token_file = NULL};
+				       .auth_token_file = NULL,
+				       .pull_dedupe = PS_PULL_DEDUPE_AUTO};
 }
 
 static int check_opts(const struct ps_client_opts *o)
@@ -70,6 +71,10 @@ static int check_opts(const struct ps_client_opts *o)
 	if ((unsigned)o->sync_mode > PS_SYNC_SYNC)
 		return cli_fail(-EINVAL, "client options: unknown sync_mode %u",
 				(unsigned)o->sync_mode);
+	if ((unsigned)o->pull_dedupe > PS_PULL_DEDUPE_NEVER)
+		return cli_fail(-EINVAL,
+				"client options: pull_dedupe %d (0 auto, 1 always, 2 never)",
+				(int)o->pull_dedupe);
 	if (o->max_inflight > CLI_MAX_INFLIGHT)
 		return cli_fail(-EINVAL, "client options: max_inflight %u (at most %u)",
 				o->max_inflight, CLI_MAX_INFLIGHT);

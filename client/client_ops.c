@@ -238,14 +238,14 @@ static int rows_call(struct ps_client *c, uint32_t id, enum ps_var_kind kind, co
 	if (del)
 		call.row_bytes = 0;
 	c->dd.ndup = 0;
-	if (!push && !del && n > 1 && !c->o.pull_repeats) {
+	if (!push && !del && n > 1 &&
+	    (c->o.pull_dedupe == PS_PULL_DEDUPE_ALWAYS ||
+	     (c->o.pull_dedupe == PS_PULL_DEDUPE_AUTO && !call.obuf))) {
 		if (cli_dedupe(c, keys, n, call.key_bytes, &m)) {
 			rc = cli_fail(-ENOMEM, "out of memory");
 			goto out;
 		}
-		/* A few repeats are cheaper sent than copied: a pull whose distinct ids leave gaps
-		 * in the caller's buffer lands through staging (a copy of every row), not zero
-		 * copy. From 1/8 repeated on, the rows and the servers' gathers saved win. */
+		/* A few repeats are not worth the copies: from 1/8 repeated on. */
 		if (c->dd.ndup * 8 >= n)
 			pos = c->dd.uniq;
 		else

@@ -3,8 +3,8 @@
 # perf/rxe_bench_inner.sh (the soft-RoCE guest, rdma), sourced by both:
 #
 #   a scheduler and 2 servers (psplus, one data-path thread each), psplus-bench-ps against them
-#   (sparse pull of 1,024 ids x 64 floats, uniform and Zipf(1.1), Zipf again with every repeated
-#   id sent (--repeats send: what the client's de-duplication saves), and sparse push, uniform), the
+#   (sparse pull of 1,024 ids x 64 floats, uniform and Zipf(1.1), Zipf again with each distinct
+#   id sent once (--dedupe always), and sparse push, uniform), the
 #   goodput of each as a ratio to the caller's reference bandwidth measured in the same run, and
 #   the latency per operation.
 #
@@ -27,14 +27,14 @@
 # minute before the last test, gave ratios anywhere from 0.3 to 1.3 for the same code.
 #
 # Names of the tests (and of the lines): pull_1024x64_uniform, pull_1024x64_zipf,
-# pull_1024x64_zipf_repeats (information), push_1024x64_uniform. The lines e2e_summary prints:
+# pull_1024x64_zipf_dedupe (information), push_1024x64_uniform. The lines e2e_summary prints:
 #   raw.REP NAME goodput=.. REF_NAME=BEFORE/AFTER MB/sec ratio .. p50=.. p99=.. usec
 #   ratio NAME <median over repetitions of goodput / reference>
 #   latency NAME p50=.. p99=.. usec (medians over repetitions; per operation, not halved)
 #   cpu NAME client=.. server0=.. server1=.. us per call (medians; see e2e_test)
 #   target pull_1024x64_uniform>=0.8 met|MISSED, the same for pull_1024x64_zipf
 
-E2E_TESTS=(pull_1024x64_uniform pull_1024x64_zipf pull_1024x64_zipf_repeats push_1024x64_uniform)
+E2E_TESTS=(pull_1024x64_uniform pull_1024x64_zipf pull_1024x64_zipf_dedupe push_1024x64_uniform)
 # What the caller sets (after sourcing), with their defaults.
 declare -ga E2E_HOSTS=(127.0.0.1 127.0.0.1) e2e_on_server=() e2e_on_client=()
 declare -gA e2e_pid=() e2e_ratio_of=()
@@ -159,7 +159,7 @@ e2e_args() {
 	case $1 in
 	pull_*_uniform) echo "-t pull --ids uniform" ;;
 	pull_*_zipf) echo "-t pull --ids zipf" ;;
-	pull_*_zipf_repeats) echo "-t pull --ids zipf --repeats send" ;;
+	pull_*_zipf_dedupe) echo "-t pull --ids zipf --dedupe always" ;;
 	push_*_uniform) echo "-t push --ids uniform" ;;
 	esac
 }

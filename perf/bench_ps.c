@@ -51,8 +51,9 @@ static void usage(FILE *f)
 		"                         row r - 1 (every hot row on the first server thread)\n"
 		"      --order sorted|random  ids of a batch sorted (default: as a worker grouping\n"
 		"                         them; results land zero copy) or as drawn\n"
-		"      --repeats dedupe|send  pulls: repeated ids of a batch sent once (default)\n"
-		"                         or every time (ps_client_opts.pull_repeats)\n"
+		"      --dedupe auto|always|never  pulls: repeated ids sent once when the rows\n"
+		"                         are staged anyway (auto, default), always, or never\n"
+		"                         (ps_client_opts.pull_dedupe)\n"
 		"  -b, --batch N          ids per operation (default %u)\n"
 		"  -w, --width W          floats per row (default %u)\n"
 		"      --rows R           rows of the variable (default %llu)\n"
@@ -117,7 +118,7 @@ static int parse_opts(int argc, char **argv, struct bp_opts *o)
 		O_ZIPF_S,
 		O_HOT,
 		O_ORDER,
-		O_REPEATS,
+		O_DEDUPE,
 		O_ROWS,
 		O_POOL,
 		O_SEED,
@@ -135,7 +136,7 @@ static int parse_opts(int argc, char **argv, struct bp_opts *o)
 		{"zipf-s", required_argument, NULL, O_ZIPF_S},
 		{"hot", required_argument, NULL, O_HOT},
 		{"order", required_argument, NULL, O_ORDER},
-		{"repeats", required_argument, NULL, O_REPEATS},
+		{"dedupe", required_argument, NULL, O_DEDUPE},
 		{"batch", required_argument, NULL, 'b'},
 		{"width", required_argument, NULL, 'w'},
 		{"rows", required_argument, NULL, O_ROWS},
@@ -202,9 +203,12 @@ static int parse_opts(int argc, char **argv, struct bp_opts *o)
 			o->sorted = !strcmp(optarg, "sorted");
 			bad = !o->sorted && strcmp(optarg, "random");
 			break;
-		case O_REPEATS:
-			o->repeats = !strcmp(optarg, "send");
-			bad = !o->repeats && strcmp(optarg, "dedupe");
+		case O_DEDUPE:
+			o->dedupe = !strcmp(optarg, "always")  ? PS_PULL_DEDUPE_ALWAYS
+				    : !strcmp(optarg, "never") ? PS_PULL_DEDUPE_NEVER
+							       : PS_PULL_DEDUPE_AUTO;
+			bad = strcmp(optarg, "always") && strcmp(optarg, "never") &&
+			      strcmp(optarg, "auto");
 			break;
 		case 'b':
 			bad = bench_parse_u32(optarg, 1, MAX_BATCH, &o->batch);
@@ -275,7 +279,10 @@ static void test_name(const struct bp_opts *o, char *buf, size_t len)
 {
 	snprintf(buf, len, "%s_%ux%u_%s%s", o->test == BP_PULL ? "pull" : "push", o->batch,
 		 o->width, o->dist == BP_ZIPF ? "zipf" : "uniform",
-		 o->test == BP_PULL && o->repeats ? "_repeats" : "");
+		 o->test != BP_PULL		      ? ""
+		 : o->dedupe == PS_PULL_DEDUPE_ALWAYS ? "_dedupe"
+		 : o->dedupe == PS_PULL_DEDUPE_NEVER  ? "_repeats"
+						      : "");
 }
 
 static void print_banner(const struct bp_opts *o, const struct bp_result *r)
@@ -296,8 +303,10 @@ static void print_banner(const struct bp_opts *o, const struct bp_result *r)
 	printf(", %s, %u batches drawn (seed %" PRIu64 "), %.1f distinct per batch\n",
 	       o->sorted ? "sorted" : "unsorted", o->pool, o->seed, r->distinct_per_op);
 	if (o->test == BP_PULL)
-		printf(" Repeated ids    : %s\n",
-		       o->repeats ? "sent every time (pull_repeats)" : "sent once (the default)");
+		printf(" Repeated ids    : de-duplication %s\n",
+		       o->dedupe == PS_PULL_DEDUPE_ALWAYS  ? "always"
+		       : o->dedupe == PS_PULL_DEDUPE_NEVER ? "never"
+							   : "auto (when the rows are staged)");
 	bench_print_span(stdout, o->duration_ms, o->margin_ms, o->iters, " per client");
 	printf(" In flight       : %u requests per server thread within a call%s\n",
 	       o->inflight ? o->inflight : 16, o->inflight ? "" : " (the library's default)");

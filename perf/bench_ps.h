@@ -63,7 +63,7 @@ struct bp_opts {
 	double zipf_s;	      /* Zipf exponent (> 0) */
 	bool hot_low;	      /* Zipf: rank r is row r - 1 (default: ranks scattered over rows) */
 	bool sorted;	      /* each batch sorted (default) */
-	bool repeats;	      /* pulls send repeated ids (ps_client_opts.pull_repeats) */
+	int dedupe;	      /* enum ps_pull_dedupe for the clients (default auto) */
 	uint32_t batch;	      /* ids per operation */
 	uint32_t width;	      /* floats per row */
 	uint64_t rows;	      /* rows of the variable */

@@ -391,7 +391,7 @@ static int client_setup(struct bp_client *k, const struct bp_opts *o, const char
 	co.transport = o->transport;
 	co.timeout_ms = (uint32_t)o->timeout_ms;
 	co.max_inflight = o->inflight;
-	co.pull_repeats = o->repeats;
+	co.pull_dedupe = (enum ps_pull_dedupe)o->dedupe;
 	rc = ps_client_create(&co, &k->c);
 	if (rc) {
 		say_fail("connecting to the cluster", rc);

@@ -37,7 +37,7 @@
 # `ib_write_bw -s 262144` on rxe1 (the reference: a test's ratio is over the mean of the runs
 # before and after it; "ref write_bw_256k" is the median of all of them):
 #   ratio pull_1024x64_uniform <pull goodput / ib_write_bw 256 KiB>   (target >= 0.8)
-#   ratio pull_1024x64_zipf, pull_1024x64_zipf_repeats (information: every repeated id sent),
+#   ratio pull_1024x64_zipf, pull_1024x64_zipf_dedupe (information: each distinct id once),
 #   ratio push_1024x64_uniform                                        (the same reference)
 #   latency NAME p50=.. p99=.. usec                  (per operation, one whole call)
 #   target pull_1024x64_uniform>=0.8 met|MISSED, the same for pull_1024x64_zipf

@@ -28,7 +28,7 @@
 # a test's ratio is over the mean of the runs before and after it), and prints
 #   ratio pull_1024x64_uniform <pull goodput / socket bw 256 KiB>   (target >= 0.8)
 #   ratio pull_1024x64_zipf <...>                                    (target >= 0.8)
-#   ratio pull_1024x64_zipf_repeats <...>     (information: Zipf with every repeated id sent)
+#   ratio pull_1024x64_zipf_dedupe <...>      (information: Zipf, each distinct id sent once)
 #   ratio push_1024x64_uniform <push goodput / socket bw 256 KiB>   (information)
 #   latency NAME p50=.. p99=.. usec                  (per operation, one whole call)
 #   cpu NAME client=.. server0=.. server1=.. us per call

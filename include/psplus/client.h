@@ -62,19 +62,31 @@ enum ps_sync_mode {
 	PS_SYNC_SYNC = 2,    /* every step, gradients of all workers are summed, one update */
 };
 
+/*
+ * Repeated ids in a pull (ps_client_opts.pull_dedupe). De-duplicating sends each distinct id
+ * once and copies its row to the other positions: fewer rows on the wire and in the servers'
+ * gathers, for a copy on the worker. It applies only when at least 1/8 of the ids repeat.
+ */
+enum ps_pull_dedupe {
+	/* De-duplicate when the rows would not land in place anyway (@out not registered with
+	 * ps_client_register_buffer(), so they go through the staging region): then it saves
+	 * copies too. A registered @out keeps its zero-copy landing and every occurrence is sent. */
+	PS_PULL_DEDUPE_AUTO = 0,
+	PS_PULL_DEDUPE_ALWAYS = 1, /* also into registered memory (a slow or shared network) */
+	PS_PULL_DEDUPE_NEVER = 2,  /* every occurrence sent, each row written by its server */
+};
+
 struct ps_client_opts {
-	const char *kv_path;	     /* the scheduler's kv path (borrowed during create) */
-	const char *transport;	     /* "auto" (default), "tcp" or "rdma" */
-	uint32_t worker_id;	     /* 0-based, < num_workers */
-	uint32_t num_workers;	     /* workers in the job (>= 1) */
-	enum ps_sync_mode sync_mode; /* all workers of a job must agree */
-	uint32_t staleness;	     /* PS_SYNC_BOUNDED: steps of slack */
-	uint32_t timeout_ms;	     /* bound on every call, retries included; 0: 30000 */
-	uint32_t max_inflight;	     /* requests in flight per server thread; 0: 16 */
-	const char *auth_token_file; /* the cluster's shared secret, or NULL */
-	/* Pulls send each distinct id once and copy its row to the id's other positions (false,
-	 * the default); true sends every occurrence, each row written by its server. */
-	bool pull_repeats;
+	const char *kv_path;		 /* the scheduler's kv path (borrowed during create) */
+	const char *transport;		 /* "auto" (default), "tcp" or "rdma" */
+	uint32_t worker_id;		 /* 0-based, < num_workers */
+	uint32_t num_workers;		 /* workers in the job (>= 1) */
+	enum ps_sync_mode sync_mode;	 /* all workers of a job must agree */
+	uint32_t staleness;		 /* PS_SYNC_BOUNDED: steps of slack */
+	uint32_t timeout_ms;		 /* bound on every call, retries included; 0: 30000 */
+	uint32_t max_inflight;		 /* requests in flight per server thread; 0: 16 */
+	const char *auth_token_file;	 /* the cluster's shared secret, or NULL */
+	enum ps_pull_dedupe pull_dedupe; /* repeated ids of a pull: below */
 };
 
 /** ps_client_opts_default() - the defaults above, with kv_path NULL. */
@@ -156,8 +168,8 @@ PS_EXPORT void ps_client_unregister_buffer(struct ps_client_buf *b);
  * ---- data ------------------------------------------------------------------------------------
  *
  * Widths are checked against the declaration; ids against [0, rows). Ids and keys may repeat
- * within a call: a pull returns the row once per occurrence (by default each distinct id is
- * pulled once and its row copied to its other positions: ps_client_opts.pull_repeats), a push
+ * within a call: a pull returns the row once per occurrence (each distinct id may be pulled once
+ * and its row copied to its other positions: enum ps_pull_dedupe), a push
  * sums the gradients of repeated ids before the optimizer runs (TensorFlow's sparse-apply rule).
  *
  * PS_SYNC_SYNC: each worker pushes each variable at most once per step (a second push of the
@@ -298,7 +310,7 @@ struct ps_client_stats {
 	uint64_t bytes_staged;	   /* bytes copied through staging (unregistered user memory) */
 	uint64_t transport_copied; /* payload bytes the transport copied (0: zero copy) */
 	uint64_t pull_dups;	   /* repeated ids of pulls not sent: rows copied from their first
-				      occurrence (see ps_client_opts.pull_repeats) */
+				      occurrence (enum ps_pull_dedupe) */
 	char transport[8];	   /* "rdma" or "tcp" */
 };
 

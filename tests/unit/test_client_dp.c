@@ -14,7 +14,7 @@
  *   - a pull refused with -E2BIG is split;
  *   - registered caller memory moves zero copy both ways (nothing staged, nothing copied by the
  *     transport), plain memory through the staging and request blocks (still no transport copy);
- *   - repeated ids of a pull go on the wire once (or every time, with pull_repeats).
+ *   - repeated ids of a pull go on the wire once, or every time (pull_dedupe).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -541,8 +541,8 @@ static void test_zero_copy(void **state)
 	fake_stop(f);
 }
 
-/* The rows of a pull with a client that sends repeats (pull_repeats) or not. */
-static struct ps_client *client_repeats(struct fake *f, bool repeats)
+/* A client with pull_dedupe @mode. */
+static struct ps_client *client_dedupe(struct fake *f, enum ps_pull_dedupe mode)
 {
 	struct ps_client_opts o = ps_client_opts_default();
 	struct ps_client *c = NULL;
@@ -550,20 +550,25 @@ static struct ps_client *client_repeats(struct fake *f, bool repeats)
 	o.kv_path = f->url;
 	o.transport = CDT_TRANSPORT;
 	o.timeout_ms = 5000;
-	o.pull_repeats = repeats;
+	o.pull_dedupe = mode;
 	assert_int_equal(ps_client_create(&o, &c), 0);
 	return c;
 }
 
 /*
- * Repeated ids in a pull: by default each distinct id goes on the wire once and the repeats get
- * their first occurrence's row (pull_dups counts them, bytes_pulled the distinct rows only);
- * with pull_repeats every occurrence is sent. 128-bit keys that share one half are not merged.
+ * Repeated ids in a pull into plain memory: by default each distinct id goes on the wire once
+ * and the repeats get their first occurrence's row (pull_dups counts them, bytes_pulled the
+ * distinct rows only); with PS_PULL_DEDUPE_NEVER every occurrence is sent. Into registered
+ * memory the default keeps the zero-copy landing (every occurrence sent), ALWAYS de-duplicates.
+ * Under 1/8 repeated nothing is de-duplicated. 128-bit keys that share one half are not merged.
  */
 static void test_pull_dedupe(void **state)
 {
 	struct fake *f = fake_start();
-	struct ps_client *c = client_repeats(f, false), *r = client_repeats(f, true);
+	struct ps_client *c = client_dedupe(f, PS_PULL_DEDUPE_AUTO);
+	struct ps_client *r = client_dedupe(f, PS_PULL_DEDUPE_NEVER);
+	struct ps_client *al = client_dedupe(f, PS_PULL_DEDUPE_ALWAYS);
+	struct ps_client_buf *bo;
 	struct ps_var_spec s = sgd(PS_VAR_SPARSE, 1000, 8), h = sgd(PS_VAR_HASH128, 0, 8);
 	enum { N = 600, D = 150, W = 8 };
 	uint64_t *ids = malloc(N * sizeof(*ids)), all[D];
@@ -576,6 +581,7 @@ static void test_pull_dedupe(void **state)
 	h.rows = 0;
 	assert_int_equal(ps_client_declare(c, "dd", &s, &id), 0);
 	assert_int_equal(ps_client_declare(r, "dd", &s, &id), 0);
+	assert_int_equal(ps_client_declare(al, "dd", &s, &id), 0);
 	/* Row i of the first D: 1 - g = 1 + i * 10 + j. */
 	for (int i = 0; i < D; i++) {
 		all[i] = (uint64_t)i;
@@ -585,9 +591,19 @@ static void test_pull_dedupe(void **state)
 	assert_int_equal(ps_client_sparse_push(c, id, all, D, g), 0);
 	for (int i = 0; i < N; i++)
 		ids[i] = (uint64_t)(i * 37) % D; /* every id 4 times, interleaved */
-	for (int pass = 0; pass < 2; pass++) {
-		struct ps_client *x = pass ? r : c;
+	/* Passes: auto into plain memory, never, then into registered memory auto and always. */
+	for (int pass = 0; pass < 4; pass++) {
+		struct ps_client *x = pass == 1 ? r : pass == 3 ? al : c;
+		bool dd = pass == 0 || pass == 3;
 
+		if (pass == 2)
+			assert_int_equal(ps_client_register_buffer(c, out, (size_t)N * W * 4, &bo),
+					 0);
+		if (pass == 3) {
+			ps_client_unregister_buffer(bo);
+			assert_int_equal(ps_client_register_buffer(al, out, (size_t)N * W * 4, &bo),
+					 0);
+		}
 		ps_client_stats_get(x, &a);
 		memset(out, 0xff, (size_t)N * W * sizeof(float));
 		assert_int_equal(ps_client_sparse_pull(x, id, ids, N, out), 0);
@@ -595,9 +611,10 @@ static void test_pull_dedupe(void **state)
 		for (int i = 0; i < N; i++)
 			for (int j = 0; j < W; j++)
 				assert_true(out[i * W + j] == 1.0f + (float)(ids[i] * 10 + j));
-		assert_int_equal(b.pull_dups - a.pull_dups, pass ? 0 : N - D);
-		assert_int_equal(b.bytes_pulled - a.bytes_pulled, (uint64_t)(pass ? N : D) * W * 4);
+		assert_int_equal(b.pull_dups - a.pull_dups, dd ? N - D : 0);
+		assert_int_equal(b.bytes_pulled - a.bytes_pulled, (uint64_t)(dd ? D : N) * W * 4);
 	}
+	ps_client_unregister_buffer(bo);
 	/* Under 1/8 repeated: sent as they are (the rows keep landing in place). */
 	for (int i = 0; i < N; i++)
 		ids[i] = i < N - 10 ? (uint64_t)i : (uint64_t)(i - (N - 10)); /* 10 repeats */
@@ -640,6 +657,7 @@ static void test_pull_dedupe(void **state)
 	free(ids);
 	free(out);
 	free(g);
+	ps_client_destroy(al);
 	ps_client_destroy(r);
 	ps_client_destroy(c);
 	fake_stop(f);
