@@ -44,6 +44,8 @@ int cli_dedupe(struct ps_client *c, const void *keys, size_t n, uint32_t key_byt
 
 	d->ndup = 0;
 	*nuniq = n;
+	if (n > (1u << 30)) /* slots would outgrow 32-bit indexes: sent as they are */
+		return 0;
 	while (slots < 2 * n)
 		slots *= 2;
 	if (grow((void **)&d->table, &d->table_cap, slots, sizeof(*d->table)) ||

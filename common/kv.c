@@ -126,7 +126,7 @@ int ps_kv_publish(const char *url, const struct ps_kv_entry *e, char *err, size_
 	}
 	if (!kv_is_zk(&l))
 		return kv_file_put(url, l.u.path, text, (size_t)len, err, errlen);
-	rc = kv_open(url, &l, err, errlen);
+	rc = kv_zk_open(url, &l.u, &l.zk, err, errlen);
 	if (!rc)
 		rc = kv_zk_put(l.zk, text, (size_t)len, KV_ZK_CONNECT_MS, err, errlen);
 	kv_close(&l);
