@@ -26,13 +26,20 @@ static int grow(void **p, size_t *cap, size_t n, size_t size)
 	return 0;
 }
 
+/* MurmurHash3's 64-bit finalizer: every key bit reaches every hash bit, so keys that differ
+ * only in high bits (ids shifted left, byte-swapped, float bit patterns) still spread. */
+static uint64_t fmix64(uint64_t h)
+{
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdull;
+	h ^= h >> 33;
+	h *= 0xc4ceb9fe1a85ec53ull;
+	return h ^ (h >> 33);
+}
+
 static uint64_t key_hash(const uint64_t *k, uint32_t words)
 {
-	uint64_t h = k[0] * 0x9e3779b97f4a7c15ull;
-
-	if (words == 2)
-		h ^= (k[1] + 0x632be59bd9b4e019ull) * 0xc2b2ae3d27d4eb4full;
-	return h ^ (h >> 29);
+	return fmix64(words == 2 ? k[0] ^ fmix64(k[1] + 0x9e3779b97f4a7c15ull) : k[0]);
 }
 
 int cli_dedupe(struct ps_client *c, const void *keys, size_t n, uint32_t key_bytes, size_t *nuniq)

@@ -150,7 +150,7 @@ int ps_kv_wait(const char *url, int timeout_ms, int stop_fd, struct ps_kv_entry 
 {
 	uint64_t deadline = ps_clock_deadline_ms((uint64_t)(timeout_ms < 0 ? 0 : timeout_ms));
 	struct pollfd p = {.fd = stop_fd, .events = POLLIN};
-	int rc, nap = 10, left, version;
+	int rc, nap = 10, left, version, tries = 0;
 	struct kv_loc l;
 	char last[512];
 
@@ -163,6 +163,13 @@ int ps_kv_wait(const char *url, int timeout_ms, int stop_fd, struct ps_kv_entry 
 		if (kv_is_zk(&l) && l.zk && kv_zk_lost(l.zk))
 			kv_close(&l);
 		left = ps_clock_remaining_ms(deadline);
+		/* A zk:// read needs a round trip: with almost no time left, the last answer
+		 * (say, no entry yet) says more than a timeout of a few ms would. */
+		if (kv_is_zk(&l) && tries++ && left < KV_ZK_MIN_TRY_MS) {
+			ps_errf(err, errlen, "gave up after %d ms: %s", timeout_ms, last);
+			rc = PS_ETIMEOUT;
+			break;
+		}
 		rc = 0;
 		if (kv_is_zk(&l) && !l.zk)
 			rc = kv_zk_open(url, &l.u, &l.zk, last, sizeof(last));

@@ -34,6 +34,8 @@ struct kv_zk;
 
 /* How long kv_zk calls wait for a session when the caller gives no deadline. */
 #define KV_ZK_CONNECT_MS 10000
+/* ps_kv_wait() makes no further zk:// read with less time than this left. */
+#define KV_ZK_MIN_TRY_MS 50
 
 /*
  * kv_zk_open() - start a session with @u's ensemble (asynchronous: the calls below wait until it

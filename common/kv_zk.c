@@ -79,12 +79,11 @@ int kv_zk_open(const char *url, const struct ps_url *u, struct kv_zk **out, char
 		return -ENOMEM;
 	z->url = url;
 	memcpy(z->path, u->path, sizeof(z->path));
+	/* The client splits the port off at the last ':' and resolves the rest as it is: IPv6
+	 * hosts go without brackets ("::1:2181"). */
 	for (size_t i = 0; i < u->nhosts; i++) {
-		bool v6 = strchr(u->hosts[i].host, ':') != NULL;
-
-		off += (size_t)snprintf(z->hosts + off, sizeof(z->hosts) - off, "%s%s%s%s:%u",
-					i ? "," : "", v6 ? "[" : "", u->hosts[i].host,
-					v6 ? "]" : "", u->hosts[i].port);
+		off += (size_t)snprintf(z->hosts + off, sizeof(z->hosts) - off, "%s%s:%u",
+					i ? "," : "", u->hosts[i].host, u->hosts[i].port);
 		if (off >= sizeof(z->hosts)) /* cannot happen: room for 16 hosts of 255 bytes */
 			break;
 	}
@@ -96,11 +95,13 @@ int kv_zk_open(const char *url, const struct ps_url *u, struct kv_zk **out, char
 	if (!z->zh) {
 		/* The client resolves every host first: ENOENT or EINVAL is a name with no
 		 * address (or a resolver that did not answer), worth retrying. */
-		rc = errno == ENOMEM ? -ENOMEM : -EHOSTUNREACH;
+		int e = errno ? errno : EIO;
+
+		rc = e == ENOENT || e == EINVAL ? -EHOSTUNREACH : -e;
 		ps_errf(err, errlen, "kv path '%s': cannot start a ZooKeeper session with %s: %s",
 			url, z->hosts,
-			rc == -ENOMEM ? "out of memory"
-				      : "a host name has no address (does it resolve?)");
+			rc == -EHOSTUNREACH ? "a host name has no address (does it resolve?)"
+					    : strerror(e));
 		kv_zk_close(z);
 		return rc;
 	}
@@ -125,11 +126,11 @@ int kv_zk_lost(const struct kv_zk *z)
 	return z->zh && is_unrecoverable(z->zh) == ZINVALIDSTATE;
 }
 
-/* Wait up to @timeout_ms for the session to be connected. */
-static int zk_connected(struct kv_zk *z, int timeout_ms, char *err, size_t errlen)
+/* Wait until @deadline (monotonic ns) for the session to be connected. */
+static int zk_connected(struct kv_zk *z, uint64_t deadline, int timeout_ms, char *err,
+			size_t errlen)
 {
-	struct timespec until = ps_clock_timespec(
-		ps_clock_deadline_ms((uint64_t)(timeout_ms < 0 ? 0 : timeout_ms)));
+	struct timespec until = ps_clock_timespec(deadline);
 	int rc = 0;
 
 	pthread_mutex_lock(&z->lock);
@@ -156,7 +157,8 @@ static int zk_connected(struct kv_zk *z, int timeout_ms, char *err, size_t errle
 }
 
 /* A ZooKeeper result code to ours, with a message naming @what. */
-static int zk_err(const struct kv_zk *z, int zrc, const char *what, char *err, size_t errlen)
+static int zk_err(const struct kv_zk *z, int zrc, const char *what, int timeout_ms, char *err,
+		  size_t errlen)
 {
 	int rc;
 
@@ -187,13 +189,157 @@ static int zk_err(const struct kv_zk *z, int zrc, const char *what, char *err, s
 	default:
 		rc = -EIO;
 	}
-	ps_errf(err, errlen, "kv path '%s': %s '%s': %s", z->url, what, z->path,
-		rc == -ENOENT ? "no scheduler entry (yet)" : zerror(zrc));
+	if (zrc == ZOPERATIONTIMEOUT)
+		ps_errf(err, errlen, "kv path '%s': %s '%s': no answer from %s within %d ms",
+			z->url, what, z->path, z->hosts, timeout_ms);
+	else
+		ps_errf(err, errlen, "kv path '%s': %s '%s': %s", z->url, what, z->path,
+			rc == -ENOENT ? "no scheduler entry (yet)" : zerror(zrc));
 	return rc;
 }
 
+/*
+ * One asynchronous call. The client's synchronous calls wait for an answer without a bound (up
+ * to the session's timeout when the server stops answering); these wait until the caller's
+ * deadline. A call given up on stays allocated, marked abandoned, and its completion (run by
+ * the client's thread later, or by zookeeper_close() at the latest) frees it.
+ */
+struct zk_op {
+	struct kv_zk *z;
+	bool done, abandoned;
+	int zrc;
+	char *buf; /* get: where the data goes (@cap bytes), *len how much came */
+	size_t cap, len;
+	int version;
+};
+
+/* Under z->lock: true when the waiter has gone (then @op is freed here). */
+static bool zk_op_gone(struct zk_op *op)
+{
+	if (!op->abandoned)
+		return false;
+	pthread_mutex_unlock(&op->z->lock);
+	free(op);
+	return true;
+}
+
+static void zk_op_finish(struct zk_op *op, int zrc)
+{
+	op->zrc = zrc;
+	op->done = true;
+	pthread_cond_broadcast(&op->z->cond);
+	pthread_mutex_unlock(&op->z->lock);
+}
+
+static void zk_void_done(int zrc, const void *data)
+{
+	struct zk_op *op = (struct zk_op *)data;
+
+	pthread_mutex_lock(&op->z->lock);
+	if (!zk_op_gone(op))
+		zk_op_finish(op, zrc);
+}
+
+static void zk_stat_done(int zrc, const struct Stat *st, const void *data)
+{
+	zk_void_done(zrc, data);
+}
+
+static void zk_string_done(int zrc, const char *value, const void *data)
+{
+	zk_void_done(zrc, data);
+}
+
+static void zk_data_done(int zrc, const char *value, int value_len, const struct Stat *st,
+			 const void *data)
+{
+	struct zk_op *op = (struct zk_op *)data;
+	size_t n = value && value_len > 0 ? (size_t)value_len : 0;
+
+	pthread_mutex_lock(&op->z->lock);
+	if (zk_op_gone(op))
+		return;
+	if (zrc == ZOK) {
+		/* More than @cap bytes: the caller sees a full buffer and calls it oversized. */
+		op->len = n > op->cap ? op->cap : n;
+		memcpy(op->buf, value, op->len);
+		op->version = st ? st->version : -1;
+	}
+	zk_op_finish(op, zrc);
+}
+
+static struct zk_op *zk_op_new(struct kv_zk *z)
+{
+	struct zk_op *op = calloc(1, sizeof(*op));
+
+	if (op)
+		op->z = z;
+	return op;
+}
+
+/*
+ * Wait for @op, issued with result @issued (not ZOK: the call was refused at once and no
+ * completion will run), until @deadline. Returns the call's ZooKeeper code, ZOPERATIONTIMEOUT
+ * when the deadline passed first; @op is freed or handed to its completion either way. A get's
+ * results are copied to *@len and *@version (when not NULL) before @op is freed.
+ */
+static int zk_op_wait(struct zk_op *op, int issued, uint64_t deadline, size_t *len, int *version)
+{
+	struct timespec until = ps_clock_timespec(deadline);
+	struct kv_zk *z = op->z;
+	int zrc;
+
+	if (issued != ZOK) {
+		free(op);
+		return issued;
+	}
+	pthread_mutex_lock(&z->lock);
+	while (!op->done)
+		if (pthread_cond_clockwait(&z->cond, &z->lock, CLOCK_MONOTONIC, &until) ==
+		    ETIMEDOUT)
+			break;
+	if (!op->done) {
+		op->abandoned = true;
+		pthread_mutex_unlock(&z->lock);
+		return ZOPERATIONTIMEOUT;
+	}
+	zrc = op->zrc;
+	if (len && zrc == ZOK) {
+		*len = op->len;
+		*version = op->version;
+	}
+	pthread_mutex_unlock(&z->lock);
+	free(op);
+	return zrc;
+}
+
+/* zoo_aset/zoo_acreate/zoo_adelete/zoo_aget of @path, waited for until @deadline. */
+static int zk_set(struct kv_zk *z, const char *text, size_t len, uint64_t deadline)
+{
+	struct zk_op *op = zk_op_new(z);
+
+	if (!op)
+		return ZSYSTEMERROR;
+	return zk_op_wait(op, zoo_aset(z->zh, z->path, text, (int)len, -1, zk_stat_done, op),
+			  deadline, NULL, NULL);
+}
+
+static int zk_create(struct kv_zk *z, const char *path, const char *text, int len,
+		     uint64_t deadline)
+{
+	struct zk_op *op = zk_op_new(z);
+
+	if (!op)
+		return ZSYSTEMERROR;
+	return zk_op_wait(op,
+			  zoo_acreate(z->zh, path, text, len, &ZOO_OPEN_ACL_UNSAFE, ZOO_PERSISTENT,
+				      zk_string_done, op),
+			  deadline, NULL, NULL);
+}
+
 /* Create every missing ancestor of the znode, empty and persistent. */
-static int zk_make_parents(struct kv_zk *z, char *err, size_t errlen)
+static int zk_make_parents(struct kv_zk *z, uint64_t deadline, int timeout_ms, char *err,
+			   size_t errlen)
 {
 	char p[PS_URL_PATH_MAX];
 	int zrc;
@@ -201,10 +347,10 @@ static int zk_make_parents(struct kv_zk *z, char *err, size_t errlen)
 	memcpy(p, z->path, sizeof(p));
 	for (char *s = strchr(p + 1, '/'); s; s = strchr(s + 1, '/')) {
 		*s = '\0';
-		zrc = zoo_create(z->zh, p, NULL, -1, &ZOO_OPEN_ACL_UNSAFE, ZOO_PERSISTENT, NULL, 0);
+		zrc = zk_create(z, p, NULL, -1, deadline);
 		*s = '/';
 		if (zrc != ZOK && zrc != ZNODEEXISTS)
-			return zk_err(z, zrc, "creating the parents of", err, errlen);
+			return zk_err(z, zrc, "creating the parents of", timeout_ms, err, errlen);
 	}
 	return 0;
 }
@@ -212,56 +358,66 @@ static int zk_make_parents(struct kv_zk *z, char *err, size_t errlen)
 int kv_zk_put(struct kv_zk *z, const char *text, size_t len, int timeout_ms, char *err,
 	      size_t errlen)
 {
+	uint64_t deadline = ps_clock_deadline_ms((uint64_t)(timeout_ms < 0 ? 0 : timeout_ms));
 	int rc, zrc = ZOK;
 
-	rc = zk_connected(z, timeout_ms, err, errlen);
-	if (rc)
-		return rc;
-	/* Replace, or create; a concurrent delete between the two sends us round again. */
-	for (int tries = 0; tries < 4; tries++) {
-		zrc = zoo_set(z->zh, z->path, text, (int)len, -1);
-		if (zrc != ZNONODE)
-			break;
-		zrc = zoo_create(z->zh, z->path, text, (int)len, &ZOO_OPEN_ACL_UNSAFE,
-				 ZOO_PERSISTENT, NULL, 0);
+	/* Replace, or create; a concurrent delete between the two sends us round again, and so
+	 * does a lost connection (setting the data twice is harmless) while time is left. */
+	for (int tries = 0; tries < 8; tries++) {
+		rc = zk_connected(z, deadline, timeout_ms, err, errlen);
+		if (rc)
+			return rc;
+		zrc = zk_set(z, text, len, deadline);
 		if (zrc == ZNONODE) {
-			rc = zk_make_parents(z, err, errlen);
-			if (rc)
-				return rc;
-			zrc = ZNODEEXISTS; /* go round: create again */
+			zrc = zk_create(z, z->path, text, (int)len, deadline);
+			if (zrc == ZNONODE) {
+				rc = zk_make_parents(z, deadline, timeout_ms, err, errlen);
+				if (rc)
+					return rc;
+				continue; /* create again */
+			}
+			if (zrc == ZNODEEXISTS)
+				continue; /* created meanwhile: set again */
 		}
-		if (zrc != ZNODEEXISTS)
+		if (zrc != ZCONNECTIONLOSS || !ps_clock_remaining_ms(deadline))
 			break;
 	}
-	return zk_err(z, zrc, "writing", err, errlen);
+	return zk_err(z, zrc, "writing", timeout_ms, err, errlen);
 }
 
 int kv_zk_get(struct kv_zk *z, char *buf, size_t cap, size_t *len, int *version, int timeout_ms,
 	      char *err, size_t errlen)
 {
-	int rc, zrc, n = (int)cap;
-	struct Stat st;
+	uint64_t deadline = ps_clock_deadline_ms((uint64_t)(timeout_ms < 0 ? 0 : timeout_ms));
+	struct zk_op *op;
+	int rc, zrc;
 
-	rc = zk_connected(z, timeout_ms, err, errlen);
+	rc = zk_connected(z, deadline, timeout_ms, err, errlen);
 	if (rc)
 		return rc;
-	zrc = zoo_get(z->zh, z->path, 0, buf, &n, &st);
-	if (zrc != ZOK)
-		return zk_err(z, zrc, "reading", err, errlen);
-	/* The client copies at most @cap bytes; the stat says how large the data is. */
-	*len = st.dataLength > (int)cap ? cap : (size_t)(n < 0 ? 0 : n);
-	*version = st.version;
-	return 0;
+	op = zk_op_new(z);
+	if (!op)
+		return -ENOMEM;
+	op->buf = buf;
+	op->cap = cap;
+	zrc = zk_op_wait(op, zoo_aget(z->zh, z->path, 0, zk_data_done, op), deadline, len, version);
+	return zk_err(z, zrc, "reading", timeout_ms, err, errlen);
 }
 
 int kv_zk_del(struct kv_zk *z, int version, int timeout_ms, char *err, size_t errlen)
 {
+	uint64_t deadline = ps_clock_deadline_ms((uint64_t)(timeout_ms < 0 ? 0 : timeout_ms));
+	struct zk_op *op;
 	int rc, zrc;
 
-	rc = zk_connected(z, timeout_ms, err, errlen);
+	rc = zk_connected(z, deadline, timeout_ms, err, errlen);
 	if (rc)
 		return rc;
-	zrc = zoo_delete(z->zh, z->path, version);
+	op = zk_op_new(z);
+	if (!op)
+		return -ENOMEM;
+	zrc = zk_op_wait(op, zoo_adelete(z->zh, z->path, version, zk_void_done, op), deadline, NULL,
+			 NULL);
 	if (zrc == ZNONODE)
 		return 0;
 	if (zrc == ZBADVERSION) {
@@ -270,7 +426,7 @@ int kv_zk_del(struct kv_zk *z, int version, int timeout_ms, char *err, size_t er
 			z->url);
 		return -ESTALE;
 	}
-	return zk_err(z, zrc, "deleting", err, errlen);
+	return zk_err(z, zrc, "deleting", timeout_ms, err, errlen);
 }
 
 #else /* !PS_HAVE_ZOOKEEPER */

@@ -309,9 +309,9 @@ struct ps_client_stats {
 	uint64_t bytes_pushed;	   /* gradient bytes sent */
 	uint64_t bytes_staged;	   /* bytes copied through staging (unregistered user memory) */
 	uint64_t transport_copied; /* payload bytes the transport copied (0: zero copy) */
+	char transport[8];	   /* "rdma" or "tcp" */
 	uint64_t pull_dups;	   /* repeated ids of pulls not sent: rows copied from their first
 				      occurrence (enum ps_pull_dedupe) */
-	char transport[8];	   /* "rdma" or "tcp" */
 };
 
 PS_EXPORT void ps_client_stats_get(struct ps_client *c, struct ps_client_stats *out);

@@ -17,8 +17,9 @@ bin=$1 ctr=$2 admin=$3
 work=$(mktemp -d /tmp/psplus_zk.XXXXXX)
 . "$(dirname "$0")/cluster_lib.sh"
 zkjar=/usr/share/java/zookeeper.jar
-zkpid=
-trap '[[ -n $zkpid ]] && kill -9 $zkpid 2>/dev/null; cl_cleanup' EXIT
+zkpid= bpid= b0=
+# The ZooKeeper server and the second cluster (started outside pid[]) go with the rest.
+trap 'kill -9 $zkpid $bpid $b0 2>/dev/null; cl_cleanup' EXIT
 
 if ! command -v java >/dev/null || [[ ! -r $zkjar ]]; then
 	flunk "java or $zkjar missing (scripts/setup.sh installs default-jre-headless and libzookeeper-java)"
