@@ -23,7 +23,9 @@
  *                 scheduler's later entry stays). Each call opens a session and closes it;
  *                 ps_kv_wait() keeps one for the whole wait. A session that cannot connect
  *                 within 10 s (ps_kv_wait(): its own deadline) is PS_ETIMEOUT, with a message
- *                 naming the ensemble. Builds without the ZooKeeper C client (libzookeeper-mt)
+ *                 naming the ensemble; so is a call the server does not answer by then. One
+ *                 overrun remains: closing a session whose server stopped answering takes
+ *                 the client library about 1.5 s more (measured with the server SIGSTOPped). Builds without the ZooKeeper C client (libzookeeper-mt)
  *                 return PS_EUNSUPPORTED_SCHEME for zk:// with a message saying so.
  *   none://       cannot hold an address: PS_EBAD_URL.
  *   plugin://     no plugin kv backends yet: PS_EUNSUPPORTED_SCHEME.

@@ -8,7 +8,8 @@
 #   - a second scheduler publishing at the same path replaces the entry; the first one's
 #     shutdown then leaves it in place (compare-and-delete on the znode's version), and a server
 #     registers with the second; its shutdown removes the znode;
-#   - with the entry gone, psplus-admin fails naming the missing entry; with ZooKeeper stopped, a
+#   - with the entry gone, psplus-admin fails naming the missing entry; with ZooKeeper paused
+#     (SIGSTOP) a waiting server gives up by its --kv_wait_ms (plus the close); with it killed, a
 #     server gives up after its --kv_wait_ms naming the ensemble it could not reach.
 # Every wait is polled with a deadline; every process is killed by the EXIT trap.
 # usage: test_kv_zk.sh PSPLUS PSPLUS_CTR PSPLUS_ADMIN      (KEEP_LOGS=1 keeps the temp dir)
@@ -17,9 +18,9 @@ bin=$1 ctr=$2 admin=$3
 work=$(mktemp -d /tmp/psplus_zk.XXXXXX)
 . "$(dirname "$0")/cluster_lib.sh"
 zkjar=/usr/share/java/zookeeper.jar
-zkpid= bpid= b0=
+zkpid= bpid= b0= hp=
 # The ZooKeeper server and the second cluster (started outside pid[]) go with the rest.
-trap 'kill -9 $zkpid $bpid $b0 2>/dev/null; cl_cleanup' EXIT
+trap 'kill -9 $zkpid $bpid $b0 $hp 2>/dev/null; cl_cleanup' EXIT
 
 if ! command -v java >/dev/null || [[ ! -r $zkjar ]]; then
 	flunk "java or $zkjar missing (scripts/setup.sh installs default-jre-headless and libzookeeper-java)"
@@ -150,6 +151,23 @@ if [[ $rc -ne 0 ]] && grep -q "no scheduler entry" <<<"$out"; then
 	pass "after a clean shutdown the znode is gone: psplus-admin exits $rc naming the missing entry"
 else
 	flunk "psplus-admin after the shutdown: exit $rc: $out"
+fi
+# ZooKeeper stops answering (SIGSTOP) while a server waits on a connected session: the read in
+# flight is given up at the wait's deadline, not at the client library's session timeout.
+t0=$(now_ms)
+"$bin" -r server -sp "$url" -si 0 "${srv_opts[@]}" --kv_wait_ms 3000 2>>"$logs/hung.log" &
+hp=$!
+sleep 1 # connected by now, reading "no entry" every 200 ms
+kill -STOP "$zkpid"
+wait_for 20000 gone "$hp" || kill -9 "$hp"
+wait "$hp"
+rc=$?
+took=$(($(now_ms) - t0))
+kill -CONT "$zkpid"
+if [[ $rc -eq 1 ]] && log_has hung "gave up after 3000 ms" && ((took < 8000)); then
+	pass "ZooKeeper stopped mid-wait: the server gives up after $took ms (kv_wait_ms 3000)"
+else
+	flunk "ZooKeeper stopped mid-wait: exit $rc after $took ms (log $logs/hung.log)"
 fi
 kill -9 "$zkpid"
 wait "$zkpid" 2>/dev/null
