@@ -31,11 +31,31 @@
 struct kv_zk {
 	const char *url;
 	char path[PS_URL_PATH_MAX];
-	char hosts[PS_URL_MAX_HOSTS * (PS_URL_HOST_MAX + 16)]; /* "h1:p1,[v6]:p2" */
+	/* "h1:p1,::1:p2" (IPv6 hosts without brackets) */
+	char hosts[PS_URL_MAX_HOSTS * (PS_URL_HOST_MAX + 16)];
 	zhandle_t *zh;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	int state; /* the last session state the watcher saw */
+	int state;		 /* the last session state the watcher saw */
+	struct zk_op *abandoned; /* calls given up on: freed after zookeeper_close() */
+};
+
+/*
+ * One asynchronous call. The client's synchronous calls wait for an answer without a bound (up
+ * to the session's timeout when the server stops answering); these wait until the caller's
+ * deadline. A call given up on stays allocated on the session's abandoned list (its completion
+ * may still run, and then touches nothing but its own flags) and is freed by kv_zk_close()
+ * once zookeeper_close() has returned: the library does not always complete calls that never
+ * got an answer when it closes.
+ */
+struct zk_op {
+	struct kv_zk *z;
+	struct zk_op *next; /* on z->abandoned */
+	bool done, abandoned;
+	int zrc;
+	char *buf; /* get: where the data goes (@cap bytes), *len how much came */
+	size_t cap, len;
+	int version;
 };
 
 /* The client library's log lines: ours at debug level (a refused connection is retried, and the
@@ -113,9 +133,15 @@ void kv_zk_close(struct kv_zk *z)
 {
 	if (!z)
 		return;
-	/* Joins the client's threads: no watcher call runs after this. */
+	/* Joins the client's threads: no watcher or completion runs after this. */
 	if (z->zh)
 		zookeeper_close(z->zh);
+	while (z->abandoned) {
+		struct zk_op *op = z->abandoned;
+
+		z->abandoned = op->next;
+		free(op);
+	}
 	pthread_cond_destroy(&z->cond);
 	pthread_mutex_destroy(&z->lock);
 	free(z);
@@ -198,28 +224,13 @@ static int zk_err(const struct kv_zk *z, int zrc, const char *what, int timeout_
 	return rc;
 }
 
-/*
- * One asynchronous call. The client's synchronous calls wait for an answer without a bound (up
- * to the session's timeout when the server stops answering); these wait until the caller's
- * deadline. A call given up on stays allocated, marked abandoned, and its completion (run by
- * the client's thread later, or by zookeeper_close() at the latest) frees it.
- */
-struct zk_op {
-	struct kv_zk *z;
-	bool done, abandoned;
-	int zrc;
-	char *buf; /* get: where the data goes (@cap bytes), *len how much came */
-	size_t cap, len;
-	int version;
-};
-
-/* Under z->lock: true when the waiter has gone (then @op is freed here). */
+/* Under z->lock: true when the waiter has gone (the lock is then released). */
 static bool zk_op_gone(struct zk_op *op)
 {
 	if (!op->abandoned)
 		return false;
+	op->done = true;
 	pthread_mutex_unlock(&op->z->lock);
-	free(op);
 	return true;
 }
 
@@ -300,6 +311,8 @@ static int zk_op_wait(struct zk_op *op, int issued, uint64_t deadline, size_t *l
 			break;
 	if (!op->done) {
 		op->abandoned = true;
+		op->next = z->abandoned;
+		z->abandoned = op;
 		pthread_mutex_unlock(&z->lock);
 		return ZOPERATIONTIMEOUT;
 	}

@@ -69,6 +69,7 @@ for tier in $tiers; do
 		mkdir -p "$asan_build"
 		configure_build "$asan_build" -DCMAKE_BUILD_TYPE=Debug "-DPS_SANITIZE=address;undefined" &&
 			ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+				LSAN_OPTIONS=suppressions=$root/tests/lsan.supp \
 				run_ctest "$asan_build" -L 'unit|integration'
 		;;
 	guest)
