@@ -246,10 +246,12 @@ static int rows_call(struct ps_client *c, uint32_t id, enum ps_var_kind kind, co
 			goto out;
 		}
 		/* A few repeats are not worth the copies: from 1/8 repeated on. */
-		if (c->dd.ndup * 8 >= n)
+		if (c->dd.ndup * 8 >= n) {
 			pos = c->dd.uniq;
-		else
-			c->dd.ndup = 0, m = n;
+		} else {
+			c->dd.ndup = 0;
+			m = n;
+		}
 	}
 	for (;;) {
 		rc = cli_shape_get(c, v, &sh);

@@ -368,10 +368,30 @@ static int zk_make_parents(struct kv_zk *z, uint64_t deadline, int timeout_ms, c
 	return 0;
 }
 
+/* The monotonic deadline @timeout_ms from now (negative: now). */
+static uint64_t zk_deadline(int timeout_ms)
+{
+	return ps_clock_deadline_ms((uint64_t)(timeout_ms < 0 ? 0 : timeout_ms));
+}
+
+/* What kv_zk_get() and kv_zk_del() start with: the session connected, and an op for the call. */
+static int zk_begin(struct kv_zk *z, int timeout_ms, uint64_t *deadline, struct zk_op **op,
+		    char *err, size_t errlen)
+{
+	int rc;
+
+	*deadline = zk_deadline(timeout_ms);
+	rc = zk_connected(z, *deadline, timeout_ms, err, errlen);
+	if (rc)
+		return rc;
+	*op = zk_op_new(z);
+	return *op ? 0 : -ENOMEM;
+}
+
 int kv_zk_put(struct kv_zk *z, const char *text, size_t len, int timeout_ms, char *err,
 	      size_t errlen)
 {
-	uint64_t deadline = ps_clock_deadline_ms((uint64_t)(timeout_ms < 0 ? 0 : timeout_ms));
+	uint64_t deadline = zk_deadline(timeout_ms);
 	int rc, zrc = ZOK;
 
 	/* Replace, or create; a concurrent delete between the two sends us round again, and so
@@ -401,16 +421,13 @@ int kv_zk_put(struct kv_zk *z, const char *text, size_t len, int timeout_ms, cha
 int kv_zk_get(struct kv_zk *z, char *buf, size_t cap, size_t *len, int *version, int timeout_ms,
 	      char *err, size_t errlen)
 {
-	uint64_t deadline = ps_clock_deadline_ms((uint64_t)(timeout_ms < 0 ? 0 : timeout_ms));
 	struct zk_op *op;
+	uint64_t deadline;
 	int rc, zrc;
 
-	rc = zk_connected(z, deadline, timeout_ms, err, errlen);
+	rc = zk_begin(z, timeout_ms, &deadline, &op, err, errlen);
 	if (rc)
 		return rc;
-	op = zk_op_new(z);
-	if (!op)
-		return -ENOMEM;
 	op->buf = buf;
 	op->cap = cap;
 	zrc = zk_op_wait(op, zoo_aget(z->zh, z->path, 0, zk_data_done, op), deadline, len, version);
@@ -419,16 +436,13 @@ int kv_zk_get(struct kv_zk *z, char *buf, size_t cap, size_t *len, int *version,
 
 int kv_zk_del(struct kv_zk *z, int version, int timeout_ms, char *err, size_t errlen)
 {
-	uint64_t deadline = ps_clock_deadline_ms((uint64_t)(timeout_ms < 0 ? 0 : timeout_ms));
 	struct zk_op *op;
+	uint64_t deadline;
 	int rc, zrc;
 
-	rc = zk_connected(z, deadline, timeout_ms, err, errlen);
+	rc = zk_begin(z, timeout_ms, &deadline, &op, err, errlen);
 	if (rc)
 		return rc;
-	op = zk_op_new(z);
-	if (!op)
-		return -ENOMEM;
 	zrc = zk_op_wait(op, zoo_adelete(z->zh, z->path, version, zk_void_done, op), deadline, NULL,
 			 NULL);
 	if (zrc == ZNONODE)

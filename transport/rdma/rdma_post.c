@@ -152,6 +152,19 @@ static void gather_emit(struct gather *g, uint64_t addr, uint32_t len, uint32_t 
 	g->last_sge = s;
 }
 
+/*
+ * Does [@a, @a + @len) lie inside @mr, registered on @dev? A foreign or out-of-range region
+ * would fail at the NIC and kill the QP, so every registered element is checked before use.
+ */
+static inline bool sge_in_mr(const struct ps_tp_mr *mr, const struct ps_tp_dev *dev, uintptr_t a,
+			     uint32_t len)
+{
+	uintptr_t base = (uintptr_t)mr->info.addr;
+
+	return mr->dev == dev && a >= base && a - base <= mr->info.len &&
+	       len <= mr->info.len - (a - base);
+}
+
 static int gather_walk(struct gather *g, const struct ps_tp_sge *sgl, int nsge)
 {
 	const struct ps_tp_dev *dev = &g->c->loop->dev->base;
@@ -167,11 +180,7 @@ static int gather_walk(struct gather *g, const struct ps_tp_sge *sgl, int nsge)
 		if (!e->addr)
 			return -EINVAL;
 		if (mr) {
-			uintptr_t a = (uintptr_t)e->addr, base = (uintptr_t)mr->info.addr;
-
-			/* A foreign or out-of-range region would fail at the NIC and kill the QP. */
-			if (mr->dev != dev || a < base || a - base > mr->info.len ||
-			    e->len > mr->info.len - (a - base))
+			if (!sge_in_mr(mr, dev, (uintptr_t)e->addr, e->len))
 				return -EINVAL;
 		} else if (g->zc_only) {
 			return RD_GATHER_COPY;
@@ -349,7 +358,7 @@ static int op_queue_one_wr(struct rd_conn *c, const struct ps_tp_sge *sgl, int n
 		return RD_GATHER_COPY;
 	for (int i = 0; i < nsge; i++) {
 		const struct ps_tp_mr *mr = sgl[i].mr;
-		uintptr_t a = (uintptr_t)sgl[i].addr, base;
+		uintptr_t a = (uintptr_t)sgl[i].addr;
 		uint32_t len = sgl[i].len;
 
 		if (!len)
@@ -358,9 +367,7 @@ static int op_queue_one_wr(struct rd_conn *c, const struct ps_tp_sge *sgl, int n
 			return -EINVAL;
 		if (!mr)
 			return RD_GATHER_COPY;
-		base = (uintptr_t)mr->info.addr;
-		if (mr->dev != dev || a < base || a - base > mr->info.len ||
-		    len > mr->info.len - (a - base))
+		if (!sge_in_mr(mr, dev, a, len))
 			return -EINVAL;
 		total += len;
 		if (k && s[k - 1].lkey == mr->info.lkey && s[k - 1].addr + s[k - 1].length == a) {
